@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Developer set-up and test runner.
+#   bash scripts/dev.sh test      install system tools + dev extras + the reference, then run the tests
+#   bash scripts/dev.sh install   the install step alone
+#   bash scripts/dev.sh pytest …  run pytest inside the dev environment with your arguments
+# The environment lives in .venv (override with SAM2_WEB_VENV).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${SAM2_WEB_VENV:-.venv}
+PY=${PYTHON:-python3}
+
+system_tools() {
+  # ffmpeg decodes/encodes clips; chromium + chromedriver drive the browser test.
+  local need=()
+  command -v ffmpeg >/dev/null || need+=(ffmpeg)
+  command -v chromium >/dev/null || need+=(chromium)
+  command -v chromedriver >/dev/null || need+=(chromium-driver)
+  if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+      echo "missing system tools: ${need[*]} (install them with apt-get)" >&2; exit 1
+    fi
+  fi
+}
+
+install() {
+  system_tools
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  local pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+  # torch first (pinned for CI's CPU machines), then ours with the dev extras.
+  "${pip[@]}" -c constraints-ci.txt torch torchvision
+  "${pip[@]}" -c constraints-ci.txt -e ".[dev]"
+  # The reference implementation (a test oracle only): its build needs torch already installed
+  # and no CUDA extension on these machines.
+  if ! "$VENV/bin/python" -c "import sam2" 2>/dev/null; then
+    SAM2_BUILD_CUDA=0 "${pip[@]}" -c constraints-ci.txt --no-build-isolation "sam2==1.1.0"
+  fi
+}
+
+case "${1:-test}" in
+  install) install ;;
+  test)
+    install
+    shift || true
+    set +e
+    "$VENV/bin/python" -m pytest "$@"
+    rc=$?
+    set -e
+    exit $rc ;;
+  pytest) shift; exec "$VENV/bin/python" -m pytest "$@" ;;
+  *) echo "usage: scripts/dev.sh [install|test|pytest ARGS…]" >&2; exit 2 ;;
+esac
