@@ -1,0 +1,121 @@
+"""Load ready-to-use predictors by model name: registry → Hub checkpoint → hydra build, cached.
+
+This is the one entry point the web app, the CLI and the editor plugins share.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from sam2_web.build import build_sam2, build_sam2_video_predictor, compose_config, configs_dir
+
+DEFAULT_MODEL = "sam2.1_hiera_t"
+KINDS = ("video", "image")
+
+_cache: "OrderedDict[tuple, object]" = OrderedDict()
+_cache_lock = threading.Lock()
+_cache_size = 2
+
+
+def compose_app_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose ``configs/app.yaml`` with hydra overrides, e.g. ``["model=sam2.1_hiera_s", "device=cpu"]``.
+
+    Raises:
+        hydra's errors for a bad override; the model group lists the valid choices itself.
+    """
+    return compose_config("app", overrides, config_dir=configs_dir())
+
+
+def set_cache_size(n: int) -> None:
+    """How many loaded predictors stay in memory (least recently used are dropped first)."""
+    global _cache_size
+    _cache_size = max(1, int(n))
+    with _cache_lock:
+        while len(_cache) > _cache_size:
+            _cache.popitem(last=False)
+
+
+def load_predictor(
+    model: str = DEFAULT_MODEL,
+    *,
+    kind: str = "video",
+    checkpoint: str | Path | None = None,
+    device: str | torch.device | None = None,
+    overrides: Sequence[str] = (),
+    precision: str = "fp32",
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool | Callable[[int, int], None] = True,
+    **engine_opts,
+):
+    """Return a predictor for a registered model, fetching its checkpoint from the Hub if needed.
+
+    Args:
+        model: a registry name (``sam2.1_hiera_t``), alias or Hub repo id (``facebook/sam2.1-hiera-tiny``).
+        kind: ``"video"`` → ``SAM2VideoPredictor``; ``"image"`` → ``SAM2ImagePredictor``.
+        checkpoint: a local ``.pt`` that replaces the Hub download.
+        device: ``None``/``"auto"`` picks cuda > mps > cpu.
+        overrides: extra hydra overrides for the model config (``++model.image_size=512``).
+        precision: ``"fp32"`` (default) or ``"bf16"`` (CUDA autocast; opt-in, changes numbers).
+        revision, cache_dir: passed to the Hub download.
+        progress: show a download progress bar; or a callback ``(downloaded, total)``.
+        engine_opts: video engine options (see ``SAM2VideoPredictor``).
+
+    Raises:
+        UnknownModelError, HubUnavailableError, CheckpointError, ConfigNotFoundError, ValueError.
+    """
+    from sam2_web.hub import fetch_checkpoint, resolve_checkpoint
+    from sam2_web.registry import get_model
+
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    spec = get_model(model)
+    key = (spec.name, kind, str(checkpoint), str(device), tuple(overrides), precision, revision,
+           tuple(sorted(engine_opts.items())))
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    if checkpoint is not None:
+        ckpt = resolve_checkpoint(checkpoint)
+    else:
+        ckpt = fetch_checkpoint(spec, revision=revision, cache_dir=cache_dir, progress=progress)
+    if kind == "video":
+        predictor = build_sam2_video_predictor(
+            spec.config, ckpt, device=device, hydra_overrides_extra=overrides, precision=precision, **engine_opts
+        )
+    else:
+        from sam2_web.image_predictor import SAM2ImagePredictor
+
+        predictor = SAM2ImagePredictor(
+            build_sam2(spec.config, ckpt, device=device, hydra_overrides_extra=overrides), precision=precision
+        )
+    with _cache_lock:
+        _cache[key] = predictor
+        while len(_cache) > _cache_size:
+            _cache.popitem(last=False)
+    return predictor
+
+
+def load_from_app_config(cfg: DictConfig, *, kind: str = "video", progress=True):
+    """Load the predictor an app config (from :func:`compose_app_config`) describes."""
+    engine = OmegaConf.to_container(cfg.engine, resolve=True) if "engine" in cfg else {}
+    hub = cfg.get("hub") or {}
+    opts = dict(engine) if kind == "video" else {}
+    return load_predictor(
+        cfg.weights.name,
+        kind=kind,
+        checkpoint=cfg.get("checkpoint"),
+        device=cfg.get("device", "auto"),
+        precision=cfg.get("precision", "fp32"),
+        revision=hub.get("revision"),
+        cache_dir=hub.get("cache_dir"),
+        progress=progress,
+        **opts,
+    )

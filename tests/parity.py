@@ -1,0 +1,85 @@
+"""Parity helpers: the reference with random weights → an official checkpoint → our model.
+
+The reference (PyPI ``sam2==1.1.0``) is only ever an oracle here. Its constructors leave many
+parameters at trivial values (zeros, ones, layer-scale 1e-6), which would let a wrong code path
+hide; ``perturb`` adds small seeded noise to every parameter and buffer so each one matters.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+MODEL_NAMES = (
+    "sam2_hiera_t", "sam2_hiera_s", "sam2_hiera_b+", "sam2_hiera_l",
+    "sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l",
+)
+
+
+def reference_config(name: str) -> str:
+    """The reference's config string for a model name, e.g. ``configs/sam2.1/sam2.1_hiera_t.yaml``."""
+    family = "sam2.1" if name.startswith("sam2.1") else "sam2"
+    return f"configs/{family}/{name}.yaml"
+
+
+@torch.no_grad()
+def perturb(model: torch.nn.Module, seed: int = 0, scale: float = 0.02) -> None:
+    """Add seeded Gaussian noise to every float parameter and buffer, in place."""
+    gen = torch.Generator().manual_seed(seed)
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if tensor.is_floating_point() and tensor.numel() > 0:
+            tensor.add_(torch.randn(tensor.shape, generator=gen, dtype=tensor.dtype) * scale)
+
+
+@dataclass
+class Pair:
+    """A reference model, our model loaded from the reference's checkpoint, and that checkpoint."""
+
+    ref: torch.nn.Module
+    ours: torch.nn.Module
+    ckpt: Path
+
+
+def build_reference(name: str, overrides=(), *, video: bool = False, seed: int = 0) -> torch.nn.Module:
+    """The reference model for ``name`` with seeded random weights, on CPU, in eval mode."""
+    from sam2.build_sam import build_sam2 as ref_build, build_sam2_video_predictor as ref_build_video
+
+    torch.manual_seed(seed)
+    builder = ref_build_video if video else ref_build
+    model = builder(reference_config(name), None, device="cpu", hydra_overrides_extra=list(overrides))
+    perturb(model, seed)
+    return model.eval()
+
+
+def save_official_checkpoint(model: torch.nn.Module, path: Path) -> Path:
+    """Write ``{"model": state_dict}``, the format of Meta's published ``.pt`` files."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict()}, path)
+    return path
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_pair(name: str, overrides: tuple, video: bool, seed: int, workdir: str) -> Pair:
+    from sam2_web.build import build_sam2, build_sam2_video_predictor
+
+    ref = build_reference(name, overrides, video=video, seed=seed)
+    tag = "video" if video else "image"
+    ckpt = save_official_checkpoint(ref, Path(workdir) / f"{name}-{tag}-{abs(hash(overrides))}.pt")
+    builder = build_sam2_video_predictor if video else build_sam2
+    ours = builder(reference_config(name), ckpt, device="cpu", hydra_overrides_extra=list(overrides))
+    return Pair(ref, ours, ckpt)
+
+
+def make_pair(name: str, overrides=(), *, video: bool = False, seed: int = 0, workdir: str | Path) -> Pair:
+    """Build (or reuse) a reference/ours pair for ``name`` with identical weights.
+
+    Args:
+        name: one of :data:`MODEL_NAMES`.
+        overrides: hydra overrides applied to both, e.g. ``("++model.image_size=256",)``.
+        video: build the video predictors instead of the image models.
+        workdir: where the checkpoint is written (a session tmp dir).
+    """
+    return _cached_pair(name, tuple(overrides), video, seed, str(workdir))
