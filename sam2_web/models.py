@@ -103,19 +103,32 @@ def load_predictor(
     return predictor
 
 
-def load_from_app_config(cfg: DictConfig, *, kind: str = "video", progress=True):
-    """Load the predictor an app config (from :func:`compose_app_config`) describes."""
+def model_overrides(overrides: Sequence[str]) -> list[str]:
+    """The subset of app-level overrides that change the network (``++model.image_size=512``)."""
+    return [o for o in overrides if o.lstrip("+~").startswith("model.")]
+
+
+def load_from_app_config(cfg: DictConfig, *, kind: str = "video", overrides: Sequence[str] = (), progress=True):
+    """Load the predictor an app config (from :func:`compose_app_config`) describes.
+
+    Args:
+        cfg: the composed app config (``cfg.weights`` names the model, ``cfg.engine`` its options).
+        kind: ``"video"`` or ``"image"``.
+        overrides: the overrides the app config was composed with; those under ``model.`` are
+            applied to the network too.
+        progress: download progress bar, or a callback ``(downloaded, total)``.
+    """
     engine = OmegaConf.to_container(cfg.engine, resolve=True) if "engine" in cfg else {}
     hub = cfg.get("hub") or {}
-    opts = dict(engine) if kind == "video" else {}
     return load_predictor(
         cfg.weights.name,
         kind=kind,
         checkpoint=cfg.get("checkpoint"),
         device=cfg.get("device", "auto"),
+        overrides=model_overrides(overrides),
         precision=cfg.get("precision", "fp32"),
         revision=hub.get("revision"),
         cache_dir=hub.get("cache_dir"),
         progress=progress,
-        **opts,
+        **(engine if kind == "video" else {}),
     )
