@@ -1,0 +1,1 @@
+"""SAM's prompt encoder, mask decoder and the attention layers they (and the memory) use."""

@@ -1,0 +1,313 @@
+"""Attention layers shared by the mask decoder and the memory attention.
+
+``TwoWayTransformer`` is SAM's decoder body: prompt tokens and image tokens take turns attending
+to each other. ``Attention`` is plain multi-head attention with an optional narrower inner width;
+``RoPEAttention`` adds 2-D rotary position encoding and is what the memory attention uses.
+Parameter names follow the official checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional, Sequence, Tuple, Type
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sam2_web.modeling.common import MLP
+from sam2_web.modeling.position_encoding import apply_rotary_enc, compute_axial_cis
+
+
+class Attention(nn.Module):
+    """Multi-head attention whose projections may shrink the width (``downsample_rate``).
+
+    Keys and values may come from a different width than queries (``kv_in_dim``), which is how
+    the memory attention reads the narrower (64-channel) memories with 256-channel queries.
+    """
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_heads: int,
+        downsample_rate: int = 1,
+        dropout: float = 0.0,
+        kv_in_dim: Optional[int] = None,
+    ) -> None:
+        """
+        Args:
+            embedding_dim: width of the queries and of the output.
+            num_heads: number of heads; must divide ``embedding_dim // downsample_rate``.
+            downsample_rate: inner (attention) width is ``embedding_dim // downsample_rate``.
+            dropout: attention-weight dropout, applied in training mode only.
+            kv_in_dim: width of keys/values; defaults to ``embedding_dim``.
+        Raises:
+            ValueError: if the heads do not divide the inner width (a broken model config).
+        """
+        super().__init__()
+        self.embedding_dim = embedding_dim
+        self.kv_in_dim = kv_in_dim if kv_in_dim is not None else embedding_dim
+        self.internal_dim = embedding_dim // downsample_rate
+        self.num_heads = num_heads
+        if self.internal_dim % num_heads != 0:
+            raise ValueError(
+                f"num_heads={num_heads} must divide the attention width {self.internal_dim} "
+                "(embedding_dim // downsample_rate); fix the model config."
+            )
+        self.q_proj = nn.Linear(embedding_dim, self.internal_dim)
+        self.k_proj = nn.Linear(self.kv_in_dim, self.internal_dim)
+        self.v_proj = nn.Linear(self.kv_in_dim, self.internal_dim)
+        self.out_proj = nn.Linear(self.internal_dim, embedding_dim)
+        self.dropout_p = dropout
+
+    def _split_heads(self, x: Tensor) -> Tensor:
+        # (B, N, C) -> (B, heads, N, C / heads); a view for contiguous input.
+        b, n, c = x.shape
+        return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
+
+    def _project(self, q: Tensor, k: Tensor, v: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        return (
+            self._split_heads(self.q_proj(q)),
+            self._split_heads(self.k_proj(k)),
+            self._split_heads(self.v_proj(v)),
+        )
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        # Heads-split q/k/v in, (B, Nq, embedding_dim) out.
+        out = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout_p if self.training else 0.0
+        )
+        b, h, n, d = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Attend from ``q`` (B, Nq, C) to ``k``/``v`` (B, Nk, kv_in_dim); returns (B, Nq, C)."""
+        return self._attend(*self._project(q, k, v))
+
+
+class RoPEAttention(Attention):
+    """Attention with axial 2-D rotary position encoding on queries and keys.
+
+    Queries are one feature map (``feat_sizes`` tokens, or any square map). Keys are either the
+    same map (self-attention) or, with ``rope_k_repeat``, several maps of that size stacked
+    (memories from several frames) followed by ``num_k_exclude_rope`` tokens that carry no
+    spatial position (object pointers) and are left unrotated.
+    """
+
+    def __init__(
+        self,
+        *args,
+        rope_theta: float = 10000.0,
+        rope_k_repeat: bool = False,
+        feat_sizes: Sequence[int] = (64, 64),
+        **kwargs,
+    ) -> None:
+        """
+        Args:
+            *args, **kwargs: passed to ``Attention``.
+            rope_theta: base of the rotary frequencies.
+            rope_k_repeat: keys hold a whole number of query-sized maps; rotate each like the
+                queries. Needed for cross-attention to memories.
+            feat_sizes: (width, height) of the query feature map at the configured image size.
+        """
+        super().__init__(*args, **kwargs)
+        self.rope_theta = rope_theta
+        self.rope_k_repeat = rope_k_repeat
+        self.feat_sizes = (int(feat_sizes[0]), int(feat_sizes[1]))
+        # Rotations per (width, height, device). A plain dict, not a buffer: they are derived
+        # data, absent from checkpoints, and built lazily on whatever device the inputs live.
+        self._freqs_cache: Dict[Tuple[int, int, torch.device], Tensor] = {}
+
+    def _grid_for(self, num_tokens: int) -> Tuple[int, int]:
+        w, h = self.feat_sizes
+        if w * h == num_tokens:
+            return w, h
+        # Another image size: the maps SAM 2 produces are square.
+        side = math.isqrt(num_tokens)
+        if side * side != num_tokens:
+            raise ValueError(
+                f"RoPEAttention got {num_tokens} query tokens, which is neither "
+                f"{w}x{h} (feat_sizes) nor a square map; use a square image size."
+            )
+        return side, side
+
+    def _freqs(self, num_tokens: int, device: torch.device) -> Tensor:
+        w, h = self._grid_for(num_tokens)
+        key = (w, h, device)
+        freqs = self._freqs_cache.get(key)
+        if freqs is None:
+            head_dim = self.internal_dim // self.num_heads
+            freqs = compute_axial_cis(dim=head_dim, end_x=w, end_y=h, theta=self.rope_theta)
+            freqs = freqs.to(device)
+            self._freqs_cache[key] = freqs
+        return freqs
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, num_k_exclude_rope: int = 0) -> Tensor:
+        """Attend from ``q`` (B, Nq, C) to ``k``/``v`` (B, Nk, kv_in_dim); returns (B, Nq, C).
+
+        Args:
+            q, k, v: token sequences, batch first.
+            num_k_exclude_rope: number of trailing key tokens left without rotary encoding.
+        Raises:
+            ValueError: if keys and queries differ in length without ``rope_k_repeat``, or the
+                query count is not a feature map this layer can place.
+        """
+        q, k, v = self._project(q, k, v)
+        num_q, num_k = q.shape[-2], k.shape[-2]
+        if num_q != num_k and not self.rope_k_repeat:
+            raise ValueError(
+                f"RoPEAttention got {num_q} queries but {num_k} keys; build it with "
+                "rope_k_repeat=True to attend to memories of several frames."
+            )
+        freqs = self._freqs(num_q, q.device)
+        num_k_rope = num_k - num_k_exclude_rope
+        if num_k_exclude_rope > 0:
+            q, k_rot = apply_rotary_enc(
+                q, k[:, :, :num_k_rope], freqs_cis=freqs, repeat_freqs_k=self.rope_k_repeat
+            )
+            k = torch.cat([k_rot, k[:, :, num_k_rope:]], dim=-2)
+        else:
+            q, k = apply_rotary_enc(q, k, freqs_cis=freqs, repeat_freqs_k=self.rope_k_repeat)
+        return self._attend(q, k, v)
+
+
+class TwoWayAttentionBlock(nn.Module):
+    """One round of SAM's decoder: tokens self-attend, read the image, and the image reads back.
+
+    Order: token self-attention, token->image cross-attention, token MLP, image->token
+    cross-attention; each is residual and post-normalised.
+    """
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_heads: int,
+        mlp_dim: int = 2048,
+        activation: Type[nn.Module] = nn.ReLU,
+        attention_downsample_rate: int = 2,
+        skip_first_layer_pe: bool = False,
+    ) -> None:
+        """
+        Args:
+            embedding_dim: width of tokens and image embedding.
+            num_heads: heads of every attention.
+            mlp_dim: hidden width of the token MLP.
+            activation: activation class of the token MLP.
+            attention_downsample_rate: width reduction of the two cross-attentions.
+            skip_first_layer_pe: the first block replaces (rather than updates) the tokens by
+                their self-attention and does not add the query PE there.
+        """
+        super().__init__()
+        self.self_attn = Attention(embedding_dim, num_heads)
+        self.norm1 = nn.LayerNorm(embedding_dim)
+        self.cross_attn_token_to_image = Attention(
+            embedding_dim, num_heads, downsample_rate=attention_downsample_rate
+        )
+        self.norm2 = nn.LayerNorm(embedding_dim)
+        self.mlp = MLP(embedding_dim, mlp_dim, embedding_dim, num_layers=2, activation=activation)
+        self.norm3 = nn.LayerNorm(embedding_dim)
+        self.norm4 = nn.LayerNorm(embedding_dim)
+        self.cross_attn_image_to_token = Attention(
+            embedding_dim, num_heads, downsample_rate=attention_downsample_rate
+        )
+        self.skip_first_layer_pe = skip_first_layer_pe
+
+    def forward(
+        self, queries: Tensor, keys: Tensor, query_pe: Tensor, key_pe: Tensor
+    ) -> Tuple[Tensor, Tensor]:
+        """Update tokens ``queries`` (B, Nt, C) and image tokens ``keys`` (B, Ni, C).
+
+        ``query_pe`` and ``key_pe`` are added to queries/keys of the attentions (not values).
+        Returns the updated ``(queries, keys)``.
+        """
+        if self.skip_first_layer_pe:
+            queries = self.self_attn(q=queries, k=queries, v=queries)
+        else:
+            with_pe = queries + query_pe
+            queries = queries + self.self_attn(q=with_pe, k=with_pe, v=queries)
+        queries = self.norm1(queries)
+
+        keys_with_pe = keys + key_pe
+        queries = queries + self.cross_attn_token_to_image(
+            q=queries + query_pe, k=keys_with_pe, v=keys
+        )
+        queries = self.norm2(queries)
+
+        queries = self.norm3(queries + self.mlp(queries))
+
+        # The image side reads the tokens as they are after this block's MLP.
+        keys = keys + self.cross_attn_image_to_token(
+            q=keys_with_pe, k=queries + query_pe, v=queries
+        )
+        keys = self.norm4(keys)
+        return queries, keys
+
+
+class TwoWayTransformer(nn.Module):
+    """SAM's mask-decoder transformer: ``depth`` two-way blocks, then tokens read the image once
+    more."""
+
+    def __init__(
+        self,
+        depth: int,
+        embedding_dim: int,
+        num_heads: int,
+        mlp_dim: int,
+        activation: Type[nn.Module] = nn.ReLU,
+        attention_downsample_rate: int = 2,
+    ) -> None:
+        """
+        Args:
+            depth: number of ``TwoWayAttentionBlock``.
+            embedding_dim: width of tokens and image embedding.
+            num_heads: heads of every attention; must divide the (downsampled) widths.
+            mlp_dim: hidden width of the token MLPs.
+            activation: activation class of the token MLPs.
+            attention_downsample_rate: width reduction of the token/image cross-attentions.
+        """
+        super().__init__()
+        self.depth = depth
+        self.embedding_dim = embedding_dim
+        self.num_heads = num_heads
+        self.mlp_dim = mlp_dim
+        self.layers = nn.ModuleList(
+            TwoWayAttentionBlock(
+                embedding_dim=embedding_dim,
+                num_heads=num_heads,
+                mlp_dim=mlp_dim,
+                activation=activation,
+                attention_downsample_rate=attention_downsample_rate,
+                skip_first_layer_pe=(i == 0),
+            )
+            for i in range(depth)
+        )
+        self.final_attn_token_to_image = Attention(
+            embedding_dim, num_heads, downsample_rate=attention_downsample_rate
+        )
+        self.norm_final_attn = nn.LayerNorm(embedding_dim)
+
+    def forward(
+        self, image_embedding: Tensor, image_pe: Tensor, point_embedding: Tensor
+    ) -> Tuple[Tensor, Tensor]:
+        """Run the decoder body.
+
+        Args:
+            image_embedding: (B, C, H, W) image features.
+            image_pe: (B, C, H, W) positional encoding of those features.
+            point_embedding: (B, Nt, C) output + prompt tokens; also used as their PE.
+        Returns:
+            ``(tokens, image_tokens)`` of shapes (B, Nt, C) and (B, H*W, C).
+        """
+        image_tokens = image_embedding.flatten(2).transpose(1, 2)
+        image_pe = image_pe.flatten(2).transpose(1, 2)
+
+        queries, keys = point_embedding, image_tokens
+        for layer in self.layers:
+            queries, keys = layer(
+                queries=queries, keys=keys, query_pe=point_embedding, key_pe=image_pe
+            )
+
+        queries = queries + self.final_attn_token_to_image(
+            q=queries + point_embedding, k=keys + image_pe, v=keys
+        )
+        return self.norm_final_attn(queries), keys
