@@ -111,7 +111,9 @@ class HubServer:
         for origin in ("hub", "cdn"):
             server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self, origin))
             server.daemon_threads = True
-            threading.Thread(target=server.serve_forever, name=f"hubserver-{origin}", daemon=True).start()
+            # A short poll keeps stop() quick: shutdown() waits for the loop to notice.
+            loop = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+            loop.start()
             self._servers.append(server)
         self.endpoint = f"http://127.0.0.1:{self._servers[0].server_address[1]}"
         self.cdn_endpoint = f"http://127.0.0.1:{self._servers[1].server_address[1]}"
