@@ -1,0 +1,300 @@
+"""What every exporter shares: the clip description, the options, input normalisation (masks
+and frames in any accepted shape -> exactly num_frames typed items) and the per-run job.
+
+Kept free of any format knowledge so the writers in ``export_images`` / ``export_video`` read
+as "what goes into the file" only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from sam2_web.errors import ExportError
+from sam2_web.io.matte import soft_matte, union
+
+# Per-frame masks as callers hand them over: {obj_id: (H, W)} or an (O, H, W) stack ordered
+# like ``obj_ids`` (a bare (H, W) array when there is a single object).
+FrameMasks = Union[Mapping[int, np.ndarray], np.ndarray]
+# The whole clip: frame-ordered iterable (a short one is padded with empty frames), a
+# {frame_index: FrameMasks} mapping for sparse results, or a (T, O, H, W) / (T, H, W) array.
+MaskSource = Union[Iterable[FrameMasks], Mapping[int, FrameMasks], np.ndarray]
+FrameSource = Union[Callable[[int], np.ndarray], Iterable[np.ndarray]]
+
+_TIMECODE = re.compile(r"^(\d{1,2}):(\d\d):(\d\d)([:;.,])(\d\d)$")
+# Float rates that are really NTSC rationals (29.97 means 30000/1001, not 2997/100).
+_NTSC_BASES = (24, 30, 48, 60, 120, 240)
+
+
+def to_fraction(fps: Any) -> Fraction:
+    """Frame rate as an exact Fraction.
+
+    Accepts int, float, Fraction, a "num/den" or decimal string, or a (num, den) pair. Floats
+    within 0.002 of an NTSC rate (24000/1001, 30000/1001, ...) snap to it; other floats are
+    rounded to the nearest fraction with a denominator <= 1001.
+
+    Raises:
+        ExportError: for a missing, non-positive or unparsable rate.
+    """
+    try:
+        if isinstance(fps, Fraction):
+            rate = fps
+        elif isinstance(fps, (tuple, list)) and len(fps) == 2:
+            rate = Fraction(int(fps[0]), int(fps[1]))
+        elif isinstance(fps, int):
+            rate = Fraction(fps)
+        elif isinstance(fps, str) and "/" in fps:
+            num, den = fps.split("/")
+            rate = Fraction(int(num), int(den))
+        else:
+            value = float(fps)
+            rate = Fraction(value).limit_denominator(1001)
+            for base in _NTSC_BASES:
+                ntsc = Fraction(base * 1000, 1001)
+                if abs(value - float(ntsc)) < 0.002:
+                    rate = ntsc
+    except (TypeError, ValueError, ZeroDivisionError) as exc:
+        raise ExportError(f"fps {fps!r} is not a frame rate; pass e.g. 25, 29.97 or '30000/1001'") from exc
+    if rate <= 0:
+        raise ExportError(f"fps must be positive, got {fps!r}")
+    return rate
+
+
+def _normal_timecode(text: str | None, rate: Fraction) -> str | None:
+    """"H:MM:SS:FF"-like text -> "HH:MM:SS:FF", or "HH:MM:SS;FF" for drop frame.
+
+    Drop frame only exists at 30000/1001 and 60000/1001; elsewhere a drop separator is read as
+    non-drop (the numbers are the same) rather than rejected, since ffmpeg would refuse it.
+    """
+    if text is None:
+        return None
+    found = _TIMECODE.match(text.strip())
+    if not found:
+        raise ExportError(f"start_timecode {text!r} must look like HH:MM:SS:FF (or HH:MM:SS;FF for drop frame)")
+    hh, mm, ss, sep, ff = found.groups()
+    drop = sep != ":" and rate in (Fraction(30000, 1001), Fraction(60000, 1001))
+    if int(mm) > 59 or int(ss) > 59 or int(ff) >= max(1, round(rate)):
+        raise ExportError(f"start_timecode {text!r} is not a valid time at {float(rate):.3f} fps")
+    return f"{int(hh):02d}:{mm}:{ss}{';' if drop else ':'}{ff}"
+
+
+@dataclass(frozen=True)
+class ExportClip:
+    """The source clip an export must match frame for frame.
+
+    Attributes:
+        num_frames: frames in the source; every output has exactly this many.
+        fps: exact frame rate.
+        width, height: source size in pixels; masks and frames must have it.
+        start_frame: number of the first frame, used to name image sequences.
+        start_timecode: "HH:MM:SS:FF" (";" for drop frame) of the first frame, or None.
+    """
+
+    num_frames: int
+    fps: Fraction
+    width: int
+    height: int
+    start_frame: int = 0
+    start_timecode: str | None = None
+
+    @classmethod
+    def make(cls, num_frames: int, fps: Any, width: int, height: int,
+             start_frame: int = 0, start_timecode: str | None = None) -> "ExportClip":
+        """Validate plain arguments into an ExportClip; raises ExportError on a bad value."""
+        if int(num_frames) <= 0:
+            raise ExportError(f"num_frames must be >= 1, got {num_frames}")
+        if int(width) <= 0 or int(height) <= 0:
+            raise ExportError(f"invalid frame size {width}x{height}")
+        rate = to_fraction(fps)
+        return cls(int(num_frames), rate, int(width), int(height), int(start_frame), _normal_timecode(start_timecode, rate))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    @property
+    def rate(self) -> str:
+        """The rate as ffmpeg's "num/den" rational."""
+        return f"{self.fps.numerator}/{self.fps.denominator}"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How masks become mattes, and per-format knobs. Defaults give a plain 8-bit matte.
+
+    Attributes:
+        objects: object ids to export, in this order (index matte values, overlay stacking);
+            None exports every id passed to ``export``.
+        names: display names per object id, used for folders, EXR channels and legends;
+            missing ids are called ``obj_<id>``.
+        grow_px: grow (> 0) or shrink (< 0) each binary mask by a disc of this radius.
+        feather_px: soften the edges (Gaussian, sigma = feather_px / 2); only formats with
+            soft edges (see ``FORMATS``) use it, binary ones (index matte, RLE) ignore it.
+        invert: export the background instead of the object(s).
+        bit_depth: 8 or 16 for PNG mattes/RGBA PNG, ProRes and FFV1 input precision.
+        name: file stem of image sequences; defaults to the output's name.
+        crf: quality for lossy codecs (lower is better); None picks a per-codec default.
+        overlay_alpha: fill opacity of the overlay preview.
+        blur_px: background blur radius of the "blur" effect.
+        background: RGB colour of the "replace" effect.
+        dim: brightness kept on the background by the "highlight" effect.
+    """
+
+    objects: tuple[int, ...] | None = None
+    names: Mapping[int, str] | None = None
+    grow_px: int = 0
+    feather_px: float = 0.0
+    invert: bool = False
+    bit_depth: int = 8
+    name: str | None = None
+    crf: int | None = None
+    overlay_alpha: float = 0.5
+    blur_px: int = 15
+    background: tuple[int, int, int] = (0, 177, 64)
+    dim: float = 0.3
+
+    def validate(self) -> None:
+        """Raise ExportError for an option value no format can honour."""
+        if self.bit_depth not in (8, 16):
+            raise ExportError(f"bit_depth must be 8 or 16, got {self.bit_depth}")
+        if self.feather_px < 0:
+            raise ExportError(f"feather_px must be >= 0, got {self.feather_px}; use grow_px < 0 to shrink")
+        if int(self.grow_px) != self.grow_px:
+            raise ExportError(f"grow_px must be a whole number of pixels, got {self.grow_px}")
+        if not 0.0 <= self.overlay_alpha <= 1.0 or not 0.0 <= self.dim <= 1.0:
+            raise ExportError("overlay_alpha and dim must be between 0 and 1")
+        if self.blur_px < 0:
+            raise ExportError(f"blur_px must be >= 0, got {self.blur_px}")
+
+
+def object_labels(obj_ids: Sequence[int], names: Mapping[int, str] | None) -> dict[int, str]:
+    """Filesystem- and EXR-safe unique label per object id (``obj_<id>`` unless named)."""
+    labels: dict[int, str] = {}
+    for o in obj_ids:
+        raw = (names or {}).get(o) or f"obj_{o}"
+        label = re.sub(r"[^A-Za-z0-9_-]+", "_", str(raw)).strip("_") or f"obj_{o}"
+        if label in labels.values():
+            label = f"{label}_{o}"
+        labels[o] = label
+    return labels
+
+
+def _as_bool(mask: Any, clip: ExportClip, obj_id: int, index: int) -> np.ndarray:
+    arr = np.asarray(mask)
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.shape != clip.shape:
+        raise ExportError(
+            f"mask of object {obj_id} at frame {index} is {arr.shape[1::-1] if arr.ndim == 2 else arr.shape} "
+            f"but the clip is {clip.width}x{clip.height}; upscale masks to the source size before exporting"
+        )
+    return arr > (127 if arr.dtype == np.uint8 and arr.max(initial=0) > 1 else 0)
+
+
+def _frame_dict(item: Any, obj_ids: Sequence[int], clip: ExportClip, index: int) -> dict[int, np.ndarray]:
+    empty = np.zeros(clip.shape, dtype=bool)
+    if item is None:
+        return {o: empty for o in obj_ids}
+    if isinstance(item, Mapping):
+        return {o: _as_bool(item[o], clip, o, index) if o in item else empty for o in obj_ids}
+    arr = np.asarray(item)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[0] != len(obj_ids):
+        raise ExportError(
+            f"frame {index}: got a mask array of shape {arr.shape} for {len(obj_ids)} objects; "
+            "pass {obj_id: (H, W)} per frame or an (O, H, W) stack ordered like obj_ids"
+        )
+    return {o: _as_bool(arr[k], clip, o, index) for k, o in enumerate(obj_ids)}
+
+
+def iter_masks(source: MaskSource, obj_ids: Sequence[int], clip: ExportClip) -> Iterator[dict[int, np.ndarray]]:
+    """Yield exactly ``clip.num_frames`` dicts {obj_id: (H, W) bool}, one per source frame.
+
+    Missing objects and missing trailing frames come out empty, so outputs always have the
+    source's frame count.
+
+    Raises:
+        ExportError: a mask of the wrong size, or more frames than the clip has.
+    """
+    if isinstance(source, Mapping):
+        bad = [k for k in source if not 0 <= int(k) < clip.num_frames]
+        if bad:
+            raise ExportError(f"mask frames {bad[:5]} are outside the clip's 0..{clip.num_frames - 1}")
+        for i in range(clip.num_frames):
+            yield _frame_dict(source.get(i), obj_ids, clip, i)
+        return
+    count = 0
+    for item in source:
+        if count >= clip.num_frames:
+            raise ExportError(f"got more mask frames than the clip's {clip.num_frames}; pass num_frames of the source")
+        yield _frame_dict(item, obj_ids, clip, count)
+        count += 1
+    for i in range(count, clip.num_frames):
+        yield _frame_dict(None, obj_ids, clip, i)
+
+
+def iter_frames(frames: FrameSource, clip: ExportClip) -> Iterator[np.ndarray]:
+    """Yield the source's ``num_frames`` RGB frames as (H, W, 3) uint8, from a callable
+    ``get_frame(i)`` or a frame-ordered iterable.
+
+    Raises:
+        ExportError: a frame of the wrong size/type, or fewer frames than the clip has.
+    """
+    it: Iterator[np.ndarray] | None = None if callable(frames) else iter(frames)
+    for i in range(clip.num_frames):
+        if it is None:
+            frame = frames(i)  # type: ignore[operator]
+        else:
+            try:
+                frame = next(it)
+            except StopIteration:
+                raise ExportError(f"the frame source ended after {i} of {clip.num_frames} frames") from None
+        arr = np.asarray(frame)
+        if arr.ndim != 3 or arr.shape[:2] != clip.shape or arr.shape[2] not in (3, 4) or arr.dtype != np.uint8:
+            raise ExportError(
+                f"frame {i} is {arr.dtype} {arr.shape}; expected uint8 ({clip.height}, {clip.width}, 3) RGB"
+            )
+        yield arr[..., :3]
+
+
+# --------------------------------------------------------------------------- one export run
+
+
+@dataclass
+class ExportJob:
+    """Everything a writer needs, already validated: the clip, the objects in output order,
+    their labels, the options, and per-frame streams (masks already grown/shrunk).
+
+    ``masks`` yields exactly ``clip.num_frames`` dicts; ``frames`` is None for formats that do
+    not use the source pictures.
+    """
+
+    clip: ExportClip
+    obj_ids: tuple[int, ...]
+    labels: dict[int, str]
+    options: ExportOptions
+    masks: Iterator[dict[int, np.ndarray]]
+    frames: Iterator[np.ndarray] | None = None
+
+    def matte(self, mask: np.ndarray) -> np.ndarray:
+        """One object's bool mask -> float32 matte with the feather/invert options applied."""
+        return soft_matte(mask, feather_px=self.options.feather_px, invert=self.options.invert)
+
+    def combined(self, masks: Mapping[int, np.ndarray]) -> np.ndarray:
+        """Float32 matte of the union of all exported objects (single-alpha formats)."""
+        return self.matte(union([masks[o] for o in self.obj_ids], self.clip.shape))
+
+    def stem(self, target: Path) -> str:
+        """File stem for the frames of an image sequence written to ``target``."""
+        return self.options.name or target.name.split(".")[0] or "frame"
+
+    def frame_number(self, index: int) -> int:
+        """Number in file names of the ``index``-th exported frame (counts from start_frame)."""
+        return self.clip.start_frame + index

@@ -1,0 +1,192 @@
+"""Where exports land: atomic output paths (temp next to the target, renamed on success) and
+an ffmpeg process fed raw frames on stdin, with its errors turned into ``ExportError``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from sam2_web.errors import ExportError
+from sam2_web.io.export_common import ExportClip
+
+
+# --------------------------------------------------------------------------- atomic output
+
+
+def _check_parent(target: Path) -> Path:
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"cannot create the output folder {parent} ({exc.strerror or exc}); choose a folder you can write to") from exc
+    if not parent.is_dir():
+        raise ExportError(f"{parent} is not a folder; choose a folder you can write to")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ExportError(f"the output folder {parent} is not writable; choose a folder you can write to")
+    return parent
+
+
+@contextmanager
+def atomic_output(target: Path, *, folder: bool = False) -> Iterator[Path]:
+    """Give a temporary path next to ``target`` and move it into place only on success.
+
+    The temp is named ``.<name>.partial-XXXX`` (hidden, clearly unfinished). On any exception
+    it is removed and the exception propagates; an existing ``target`` is replaced only after
+    the new output is complete.
+
+    Raises:
+        ExportError: up front, if the folder cannot be created or written to.
+    """
+    target = Path(target)
+    parent = _check_parent(target)
+    if not folder and target.is_dir():
+        raise ExportError(f"{target} is a folder; give a file name for this format")
+    prefix = f".{target.name}.partial-"
+    try:
+        if folder:
+            tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+        else:
+            fd, name = tempfile.mkstemp(prefix=prefix, dir=parent)
+            os.close(fd)  # writers (and ffmpeg) reopen the file by name
+            tmp = Path(name)
+    except OSError as exc:
+        raise ExportError(f"cannot write in {parent} ({exc.strerror or exc}); choose a folder you can write to") from exc
+    try:
+        yield tmp
+        _publish_mode(tmp, folder)
+        _replace(tmp, target)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _publish_mode(tmp: Path, folder: bool) -> None:
+    # mkstemp/mkdtemp create owner-only entries; the finished output gets the usual
+    # permissions, as if it had been created directly under its name.
+    umask = _current_umask()
+    os.chmod(tmp, (0o777 if folder else 0o666) & ~umask)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _replace(tmp: Path, target: Path) -> None:
+    if not target.exists() and not target.is_symlink():
+        os.replace(tmp, target)
+        return
+    # os.replace cannot put a folder over a non-empty folder: move the old output aside first,
+    # so there is never a moment with a half-written output under the final name.
+    aside = target.parent / f".{target.name}.old-{secrets.token_hex(4)}"
+    os.replace(target, aside)
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        os.replace(aside, target)
+        raise
+    _remove(aside)
+
+
+# --------------------------------------------------------------------------- ffmpeg
+
+
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg binary: the system one (full codec set) or imageio-ffmpeg's.
+
+    Raises:
+        ExportError: when neither is available.
+    """
+    exe = shutil.which("ffmpeg")
+    if exe:
+        return exe
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        imageio_ffmpeg = None
+    if imageio_ffmpeg is not None:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    raise ExportError("ffmpeg was not found; install it (e.g. apt install ffmpeg) to export video formats")
+
+
+def _tail(stream: IO[bytes], lines: int = 8) -> str:
+    stream.seek(0)
+    text = stream.read().decode("utf-8", errors="replace").strip().splitlines()
+    return "\n".join(text[-lines:]) or "(no output)"
+
+
+class FfmpegPipe:
+    """An ffmpeg process reading raw frames of one pixel format from stdin.
+
+    Use as a context manager: ``write()`` each frame, leaving the block closes stdin and
+    checks the exit status; an exception inside the block kills ffmpeg instead.
+    """
+
+    def __init__(self, clip: ExportClip, in_pix_fmt: str, out_args: Sequence[str], out_path: Path, container: str):
+        self._cmd = [
+            ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+            "-f", "rawvideo", "-pix_fmt", in_pix_fmt, "-s", f"{clip.width}x{clip.height}",
+            "-framerate", clip.rate, "-i", "pipe:0",
+            *out_args,
+            "-r", clip.rate, "-frames:v", str(clip.num_frames),
+            "-f", container, str(out_path),
+        ]
+        self._stderr = tempfile.TemporaryFile()
+        self._proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "FfmpegPipe":
+        try:
+            self._proc = subprocess.Popen(self._cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr)
+        except OSError as exc:
+            self._stderr.close()
+            raise ExportError(f"could not start ffmpeg ({exc}); check that ffmpeg is installed") from exc
+        return self
+
+    def write(self, frame: np.ndarray) -> None:
+        """Send one frame (already in the input pixel format's layout)."""
+        assert self._proc is not None and self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(frame).tobytes())
+        except (BrokenPipeError, ValueError) as exc:
+            self._proc.wait()
+            raise ExportError(f"ffmpeg stopped while encoding:\n{_tail(self._stderr)}") from exc
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        proc = self._proc
+        assert proc is not None
+        try:
+            if exc_type is not None:
+                proc.kill()
+                proc.wait()
+                return
+            try:
+                proc.stdin.close()  # type: ignore[union-attr]
+            except BrokenPipeError:
+                pass  # ffmpeg already exited; its status and stderr below tell why
+            if proc.wait() != 0:
+                raise ExportError(f"ffmpeg failed (exit {proc.returncode}):\n{_tail(self._stderr)}")
+        finally:
+            if proc.stdin and not proc.stdin.closed:
+                try:
+                    proc.stdin.close()
+                except BrokenPipeError:
+                    pass
+            self._stderr.close()

@@ -1,0 +1,200 @@
+"""Export masks in the formats editors and compositors ingest: one entry point, ``export``,
+and the ``FORMATS`` table the CLI and the web app list choices from.
+
+Every output has exactly the source's frame count, rate and size, is written under a hidden
+temporary name next to the target and renamed into place only once complete, and every
+failure is an ``ExportError`` that says what to do.
+
+Example::
+
+    export("prores", "out/shot", masks, num_frames=info.num_frames, fps=info.fps,
+           width=info.width, height=info.height, start_timecode=info.start_timecode,
+           obj_ids=[1, 2], frames=reader.get, options=ExportOptions(feather_px=2))
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sam2_web.errors import ExportError
+from sam2_web.io import export_images as images
+from sam2_web.io import export_video as video
+from sam2_web.io.export_common import (
+    ExportClip,
+    ExportJob,
+    ExportOptions,
+    FrameSource,
+    MaskSource,
+    iter_frames,
+    iter_masks,
+    object_labels,
+)
+from sam2_web.io.export_output import ffmpeg_exe
+from sam2_web.io.export_preview import EFFECTS, PALETTE, apply_effect, color_of, overlay
+from sam2_web.io.matte import grow_shrink
+
+__all__ = ["FORMATS", "ExportFormat", "ExportOptions", "export", "overlay", "apply_effect", "color_of", "PALETTE"]
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One entry of ``FORMATS``.
+
+    Attributes:
+        name: key passed to ``export``.
+        extension: file suffix (".mov"), or "" when the output is a folder of files.
+        description: one line for menus.
+        lossless: the decoded matte equals the exported one bit for bit.
+        needs_frames: uses the source pictures (``frames=`` is required).
+        soft_edges: honours ``feather_px`` (binary formats ignore it).
+        per_object: keeps objects apart; otherwise the objects are merged into one matte.
+        uses_ffmpeg: encodes through ffmpeg.
+    """
+
+    name: str
+    extension: str
+    description: str
+    lossless: bool
+    needs_frames: bool
+    soft_edges: bool
+    per_object: bool
+    uses_ffmpeg: bool
+    writer: Callable[[ExportJob, Path], Path]
+
+
+def _fmt(name, ext, desc, lossless, frames, soft, per_object, ffmpeg, writer) -> tuple[str, ExportFormat]:
+    return name, ExportFormat(name, ext, desc, lossless, frames, soft, per_object, ffmpeg, writer)
+
+
+FORMATS: dict[str, ExportFormat] = dict([
+    _fmt("png", "", "Grey matte PNG sequence, a folder per object (8/16-bit)", True, False, True, True, False,
+         images.write_matte_pngs),
+    _fmt("png_zip", ".zip", "Grey matte PNG sequence per object, zipped", True, False, True, True, False,
+         images.write_matte_zip),
+    _fmt("rgba_png", "", "RGBA PNG sequence: source colour, matte as alpha", True, True, True, False, False,
+         images.write_rgba_pngs),
+    _fmt("prores", ".mov", "ProRes 4444 with alpha (.mov)", False, True, True, False, True, video.write_prores),
+    _fmt("webm", ".webm", "WebM VP9 with alpha", False, True, True, False, True, video.write_webm),
+    _fmt("ffv1", ".mkv", "FFV1 lossless RGB + alpha (.mkv)", True, True, True, False, True, video.write_ffv1),
+    _fmt("matte_mp4", ".mp4", "H.264 grey luma matte (.mp4)", False, False, True, False, True,
+         video.write_matte_mp4),
+    _fmt("index_png", "", "Index matte PNG sequence (value = object number) + legend.json", True, False, False,
+         True, False, images.write_index_pngs),
+    _fmt("exr", "", "OpenEXR sequence, half float, one named channel per object", True, False, True, True, False,
+         images.write_exr),
+    _fmt("coco_rle", ".json", "COCO RLE JSON, one annotation per object per frame", True, False, False, True,
+         False, images.write_coco_rle),
+    _fmt("overlay_mp4", ".mp4", "Preview: coloured masks and outlines over the video", False, True, False, True,
+         True, video.write_overlay_mp4),
+    *[_fmt(f"effect_{kind}", ".mp4", f"Effect: {kind} the background", False, True, True, False, True,
+           partial(video.write_effect_mp4, kind=kind)) for kind in EFFECTS],
+])
+
+
+def _output_path(spec: ExportFormat, out_path: str | Path) -> Path:
+    path = Path(out_path)
+    # Append rather than replace: "shot.v2" must become "shot.v2.mov", not "shot.mov".
+    if spec.extension and path.suffix.lower() != spec.extension:
+        path = path.with_name(path.name + spec.extension)
+    return path
+
+
+def _resolve_ids(masks: MaskSource, obj_ids: Sequence[int] | None, options: ExportOptions) -> tuple[MaskSource, list[int]]:
+    """All object ids in the order the mask arrays use, peeking at the masks when not given."""
+    if obj_ids is not None:
+        return masks, [int(o) for o in obj_ids]
+    if options.objects is not None:
+        return masks, [int(o) for o in options.objects]
+    if isinstance(masks, Mapping):
+        found = {int(o) for item in masks.values() if isinstance(item, Mapping) for o in item}
+        if found or not masks:
+            return masks, sorted(found)
+    elif not isinstance(masks, np.ndarray):
+        it = iter(masks)
+        first = next(it, None)
+        masks = itertools.chain([first], it) if first is not None else iter(())
+        if isinstance(first, Mapping):
+            return masks, sorted(int(o) for o in first)
+    raise ExportError("pass obj_ids=[...] naming the objects (in the order of the mask arrays)")
+
+
+def _grown(stream: Iterator[dict[int, np.ndarray]], ids: Sequence[int], px: int) -> Iterator[dict[int, np.ndarray]]:
+    for masks in stream:
+        yield {o: grow_shrink(masks[o], px) if px else masks[o] for o in ids}
+
+
+def export(
+    fmt: str,
+    out_path: str | Path,
+    masks: MaskSource,
+    *,
+    num_frames: int,
+    fps: Any,
+    width: int,
+    height: int,
+    obj_ids: Sequence[int] | None = None,
+    start_frame: int = 0,
+    start_timecode: str | None = None,
+    frames: FrameSource | None = None,
+    options: ExportOptions | None = None,
+) -> Path:
+    """Write the masks of a clip in format ``fmt`` and return the path written.
+
+    Args:
+        fmt: a key of ``FORMATS``.
+        out_path: target file (the format's extension is appended when missing) or folder.
+            An existing output is replaced only once the new one is complete.
+        masks: per frame, in frame order, ``{obj_id: (H, W) bool/uint8}`` or an (O, H, W) stack
+            ordered like ``obj_ids``; or ``{frame_index: ...}`` for sparse results; or a
+            (T, O, H, W) array. Frames or objects without a mask export as empty.
+        num_frames, fps, width, height: the source clip; fps may be a float (29.97 is read
+            as 30000/1001), a Fraction, "num/den" or (num, den).
+        obj_ids: every tracked object, in mask-array order; None reads them from the first
+            frame's dict.
+        start_frame: number of the first frame in image-sequence file names and COCO ids.
+        start_timecode: "HH:MM:SS:FF" of the first frame, written into .mov/.mp4/EXR/JSON.
+        frames: source RGB frames (callable ``get_frame(i)`` or iterable), required by formats
+            with ``needs_frames``.
+        options: an ``ExportOptions`` (objects subset, grow/feather/invert, bit depth, ...).
+
+    Returns:
+        The output path (with extension).
+
+    Raises:
+        ExportError: unknown format or bad option, frames missing, masks of the wrong size,
+            an unwritable output folder (checked before encoding), or an encoder failure
+            (with ffmpeg's last error lines). Nothing is left at the target on failure.
+    """
+    spec = FORMATS.get(fmt)
+    if spec is None:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    options = options or ExportOptions()
+    options.validate()
+    clip = ExportClip.make(num_frames, fps, width, height, start_frame, start_timecode)
+    masks, all_ids = _resolve_ids(masks, obj_ids, options)
+    selected = [int(o) for o in options.objects] if options.objects is not None else list(all_ids)
+    unknown = [o for o in selected if o not in all_ids]
+    if unknown:
+        raise ExportError(f"objects {unknown} are not among the exported masks' objects {all_ids}")
+    if not selected:
+        raise ExportError("there are no objects to export; add an object or pass obj_ids")
+    if spec.needs_frames and frames is None:
+        raise ExportError(f"format {fmt!r} draws on the source video: pass frames= (a get_frame(i) callable)")
+    if spec.uses_ffmpeg:
+        ffmpeg_exe()  # fail before any work when ffmpeg is missing
+    job = ExportJob(
+        clip=clip,
+        obj_ids=tuple(selected),
+        labels=object_labels(selected, options.names),
+        options=options,
+        masks=_grown(iter_masks(masks, all_ids, clip), selected, int(options.grow_px)),
+        frames=iter_frames(frames, clip) if spec.needs_frames and frames is not None else None,
+    )
+    return spec.writer(job, _output_path(spec, out_path))
