@@ -322,6 +322,32 @@ def test_memory_attention_other_feature_size_and_list_input(tmp_path):
         _check(f"memory attention [side={side}]", ref(**inputs), ours(**inputs), 1e-4)
 
 
+@pytest.mark.parametrize("num_heads,dtype", [(1, torch.float32), (2, torch.float32), (1, torch.bfloat16)])
+@torch.no_grad()
+def test_rope_attention(num_heads, dtype, tmp_path):
+    """Several heads (strided rotations) and half precision (rotation done in float32)."""
+    from sam2.modeling.sam.transformer import RoPEAttention as RefRoPEAttention
+
+    from sam2_web.modeling.sam.transformer import RoPEAttention
+
+    kwargs = dict(embedding_dim=128, num_heads=num_heads, kv_in_dim=MEM_DIM, rope_k_repeat=True, feat_sizes=(8, 8))
+    torch.manual_seed(0)
+    ref, ours = _pair(RefRoPEAttention(**kwargs), RoPEAttention(**kwargs), tmp_path)
+    ref, ours = ref.to(dtype), ours.to(dtype)
+    q = _randn(2, 64, 128, seed=60).to(dtype)
+    k = _randn(2, 3 * 64 + 8, MEM_DIM, seed=61).to(dtype)
+    v = _randn(2, 3 * 64 + 8, MEM_DIM, seed=62).to(dtype)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    for excluded in (0, 8):
+        k_in, v_in = (k, v) if excluded else (k[:, :-8], v[:, :-8])
+        _check(
+            f"rope attention [heads={num_heads} {dtype} excluded={excluded}]",
+            ref(q, k_in, v_in, num_k_exclude_rope=excluded),
+            ours(q, k_in, v_in, num_k_exclude_rope=excluded),
+            tol,
+        )
+
+
 @torch.no_grad()
 def test_rope_attention_rejects_unplaceable_tokens():
     from sam2_web.modeling.sam.transformer import RoPEAttention
@@ -331,6 +357,9 @@ def test_rope_attention_rejects_unplaceable_tokens():
         attn(_randn(1, 15, 64, seed=0), _randn(1, 15, 64, seed=1), _randn(1, 15, 64, seed=2))
     with pytest.raises(ValueError, match="rope_k_repeat"):
         attn(_randn(1, 16, 64, seed=0), _randn(1, 32, 64, seed=1), _randn(1, 32, 64, seed=2))
+    repeat = RoPEAttention(embedding_dim=64, num_heads=1, feat_sizes=(4, 4), rope_k_repeat=True).eval()
+    with pytest.raises(ValueError, match="num_k_exclude_rope"):
+        repeat(_randn(1, 16, 64, seed=0), _randn(1, 36, 64, seed=1), _randn(1, 36, 64, seed=2))
 
 
 # --- memory encoder ------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sam2_web.modeling.common import MLP
-from sam2_web.modeling.position_encoding import apply_rotary_enc, compute_axial_cis
+from sam2_web.modeling.position_encoding import compute_axial_cis
 
 
 class Attention(nn.Module):
@@ -160,15 +160,41 @@ class RoPEAttention(Attention):
                 "rope_k_repeat=True to attend to memories of several frames."
             )
         freqs = self._freqs(num_q, q.device)
+        q = _rotate(q, freqs)
         num_k_rope = num_k - num_k_exclude_rope
-        if num_k_exclude_rope > 0:
-            q, k_rot = apply_rotary_enc(
-                q, k[:, :, :num_k_rope], freqs_cis=freqs, repeat_freqs_k=self.rope_k_repeat
-            )
-            k = torch.cat([k_rot, k[:, :, num_k_rope:]], dim=-2)
-        else:
-            q, k = apply_rotary_enc(q, k, freqs_cis=freqs, repeat_freqs_k=self.rope_k_repeat)
+        if num_k_rope > 0:
+            if self.rope_k_repeat:
+                # Any whole number of query-sized maps; rotate them all like the queries.
+                if num_k_rope % num_q != 0:
+                    raise ValueError(
+                        f"RoPEAttention got {num_k_rope} positional keys, not a multiple of the "
+                        f"{num_q} queries; pass the object-pointer count as num_k_exclude_rope."
+                    )
+                freqs = freqs.expand(num_k_rope // num_q, -1, -1)
+            # The projection made k, so rotating its positional part in place is safe and
+            # spares concatenating it back to the unrotated object-pointer tokens.
+            k = _rotate(k, freqs, num_k_rope)
         return self._attend(q, k, v)
+
+
+def _rotate(x: Tensor, freqs: Tensor, num_tokens: Optional[int] = None) -> Tensor:
+    """Apply rotary encoding to the first ``num_tokens`` (default all) tokens of ``x``.
+
+    Args:
+        x: (B, heads, N, C) freshly projected tokens; rotated in place when float32.
+        freqs: complex (N', C / 2) rotations from ``compute_axial_cis``, or (r, N', C / 2) when
+            the tokens are ``r`` stacked maps of N' cells.
+    Returns:
+        ``x`` rotated, in its own dtype. The maths is the reference's complex product in
+        float32 (``apply_rotary_enc``); only the temporaries are avoided.
+    """
+    work = x if x.dtype == torch.float32 else x.float()
+    part = work if num_tokens is None else work[:, :, :num_tokens]
+    pairs = torch.view_as_complex(part.unflatten(-1, (-1, 2)))
+    if freqs.ndim == 3:
+        pairs = pairs.unflatten(-2, (freqs.shape[0], freqs.shape[1]))
+    pairs.mul_(freqs)
+    return work if work is x else work.to(x.dtype)
 
 
 class TwoWayAttentionBlock(nn.Module):
