@@ -140,6 +140,7 @@ def fetch_checkpoint(
     local_files_only: bool | None = None,
     on_progress: ProgressCallback | None = None,
     endpoint: str | None = None,
+    force_download: bool = False,
 ) -> Path:
     """Return the local path of a model's checkpoint, downloading it from the Hub if not cached.
 
@@ -157,6 +158,7 @@ def fetch_checkpoint(
         on_progress: called as ``on_progress(downloaded_bytes, total_bytes)`` while downloading;
             raise from it (e.g. ``sam2_web.errors.CancelledError``) to stop the download.
         endpoint: Hub URL; None means ``HF_ENDPOINT`` or https://huggingface.co.
+        force_download: download even if cached (replaces a damaged cached file).
     Returns:
         Path of the checkpoint inside the cache.
     Raises:
@@ -168,7 +170,7 @@ def fetch_checkpoint(
     cache_root = str(Path(cache_dir).expanduser() if cache_dir is not None else hf_constants.HF_HUB_CACHE)
     offline = _offline_mode() if local_files_only is None else local_files_only
 
-    cached = _cached_file(spec, revision, cache_root)
+    cached = None if force_download else _cached_file(spec, revision, cache_root)
     if cached is not None:
         return cached
     if offline:
@@ -191,6 +193,7 @@ def fetch_checkpoint(
             cache_dir=cache_root,
             endpoint=hub_url,
             tqdm_class=_progress_bar_class(show_bar, on_progress),
+            force_download=force_download,
         )
     except (HfHubHTTPError, FileMetadataError, LocalEntryNotFoundError, OfflineModeIsEnabled, TransportError) as error:
         raise _as_our_error(error, spec, wanted, hub_url) from error

@@ -236,3 +236,19 @@ def test_resolve_checkpoint_fetches_a_model_name(hub, main_bytes):
     assert resolve_checkpoint("sam2.1-tiny").read_bytes() == main_bytes
     with pytest.raises(UnknownModelError):
         resolve_checkpoint("not-a-model")
+
+
+def test_damaged_cached_file_is_explained_and_force_download_repairs_it(hub, main_bytes):
+    from sam2_web.checkpoint import load_checkpoint
+
+    path = fetch_checkpoint(SPEC)
+    path.write_bytes(main_bytes[: len(main_bytes) // 2])  # writes through the snapshot link to the blob
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1))
+
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(net, path)
+    assert f"hf download {SPEC.repo_id} {SPEC.filename} --force-download" in str(caught.value)
+
+    repaired = fetch_checkpoint(SPEC, force_download=True)
+    assert repaired.read_bytes() == main_bytes
+    load_checkpoint(net, repaired)
