@@ -151,13 +151,21 @@ def probe_video(path: str, tools: FFmpegTools) -> ProbedVideo:
         return _probe_by_decoding(path, tools)
     meta = _run_ffprobe_json(tools.ffprobe, path)
     stream = _pick_video_stream(meta.get("streams", []), path)
-    pts = _packet_times(tools.ffprobe, path, stream["index"])
+    pts, packets_read = _packet_times(tools.ffprobe, path, stream["index"])
+    fmt = meta.get("format", {})
+    indexed = int(_float(stream.get("nb_frames"), default=0))
+    # An MP4/MOV index (which is exact) listing more samples than the file holds means the file
+    # was cut short; other containers' frame counts are estimates, so only MP4/MOV is checked.
+    if "mp4" in fmt.get("format_name", "") and indexed > packets_read:
+        raise VideoReadError(
+            f"{path} is truncated: its index lists {indexed} frames but only {packets_read} are in "
+            "the file. The upload or export did not finish; re-export or upload it again."
+        )
     if pts is None:
         # Some containers (raw elementary streams, some AVIs) carry no pts: ask the decoder.
         pts = _frame_times(tools.ffprobe, path, stream["index"])
     if not pts:
         raise VideoReadError(f"{path} has a video stream but no frames in it; re-export the clip.")
-    fmt = meta.get("format", {})
     tags = {**_lower_keys(fmt.get("tags", {})), **_lower_keys(stream.get("tags", {}))}
     timecode = tags.get("timecode") or _any_stream_timecode(meta.get("streams", []))
     rotation = _rotation(stream)
@@ -190,18 +198,20 @@ def _assemble(
     pts = sorted(pts)
     first = pts[0]
     relative = tuple(t - first for t in pts)
-    if avg_rate and avg_rate > 0:
+    is_vfr = _is_variable(relative, tick)
+    measured = (len(pts) - 1) / (pts[-1] - first) if len(pts) > 1 and pts[-1] > first else None
+    # The container's average rate is exact for constant rates (30000/1001), but for VFR some
+    # containers report a guessed nominal rate instead: measure it from the frames then.
+    if avg_rate and avg_rate > 0 and not (is_vfr and measured):
         fps = float(avg_rate)
-    elif len(pts) > 1 and pts[-1] > first:
-        fps = (len(pts) - 1) / (pts[-1] - first)
     else:
-        fps = 30.0
+        fps = measured or 30.0
     if rotation in (90, 270):
         width, height = height, width
     info = VideoInfo(
         num_frames=len(pts), fps=fps, width=width, height=height, timestamps=relative,
         start_timecode=timecode, codec=codec, rotation=rotation, path=path,
-        is_vfr=_is_variable(relative, tick), start_time=first,
+        is_vfr=is_vfr, start_time=first,
     )
     return ProbedVideo(info=info, stream_index=stream_index, pts=tuple(pts), container_start=container_start)
 
@@ -248,8 +258,9 @@ def _pick_video_stream(streams: list[dict], path: str) -> dict:
     )
 
 
-def _packet_times(ffprobe: str, path: str, index: int) -> list[float] | None:
-    """Sorted pts of every kept packet, or None when the container gives no pts."""
+def _packet_times(ffprobe: str, path: str, index: int) -> tuple[list[float] | None, int]:
+    """Sorted pts of the packets that are shown (None when the container gives no usable pts),
+    and the number of packets read including discarded ones."""
     proc = _run(
         [ffprobe, "-v", "error", "-select_streams", str(index),
          "-show_entries", "packet=pts_time,flags", "-of", "csv=p=0", path],
@@ -257,20 +268,18 @@ def _packet_times(ffprobe: str, path: str, index: int) -> list[float] | None:
     )
     if proc.returncode != 0:
         raise VideoReadError(f"{path}: reading the frame index failed: {_last_line(proc.stderr)}.")
-    times = []
+    times: list[float | None] = []
+    packets = 0
     for line in proc.stdout.decode("ascii", "replace").splitlines():
         pts_text, _, flags = line.strip().partition(",")
         if not pts_text and not flags:
             continue
-        if "D" in flags:  # packets an edit list discards are never shown
-            continue
-        value = _float(pts_text, default=None)
-        if value is None:
-            return None
-        times.append(value)
-    if len(set(times)) != len(times):
-        return None  # duplicate pts: the container's timing cannot be trusted
-    return sorted(times)
+        packets += 1
+        if "D" not in flags:  # packets an edit list discards are never shown
+            times.append(_float(pts_text, default=None))
+    if any(t is None for t in times) or len(set(times)) != len(times):
+        return None, packets  # missing or duplicate pts: the container's timing cannot be trusted
+    return sorted(times), packets
 
 
 def _frame_times(ffprobe: str, path: str, index: int) -> list[float]:
@@ -292,7 +301,7 @@ def _frame_times(ffprobe: str, path: str, index: int) -> list[float]:
 _SHOWINFO = re.compile(r"\bn:\s*\d+\s+pts:\s*-?\d+\s+pts_time:(\S+).*?\bs:(\d+)x(\d+)")
 _STREAM = re.compile(r"Stream #0:(\d+)[^:]*: Video: (\w+)")
 _START = re.compile(r"Duration: [^,]+, start: (-?[\d.]+)")
-_ROTATION = re.compile(r"displaymatrix: rotation of (-?[\d.]+) degrees")
+_ROTATION = re.compile(r"display ?matrix: rotation of (-?[\d.]+) degrees", re.I)
 _RATE = re.compile(r"(\d+(?:\.\d+)?) fps")
 _TIMECODE = re.compile(r"timecode\s*:\s*(\d\d:\d\d:\d\d[:;]\d\d)")
 
