@@ -112,8 +112,8 @@ def _as_our_error(error: Exception, spec: ModelSpec, revision: str, endpoint: st
             f"repository {spec.repo_id} was not found on {endpoint} (or it is private/gated); check "
             "HF_ENDPOINT, log in with `hf auth login` if it is gated, or pass checkpoint=..."
         )
-    if isinstance(error, OfflineModeIsEnabled):
-        return HubUnavailableError(str(_offline_error(spec, "the Hugging Face cache")))
+    if isinstance(error, OfflineModeIsEnabled):  # HF_HUB_OFFLINE was set before import
+        return _offline_error(spec, "the Hugging Face cache")
     if isinstance(error, HfHubHTTPError):  # 5xx, 403, ...: the Hub is there but will not serve
         status = error.response.status_code if error.response is not None else "an error"
         return _unavailable(spec, endpoint, f"it answered HTTP {status}")

@@ -50,6 +50,7 @@ class Request:
     path: str  # unquoted, without the query string
     origin: str  # "hub" or "cdn"
     range: str | None = None
+    headers: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
 
 class _Requests(list):
@@ -167,6 +168,9 @@ class HubServer:
         monkeypatch.setattr(constants, "HF_HOME", str(home))
         monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        # A token of the person running the tests has no business going to a test server.
+        monkeypatch.setenv("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
+        monkeypatch.setattr(constants, "HF_HUB_DISABLE_IMPLICIT_TOKEN", True)
         return cache
 
 
@@ -199,7 +203,7 @@ def _handler_for(hub: HubServer, origin: str) -> type[BaseHTTPRequestHandler]:
         # -- routing ------------------------------------------------------------------------
         def _answer(self, send_body: bool) -> None:
             path = unquote(urlsplit(self.path).path)
-            hub.log(Request(self.command, path, origin, self.headers.get("Range")))
+            hub.log(Request(self.command, path, origin, self.headers.get("Range"), dict(self.headers.items())))
             if origin == "cdn":
                 blob = hub.blob(path.rsplit("/", 1)[-1])
                 if blob is None:

@@ -269,12 +269,21 @@ def test_guess_model_name_on_real_reference_models(config):
     assert guess_model_name(reference.state_dict()) == expected
 
 
-def test_real_sam21_checkpoint_into_real_sam2_model(tmp_path):
-    """End to end on real SAM 2 modules: the official 2.1-into-2 mistake gets the right advice."""
+@pytest.fixture(scope="module")
+def reference_sam21_tiny(tmp_path_factory):
+    """The reference sam2.1_hiera_t with random weights (seed 0), saved in the official layout."""
     build_sam = pytest.importorskip("sam2.build_sam")
     torch.manual_seed(0)
-    path = tmp_path / "sam2.1_hiera_tiny.pt"
-    torch.save({"model": build_sam.build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", None, device="cpu").state_dict()}, path)
+    reference = build_sam.build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", None, device="cpu")
+    path = tmp_path_factory.mktemp("reference") / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": reference.state_dict()}, path)
+    return path, reference
+
+
+def test_real_sam21_checkpoint_into_real_sam2_model(reference_sam21_tiny):
+    """End to end on real SAM 2 modules: the official 2.1-into-2 mistake gets the right advice."""
+    build_sam = pytest.importorskip("sam2.build_sam")
+    path, _ = reference_sam21_tiny
     sam2_model = build_sam.build_sam2("configs/sam2/sam2_hiera_t.yaml", None, device="cpu")
 
     with pytest.raises(CheckpointError) as caught:
@@ -285,3 +294,25 @@ def test_real_sam21_checkpoint_into_real_sam2_model(tmp_path):
     for key in ("no_obj_embed_spatial", "obj_ptr_tpos_proj.weight", "obj_ptr_tpos_proj.bias"):
         assert key in message
     assert "config sam2.1/sam2.1_hiera_t.yaml" in message
+
+
+def test_reference_checkpoint_loads_strictly_into_our_model(reference_sam21_tiny):
+    build = pytest.importorskip("sam2_web.build")
+    path, reference = reference_sam21_tiny
+
+    ours = build.build_sam2("sam2.1_hiera_t", path, device="cpu")
+
+    theirs = reference.state_dict()
+    worst = max((tensor - theirs[key]).abs().max().item() for key, tensor in ours.state_dict().items())
+    print(f"reference -> ours, worst abs diff over {len(theirs)} tensors: {worst}")
+    assert set(ours.state_dict()) == set(theirs) and worst == 0.0
+
+
+def test_our_sam2_config_with_a_sam21_checkpoint_names_the_fitting_config(reference_sam21_tiny):
+    build = pytest.importorskip("sam2_web.build")
+    path, _ = reference_sam21_tiny
+
+    with pytest.raises(CheckpointError) as caught:
+        build.build_sam2("sam2_hiera_t", path, device="cpu")
+
+    assert "looks like sam2.1_hiera_t but the model was built as sam2_hiera_t" in str(caught.value)
