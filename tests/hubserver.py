@@ -11,7 +11,9 @@ What huggingface_hub 2.x does for ``hf_hub_download(repo_id, filename, revision=
    header when it resumes a broken download.
 
 So this server has two origins, like the real Hub: the Hub itself, and a "CDN" on a second port
-that LFS-style files redirect to. Both append ``(method, path)`` to ``HubServer.requests``.
+that LFS-style files redirect to. Both append a ``Request`` (method, path, origin, Range, headers)
+to ``HubServer.requests``. ``HubServer.outage = 503`` makes it answer like a Hub that is down;
+``HubServer.stop()`` makes it refuse connections like a host that is gone.
 
 Usage::
 
@@ -79,6 +81,7 @@ class HubServer:
 
     files: dict[FileKey, bytes]
     lfs: bool = False  # serve files through a redirect to the CDN origin, as the Hub does for LFS
+    outage: int | None = None  # answer every request with this HTTP status (e.g. 503), as a Hub that is down
     requests: _Requests = field(default_factory=_Requests)
     endpoint: str = ""
     cdn_endpoint: str = ""
@@ -204,6 +207,8 @@ def _handler_for(hub: HubServer, origin: str) -> type[BaseHTTPRequestHandler]:
         def _answer(self, send_body: bool) -> None:
             path = unquote(urlsplit(self.path).path)
             hub.log(Request(self.command, path, origin, self.headers.get("Range"), dict(self.headers.items())))
+            if hub.outage is not None:
+                return self._error(hub.outage, None, "Service Unavailable", send_body)
             if origin == "cdn":
                 blob = hub.blob(path.rsplit("/", 1)[-1])
                 if blob is None:

@@ -252,3 +252,21 @@ def test_damaged_cached_file_is_explained_and_force_download_repairs_it(hub, mai
     repaired = fetch_checkpoint(SPEC, force_download=True)
     assert repaired.read_bytes() == main_bytes
     load_checkpoint(net, repaired)
+
+
+def test_hub_answering_503_with_cold_cache_raises_hub_unavailable(hub):
+    hub.outage = 503
+
+    with pytest.raises(HubUnavailableError, match="answered HTTP 503") as caught:
+        fetch_checkpoint(SPEC)
+
+    assert "checkpoint=" in str(caught.value)
+    assert len(hub.requests) == 1  # one HEAD, no retry storm
+
+
+def test_no_token_is_sent_to_the_test_hub(hub, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_placeholder_for_this_test")  # would be sent without HubServer.use
+
+    fetch_checkpoint(SPEC)
+
+    assert all("authorization" not in {name.lower() for name in r.headers} for r in hub.requests)
