@@ -19,10 +19,15 @@ from omegaconf import OmegaConf
 from parity import perturb, save_official_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = {
-    "sam2.1": REPO / "configs/sam2.1/sam2.1_hiera_t.yaml",
-    "sam2": REPO / "configs/sam2/sam2_hiera_t.yaml",
-}
+CONFIG = REPO / "configs/sam2.1/sam2.1_hiera_t.yaml"
+# Model flags that shape the SAM heads (SAM2Base._build_sam_heads passes them on).
+HEAD_FLAGS = (
+    "use_high_res_features_in_sam",
+    "iou_prediction_use_sigmoid",
+    "pred_obj_scores",
+    "pred_obj_scores_mlp",
+    "use_multimask_token_for_obj_ptr",
+)
 IMAGE_SIZE = 256
 FEAT = IMAGE_SIZE // 16  # stride-16 feature map side
 DIM = 256  # hidden_dim of every published model
@@ -30,6 +35,16 @@ MEM_DIM = 64
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These inputs are tiny: with the CPU shared, extra OpenMP threads only spin (8x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 
 def _as_reference(node):
@@ -43,8 +58,21 @@ def _as_reference(node):
     return node
 
 
-def _model_cfg(family: str) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(CONFIGS[family]).model, resolve=True)
+def _model_cfg(path: Path = CONFIG) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(path).model, resolve=True)
+
+
+def test_all_models_share_these_modules():
+    """Every shipped config builds the heads and memory modules tested here, so one suffices."""
+    paths = sorted(REPO.glob("configs/sam2*/sam2*_hiera_*.yaml"))
+    assert len(paths) == 8
+    base = _model_cfg()
+    for path in paths:
+        cfg = _model_cfg(path)
+        for section in ("memory_attention", "memory_encoder"):
+            assert cfg[section] == base[section], f"{path.name}: {section} differs; test it too"
+        for flag in HEAD_FLAGS:
+            assert cfg.get(flag) == base.get(flag), f"{path.name}: {flag} differs; test it too"
 
 
 def _pair(ref: torch.nn.Module, ours: torch.nn.Module, tmp_path: Path, seed: int = 0):
@@ -133,9 +161,9 @@ def test_prompt_encoder_dense_pe_and_sizes(tmp_path):
 # --- mask decoder --------------------------------------------------------------------------
 
 
-def _decoder_kwargs(family: str, **overrides) -> dict:
+def _decoder_kwargs(**overrides) -> dict:
     """MaskDecoder kwargs as SAM2Base._build_sam_heads derives them from a model config."""
-    cfg = _model_cfg(family)
+    cfg = _model_cfg()
     kwargs = dict(
         num_multimask_outputs=3,
         transformer_dim=DIM,
@@ -190,18 +218,17 @@ def _check_decoder_outputs(tag, ref_out, our_out, tol=1e-4):
         _check(f"mask decoder [{tag}] {name}", r, o, tol)
 
 
-@pytest.mark.parametrize("family", ["sam2.1", "sam2"])
 @pytest.mark.parametrize("multimask", [False, True])
 @torch.no_grad()
-def test_mask_decoder_as_configured(family, multimask, tmp_path):
-    ref, ours = _decoders(tmp_path, **_decoder_kwargs(family))
+def test_mask_decoder_as_configured(multimask, tmp_path):
+    ref, ours = _decoders(tmp_path, **_decoder_kwargs())
     assert ours.use_high_res_features and ours.pred_obj_scores  # what the configs ask for
     # conv_s0/conv_s1 live on the decoder (checkpoint keys sam_mask_decoder.conv_s*)
     assert {"conv_s0.weight", "conv_s1.weight"} <= set(ours.state_dict())
     inputs = _decoder_inputs(num_prompts=3, high_res=True, repeat_image=True)
     ref_out = ref(multimask_output=multimask, **inputs)
     our_out = ours(multimask_output=multimask, **inputs)
-    _check_decoder_outputs(f"{family} multimask={multimask}", ref_out, our_out)
+    _check_decoder_outputs(f"configured multimask={multimask}", ref_out, our_out)
     assert our_out[0].shape == (3, 3 if multimask else 1, 4 * FEAT, 4 * FEAT)
     # use_multimask_token_for_obj_ptr: three tokens with multimask output, else the single one.
     assert our_out[2].shape == (3, 3 if multimask else 1, DIM)
@@ -212,7 +239,6 @@ def test_mask_decoder_as_configured(family, multimask, tmp_path):
 def test_mask_decoder_plain_sam_heads(multimask, tmp_path):
     """No high-res features, linear IoU output, no object-score head (constant logit)."""
     kwargs = _decoder_kwargs(
-        "sam2.1",
         use_high_res_features=False,
         iou_prediction_use_sigmoid=False,
         pred_obj_scores=False,
@@ -230,7 +256,7 @@ def test_mask_decoder_plain_sam_heads(multimask, tmp_path):
 
 @torch.no_grad()
 def test_mask_decoder_linear_object_score_head(tmp_path):
-    ref, ours = _decoders(tmp_path, **_decoder_kwargs("sam2.1", pred_obj_scores_mlp=False))
+    ref, ours = _decoders(tmp_path, **_decoder_kwargs(pred_obj_scores_mlp=False))
     assert isinstance(ours.pred_obj_score_head, torch.nn.Linear)
     inputs = _decoder_inputs(num_prompts=2, high_res=True, repeat_image=False)
     _check_decoder_outputs("linear obj head", ref(multimask_output=False, **inputs), ours(multimask_output=False, **inputs))
@@ -241,7 +267,6 @@ def test_mask_decoder_dynamic_stability_fallback(tmp_path):
     """Single-mask output falls back to the best multimask output where it is unstable."""
     # The video predictor's sam_mask_decoder_extra_args.
     kwargs = _decoder_kwargs(
-        "sam2.1",
         dynamic_multimask_via_stability=True,
         dynamic_multimask_stability_delta=0.05,
         dynamic_multimask_stability_thresh=0.98,
@@ -277,8 +302,8 @@ def test_mask_decoder_dynamic_stability_fallback(tmp_path):
 # --- memory attention ----------------------------------------------------------------------
 
 
-def _memory_attentions(tmp_path, family: str, feat: int = FEAT):
-    cfg = _model_cfg(family)["memory_attention"]
+def _memory_attentions(tmp_path, feat: int = FEAT):
+    cfg = _model_cfg()["memory_attention"]
     for attn in ("self_attention", "cross_attention"):
         cfg["layer"][attn]["feat_sizes"] = [feat, feat]
     torch.manual_seed(0)
@@ -300,22 +325,21 @@ def _memory_inputs(batch: int, num_frames: int, num_ptr_tokens: int, side: int =
     )
 
 
-@pytest.mark.parametrize("family", ["sam2.1", "sam2"])
-@pytest.mark.parametrize("num_frames,num_ptr_tokens", [(1, 0), (3, 0), (3, 16), (7, 64)])
+@pytest.mark.parametrize("num_frames,num_ptr_tokens", [(1, 0), (3, 16), (7, 64)])
 @torch.no_grad()
-def test_memory_attention(family, num_frames, num_ptr_tokens, tmp_path):
-    ref, ours = _memory_attentions(tmp_path, family)
+def test_memory_attention(num_frames, num_ptr_tokens, tmp_path):
+    ref, ours = _memory_attentions(tmp_path)
     inputs = _memory_inputs(batch=2, num_frames=num_frames, num_ptr_tokens=num_ptr_tokens)
     ref_out = ref(**inputs)
     our_out = ours(**inputs)
-    _check(f"memory attention [{family} frames={num_frames} ptrs={num_ptr_tokens}]", ref_out, our_out, 1e-4)
+    _check(f"memory attention [frames={num_frames} ptrs={num_ptr_tokens}]", ref_out, our_out, 1e-4)
     assert our_out.shape == (FEAT * FEAT, 2, DIM)
 
 
 @torch.no_grad()
 def test_memory_attention_other_feature_size_and_list_input(tmp_path):
     """Inputs of another (square) size recompute the rotations; list inputs are unwrapped."""
-    ref, ours = _memory_attentions(tmp_path, "sam2.1", feat=FEAT)
+    ref, ours = _memory_attentions(tmp_path, feat=FEAT)
     for side in (8, FEAT, 8):  # back and forth: the cache must serve both sizes correctly
         inputs = _memory_inputs(batch=1, num_frames=2, num_ptr_tokens=4, side=side, seed=40 + side)
         inputs["curr"], inputs["curr_pos"] = [inputs["curr"]], [inputs["curr_pos"]]
@@ -365,11 +389,10 @@ def test_rope_attention_rejects_unplaceable_tokens():
 # --- memory encoder ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("family", ["sam2.1", "sam2"])
 @pytest.mark.parametrize("skip_mask_sigmoid", [False, True])
 @torch.no_grad()
-def test_memory_encoder(family, skip_mask_sigmoid, tmp_path):
-    cfg = _model_cfg(family)["memory_encoder"]
+def test_memory_encoder(skip_mask_sigmoid, tmp_path):
+    cfg = _model_cfg()["memory_encoder"]
     torch.manual_seed(0)
     ref = instantiate(_as_reference(cfg), _convert_="all")
     ours = instantiate(cfg, _convert_="all")
@@ -384,7 +407,7 @@ def test_memory_encoder(family, skip_mask_sigmoid, tmp_path):
     ref_out = ref(pix_feat, masks, skip_mask_sigmoid=skip_mask_sigmoid)
     our_out = ours(pix_feat, masks, skip_mask_sigmoid=skip_mask_sigmoid)
     assert set(our_out) == {"vision_features", "vision_pos_enc"} and len(our_out["vision_pos_enc"]) == 1
-    tag = f"{family} skip_sigmoid={skip_mask_sigmoid}"
+    tag = f"skip_sigmoid={skip_mask_sigmoid}"
     _check(f"memory encoder [{tag}] features", ref_out["vision_features"], our_out["vision_features"])
     _check(f"memory encoder [{tag}] pos", ref_out["vision_pos_enc"][0], our_out["vision_pos_enc"][0])
     assert our_out["vision_features"].shape == (2, MEM_DIM, FEAT, FEAT)
