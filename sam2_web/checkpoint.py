@@ -20,6 +20,7 @@ import torch
 from omegaconf import OmegaConf
 
 from sam2_web.errors import CheckpointError
+from sam2_web.registry import get_model, list_models
 
 logger = logging.getLogger(__name__)
 
@@ -179,8 +180,6 @@ def guess_model_name(state: Mapping[str, torch.Tensor]) -> str | None:
 
     Compares trunk width, trunk depth and SAM 2.1's extra parameters with each shipped config.
     """
-    from sam2_web.registry import list_models  # the registry is optional for loading itself
-
     shape = _shape_of_state(state)
     if shape is None:
         return None
@@ -199,8 +198,6 @@ def _family_hint(file_state: Mapping[str, torch.Tensor], model_state: Mapping[st
         )
     file_name, model_name = guess_model_name(file_state), guess_model_name(model_state)
     if file_name and file_name != model_name:
-        from sam2_web.registry import get_model
-
         built = f" but the model was built as {model_name}" if model_name else ""
         return f"the file looks like {file_name}{built}; build it with config {get_model(file_name).config}"
     if file_shape.sam21 != model_shape.sam21:
