@@ -1,0 +1,856 @@
+"""SAM 2 as one module: image encoder, SAM prompt/mask heads, memory attention and memory encoder.
+
+This class holds the weights and the single-frame operations (encode an image, decode prompts,
+condition on memory, encode a new memory). The image predictor and the video engine drive it;
+state across frames lives with them, not here.
+
+Inference only: training-time switches of the published configs are accepted (so the official
+YAMLs instantiate) and evaluation semantics are always used.
+
+Memory lookups (:meth:`SAM2Base._prepare_memory_conditioned_features`) go through the
+:class:`MemoryBank` protocol, so a video engine can keep a bounded window of past frames instead
+of every frame's outputs. For frame ``f`` the model reads:
+
+* the conditioning (prompted) frames: all of them, or the ``max_cond_frames_in_attn`` closest;
+* the non-conditioning memories of the frames given by :meth:`SAM2Base.memory_frame_indices`
+  (``num_maskmem - 1`` frames: ``f-1`` and then every ``memory_temporal_stride_for_eval``-th
+  frame before it; mirrored when tracking in reverse);
+* object pointers of the frames given by :meth:`SAM2Base.obj_ptr_frame_indices`
+  (up to ``max_obj_ptrs_in_encoder - 1`` frames immediately before ``f``) plus those of the
+  selected conditioning frames (only the ones in the past with ``only_obj_ptrs_in_the_past_for_eval``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.init import trunc_normal_
+
+from sam2_web.modeling.common import MLP, get_1d_sine_pe, select_closest_cond_frames
+from sam2_web.modeling.sam.mask_decoder import MaskDecoder
+from sam2_web.modeling.sam.prompt_encoder import PromptEncoder
+from sam2_web.modeling.sam.transformer import TwoWayTransformer
+
+# Logit given to every pixel of a frame where the object is judged absent.
+NO_OBJ_SCORE = -1024.0
+
+# Logits used when an input mask is taken as the output: sigmoid(-10) ~ 4.5e-5, sigmoid(10) ~ 1.
+_MASK_AS_OUTPUT_SCALE, _MASK_AS_OUTPUT_BIAS = 20.0, -10.0
+
+
+class MemoryBank(Protocol):
+    """What :meth:`SAM2Base._prepare_memory_conditioned_features` reads about past frames.
+
+    An entry (a frame's output) may be a mapping or an object; it must provide
+    ``maskmem_features`` (B, mem_dim, h, w), ``maskmem_pos_enc`` (a list whose last element is
+    the (B, mem_dim, h, w) position encoding, or that tensor itself) and ``obj_ptr`` (B, C).
+    """
+
+    def cond_frame_outputs(self) -> Mapping[int, Any]:
+        """All conditioning (prompted) frames' entries, keyed by frame index."""
+        ...
+
+    def non_cond_frame_output(self, frame_idx: int) -> Optional[Any]:
+        """The tracked (non-prompted) frame's entry, or None if it is not held."""
+        ...
+
+
+class OutputDictMemory:
+    """:class:`MemoryBank` over the reference's ``{"cond_frame_outputs": {t: out},
+    "non_cond_frame_outputs": {t: out}}`` dict (the reference-compatible API passes this)."""
+
+    def __init__(self, output_dict: Mapping[str, Mapping[int, Any]]) -> None:
+        self._cond = output_dict["cond_frame_outputs"]
+        self._non_cond = output_dict["non_cond_frame_outputs"]
+
+    def cond_frame_outputs(self) -> Mapping[int, Any]:
+        """The ``cond_frame_outputs`` dict itself."""
+        return self._cond
+
+    def non_cond_frame_output(self, frame_idx: int) -> Optional[Any]:
+        """``non_cond_frame_outputs.get(frame_idx)``."""
+        return self._non_cond.get(frame_idx)
+
+
+def _as_memory_bank(output_dict: Union[MemoryBank, Mapping[str, Any]]) -> MemoryBank:
+    if isinstance(output_dict, Mapping):
+        return OutputDictMemory(output_dict)
+    return output_dict
+
+
+def _field(entry: Any, name: str) -> Any:
+    """Read ``name`` from a frame entry that is either a mapping or an object."""
+    if isinstance(entry, Mapping):
+        return entry[name]
+    return getattr(entry, name)
+
+
+def _points_of(point_inputs: Any) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(coords, labels) from a ``{"point_coords", "point_labels"}`` mapping, an object with those
+    attributes, or a ``(coords, labels)`` pair."""
+    if isinstance(point_inputs, (tuple, list)):
+        return point_inputs[0], point_inputs[1]
+    return _field(point_inputs, "point_coords"), _field(point_inputs, "point_labels")
+
+
+def _tokens_to_map(x: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
+    """(HW, B, C) token sequence -> (B, C, H, W) map."""
+    return x.permute(1, 2, 0).view(x.size(1), x.size(2), *hw)
+
+
+class SAM2Base(nn.Module):
+    """The SAM 2 network. Keyword arguments are those of the published configs (see the module
+    docstring for the memory layout); argument names and parameter names match the official
+    checkpoints."""
+
+    def __init__(
+        self,
+        image_encoder: nn.Module,
+        memory_attention: nn.Module,
+        memory_encoder: nn.Module,
+        num_maskmem: int = 7,
+        image_size: int = 512,
+        backbone_stride: int = 16,
+        sigmoid_scale_for_mem_enc: float = 1.0,
+        sigmoid_bias_for_mem_enc: float = 0.0,
+        binarize_mask_from_pts_for_mem_enc: bool = False,
+        use_mask_input_as_output_without_sam: bool = False,
+        max_cond_frames_in_attn: int = -1,
+        directly_add_no_mem_embed: bool = False,
+        use_high_res_features_in_sam: bool = False,
+        multimask_output_in_sam: bool = False,
+        multimask_min_pt_num: int = 1,
+        multimask_max_pt_num: int = 1,
+        multimask_output_for_tracking: bool = False,
+        use_multimask_token_for_obj_ptr: bool = False,
+        iou_prediction_use_sigmoid: bool = False,
+        memory_temporal_stride_for_eval: int = 1,
+        non_overlap_masks_for_mem_enc: bool = False,
+        use_obj_ptrs_in_encoder: bool = False,
+        max_obj_ptrs_in_encoder: int = 16,
+        add_tpos_enc_to_obj_ptrs: bool = True,
+        proj_tpos_enc_in_obj_ptrs: bool = False,
+        use_signed_tpos_enc_to_obj_ptrs: bool = False,
+        only_obj_ptrs_in_the_past_for_eval: bool = False,
+        pred_obj_scores: bool = False,
+        pred_obj_scores_mlp: bool = False,
+        fixed_no_obj_ptr: bool = False,
+        soft_no_obj_ptr: bool = False,
+        use_mlp_for_obj_ptr_proj: bool = False,
+        no_obj_embed_spatial: bool = False,
+        sam_mask_decoder_extra_args: Optional[Mapping[str, Any]] = None,
+        compile_image_encoder: bool = False,
+    ) -> None:
+        """
+        Args:
+            image_encoder / memory_attention / memory_encoder: the three sub-networks.
+            num_maskmem: memories attended to (1 conditioning slot + ``num_maskmem - 1`` past frames).
+            image_size: side of the square model input.
+            backbone_stride: stride of the lowest-resolution feature map.
+            sigmoid_scale_for_mem_enc / sigmoid_bias_for_mem_enc: affine map applied to mask
+                probabilities before the memory encoder.
+            binarize_mask_from_pts_for_mem_enc: threshold masks from clicked frames before encoding.
+            use_mask_input_as_output_without_sam: a mask prompt is taken as the output as is.
+            max_cond_frames_in_attn: cap on conditioning frames attended to (-1 = all).
+            directly_add_no_mem_embed: on a first prompted frame add ``no_mem_embed`` instead
+                of running memory attention.
+            use_high_res_features_in_sam: feed stride-4/8 features to the mask decoder.
+            multimask_output_in_sam / multimask_min_pt_num / multimask_max_pt_num /
+                multimask_output_for_tracking: when the mask decoder proposes three masks.
+            use_multimask_token_for_obj_ptr: object pointer from the chosen multimask token.
+            iou_prediction_use_sigmoid: IoU head output through a sigmoid.
+            memory_temporal_stride_for_eval: stride ``r`` between past memory frames.
+            non_overlap_masks_for_mem_enc: keep only the top object per pixel before encoding.
+            use_obj_ptrs_in_encoder / max_obj_ptrs_in_encoder: attend to past object pointers.
+            add_tpos_enc_to_obj_ptrs / proj_tpos_enc_in_obj_ptrs / use_signed_tpos_enc_to_obj_ptrs:
+                temporal position encoding of object pointers.
+            only_obj_ptrs_in_the_past_for_eval: ignore pointers of future conditioning frames.
+            pred_obj_scores / pred_obj_scores_mlp: predict whether the object is visible.
+            fixed_no_obj_ptr / soft_no_obj_ptr: how the "no object" pointer replaces the pointer.
+            use_mlp_for_obj_ptr_proj: 3-layer MLP (not a linear layer) for the pointer projection.
+            no_obj_embed_spatial: add a learnt embedding to memories of frames without the object.
+            sam_mask_decoder_extra_args: extra ``MaskDecoder`` kwargs (e.g. dynamic multimask).
+            compile_image_encoder: wrap the image encoder's forward in ``torch.compile``.
+        """
+        super().__init__()
+        if proj_tpos_enc_in_obj_ptrs and not add_tpos_enc_to_obj_ptrs:
+            raise ValueError("proj_tpos_enc_in_obj_ptrs=True needs add_tpos_enc_to_obj_ptrs=True")
+        if fixed_no_obj_ptr and not (pred_obj_scores and use_obj_ptrs_in_encoder):
+            raise ValueError("fixed_no_obj_ptr=True needs pred_obj_scores and use_obj_ptrs_in_encoder")
+
+        self.image_encoder = image_encoder
+        self.memory_attention = memory_attention
+        self.memory_encoder = memory_encoder
+        self.hidden_dim = image_encoder.neck.d_model
+        # Memories may be narrower than the image features (64 vs 256 channels in all configs).
+        out_proj = getattr(memory_encoder, "out_proj", None)
+        self.mem_dim = out_proj.weight.shape[0] if hasattr(out_proj, "weight") else self.hidden_dim
+
+        self.image_size = image_size
+        self.backbone_stride = backbone_stride
+        self.num_maskmem = num_maskmem
+        self.use_high_res_features_in_sam = use_high_res_features_in_sam
+        self.num_feature_levels = 3 if use_high_res_features_in_sam else 1
+        self.sigmoid_scale_for_mem_enc = sigmoid_scale_for_mem_enc
+        self.sigmoid_bias_for_mem_enc = sigmoid_bias_for_mem_enc
+        self.binarize_mask_from_pts_for_mem_enc = binarize_mask_from_pts_for_mem_enc
+        self.use_mask_input_as_output_without_sam = use_mask_input_as_output_without_sam
+        self.max_cond_frames_in_attn = max_cond_frames_in_attn
+        self.directly_add_no_mem_embed = directly_add_no_mem_embed
+        self.multimask_output_in_sam = multimask_output_in_sam
+        self.multimask_min_pt_num = multimask_min_pt_num
+        self.multimask_max_pt_num = multimask_max_pt_num
+        self.multimask_output_for_tracking = multimask_output_for_tracking
+        self.use_multimask_token_for_obj_ptr = use_multimask_token_for_obj_ptr
+        self.iou_prediction_use_sigmoid = iou_prediction_use_sigmoid
+        self.memory_temporal_stride_for_eval = memory_temporal_stride_for_eval
+        self.non_overlap_masks_for_mem_enc = non_overlap_masks_for_mem_enc
+        self.use_obj_ptrs_in_encoder = use_obj_ptrs_in_encoder
+        self.max_obj_ptrs_in_encoder = max_obj_ptrs_in_encoder
+        self.add_tpos_enc_to_obj_ptrs = add_tpos_enc_to_obj_ptrs
+        self.proj_tpos_enc_in_obj_ptrs = proj_tpos_enc_in_obj_ptrs
+        self.use_signed_tpos_enc_to_obj_ptrs = use_signed_tpos_enc_to_obj_ptrs
+        self.only_obj_ptrs_in_the_past_for_eval = only_obj_ptrs_in_the_past_for_eval
+        self.pred_obj_scores = pred_obj_scores
+        self.pred_obj_scores_mlp = pred_obj_scores_mlp
+        self.fixed_no_obj_ptr = fixed_no_obj_ptr
+        self.soft_no_obj_ptr = soft_no_obj_ptr
+        self.use_mlp_for_obj_ptr_proj = use_mlp_for_obj_ptr_proj
+        self.sam_mask_decoder_extra_args = dict(sam_mask_decoder_extra_args or {})
+
+        # Learnt tokens; initialised like the original (they are overwritten by checkpoints).
+        self.maskmem_tpos_enc = nn.Parameter(torch.zeros(num_maskmem, 1, 1, self.mem_dim))
+        self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, self.hidden_dim))
+        self.no_mem_pos_enc = nn.Parameter(torch.zeros(1, 1, self.hidden_dim))
+        for p in (self.maskmem_tpos_enc, self.no_mem_embed, self.no_mem_pos_enc):
+            trunc_normal_(p, std=0.02)
+        if use_obj_ptrs_in_encoder:
+            # Brings a mask prompt to the stride of SAM's low-res logits, so the decoder can
+            # turn a mask-only prompt into an object pointer.
+            self.mask_downsample = nn.Conv2d(1, 1, kernel_size=4, stride=4)
+        if pred_obj_scores and use_obj_ptrs_in_encoder:
+            self.no_obj_ptr = nn.Parameter(torch.zeros(1, self.hidden_dim))
+            trunc_normal_(self.no_obj_ptr, std=0.02)
+        self.no_obj_embed_spatial: Optional[nn.Parameter] = None
+        if no_obj_embed_spatial:
+            self.no_obj_embed_spatial = nn.Parameter(torch.zeros(1, self.mem_dim))
+            trunc_normal_(self.no_obj_embed_spatial, std=0.02)
+
+        self._build_sam_heads()
+
+        if compile_image_encoder:
+            # Compile the bound forward, not the module, so state-dict keys stay unprefixed and
+            # checkpoints still load. Compilation itself happens lazily at the first call.
+            self.image_encoder.forward = torch.compile(
+                self.image_encoder.forward, mode="max-autotune", fullgraph=True, dynamic=False
+            )
+
+    def _build_sam_heads(self) -> None:
+        """SAM's prompt encoder and mask decoder (sizes as in SAM), plus the pointer projections."""
+        self.sam_prompt_embed_dim = self.hidden_dim
+        self.sam_image_embedding_size = self.image_size // self.backbone_stride
+        side = self.sam_image_embedding_size
+        self.sam_prompt_encoder = PromptEncoder(
+            embed_dim=self.sam_prompt_embed_dim,
+            image_embedding_size=(side, side),
+            input_image_size=(self.image_size, self.image_size),
+            mask_in_chans=16,
+        )
+        self.sam_mask_decoder = MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(
+                depth=2, embedding_dim=self.sam_prompt_embed_dim, mlp_dim=2048, num_heads=8
+            ),
+            transformer_dim=self.sam_prompt_embed_dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+            use_high_res_features=self.use_high_res_features_in_sam,
+            iou_prediction_use_sigmoid=self.iou_prediction_use_sigmoid,
+            pred_obj_scores=self.pred_obj_scores,
+            pred_obj_scores_mlp=self.pred_obj_scores_mlp,
+            use_multimask_token_for_obj_ptr=self.use_multimask_token_for_obj_ptr,
+            **self.sam_mask_decoder_extra_args,
+        )
+        c = self.hidden_dim
+        if not self.use_obj_ptrs_in_encoder:
+            self.obj_ptr_proj: nn.Module = nn.Identity()
+        elif self.use_mlp_for_obj_ptr_proj:
+            self.obj_ptr_proj = MLP(c, c, c, 3)
+        else:
+            self.obj_ptr_proj = nn.Linear(c, c)
+        # Keeps the temporal encoding of pointers apart from the spatial one of memories.
+        if self.proj_tpos_enc_in_obj_ptrs:
+            self.obj_ptr_tpos_proj: nn.Module = nn.Linear(c, self.mem_dim)
+        else:
+            self.obj_ptr_tpos_proj = nn.Identity()
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's parameters."""
+        return next(self.parameters()).device
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Not used: drive the model through ``SAM2ImagePredictor`` or the video predictor."""
+        raise NotImplementedError(
+            "SAM2Base has no forward(); use sam2_web.image_predictor.SAM2ImagePredictor for images "
+            "or the video predictor (build_sam2_video_predictor) for clips."
+        )
+
+    # ------------------------------------------------------------------ image features
+
+    def forward_image(self, img_batch: torch.Tensor) -> Dict[str, Any]:
+        """Run the image encoder on a (B, 3, image_size, image_size) normalised batch.
+
+        Returns the encoder's dict (``vision_features``, ``vision_pos_enc``, ``backbone_fpn``);
+        with high-res features on, levels 0 and 1 of ``backbone_fpn`` are already projected by
+        the decoder's ``conv_s0``/``conv_s1`` so that each click does not redo it.
+        """
+        backbone_out = self.image_encoder(img_batch)
+        if self.use_high_res_features_in_sam:
+            fpn = backbone_out["backbone_fpn"]
+            fpn[0] = self.sam_mask_decoder.conv_s0(fpn[0])
+            fpn[1] = self.sam_mask_decoder.conv_s1(fpn[1])
+        return backbone_out
+
+    def _prepare_backbone_features(
+        self, backbone_out: Dict[str, Any]
+    ) -> Tuple[Dict[str, Any], List[torch.Tensor], List[torch.Tensor], List[Tuple[int, int]]]:
+        """Flatten the levels the heads use into (HW, B, C) tokens.
+
+        Returns ``(backbone_out_copy, vision_feats, vision_pos_embeds, feat_sizes)``, the last
+        three ordered from high to low resolution.
+        """
+        backbone_out = backbone_out.copy()
+        fpn, pos = backbone_out["backbone_fpn"], backbone_out["vision_pos_enc"]
+        if len(fpn) != len(pos) or len(fpn) < self.num_feature_levels:
+            raise ValueError(
+                f"image encoder gave {len(fpn)} feature maps and {len(pos)} position encodings; "
+                f"the heads need {self.num_feature_levels} of each"
+            )
+        levels = self.num_feature_levels
+        feat_sizes = [(p.shape[-2], p.shape[-1]) for p in pos[-levels:]]
+        vision_feats = [x.flatten(2).permute(2, 0, 1) for x in fpn[-levels:]]
+        vision_pos_embeds = [x.flatten(2).permute(2, 0, 1) for x in pos[-levels:]]
+        return backbone_out, vision_feats, vision_pos_embeds, feat_sizes
+
+    # ------------------------------------------------------------------ SAM heads
+
+    def _forward_sam_heads(
+        self,
+        backbone_features: torch.Tensor,
+        point_inputs: Any = None,
+        mask_inputs: Optional[torch.Tensor] = None,
+        high_res_features: Optional[List[torch.Tensor]] = None,
+        multimask_output: bool = False,
+    ) -> Tuple[torch.Tensor, ...]:
+        """Decode prompts on one frame's (memory-conditioned) features.
+
+        Args:
+            backbone_features: (B, C, h, w) with h = w = image_size / backbone_stride.
+            point_inputs: ``{"point_coords": (B, P, 2) float in input pixels,
+                "point_labels": (B, P) int32}`` (1 positive, 0 negative, 2/3 box corners,
+                -1 padding), or None.
+            mask_inputs: (B, 1, H, W) mask prompt (resized to the prompt encoder's size), or None.
+            high_res_features: the two projected stride-4/8 maps, or None.
+            multimask_output: ask for three candidate masks.
+        Returns:
+            ``(low_res_multimasks, high_res_multimasks, ious, low_res_masks, high_res_masks,
+            obj_ptr, object_score_logits)``: logits at 1/4 and full input resolution (M = 3 or 1
+            candidates), the best candidate of each, the (B, C) object pointer and (B, 1) score.
+        """
+        batch = backbone_features.size(0)
+        device = backbone_features.device
+        side = self.sam_image_embedding_size
+        if backbone_features.shape[1:] != (self.sam_prompt_embed_dim, side, side):
+            raise ValueError(
+                f"backbone features of shape {tuple(backbone_features.shape)}; expected "
+                f"(B, {self.sam_prompt_embed_dim}, {side}, {side})"
+            )
+
+        if point_inputs is not None:
+            coords, labels = _points_of(point_inputs)
+        else:
+            # The decoder needs at least one token: a padding point (label -1).
+            coords = torch.zeros(batch, 1, 2, device=device)
+            labels = -torch.ones(batch, 1, dtype=torch.int32, device=device)
+
+        mask_prompt = None
+        if mask_inputs is not None:
+            target = tuple(self.sam_prompt_encoder.mask_input_size)
+            if tuple(mask_inputs.shape[-2:]) != target:
+                # Antialiased so that downsizing a full-size mask does not alias.
+                mask_prompt = F.interpolate(
+                    mask_inputs.float(), size=target, mode="bilinear", align_corners=False, antialias=True
+                )
+            else:
+                mask_prompt = mask_inputs
+
+        sparse, dense = self.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=mask_prompt)
+        low_res_multimasks, ious, sam_tokens, object_score_logits = self.sam_mask_decoder(
+            image_embeddings=backbone_features,
+            image_pe=self.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+            repeat_image=False,  # one image per prompt set already
+            high_res_features=high_res_features,
+        )
+        if self.pred_obj_scores:
+            is_obj_appearing = object_score_logits > 0
+            # The mask is a hard choice between object and no object, so memories agree with it.
+            low_res_multimasks = torch.where(is_obj_appearing[:, None, None], low_res_multimasks, NO_OBJ_SCORE)
+
+        low_res_multimasks = low_res_multimasks.float()  # may be bf16 under autocast
+        high_res_multimasks = F.interpolate(
+            low_res_multimasks, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
+        )
+
+        token = sam_tokens[:, 0]
+        if multimask_output:
+            best = torch.argmax(ious, dim=-1)
+            rows = torch.arange(batch, device=device)
+            low_res_masks = low_res_multimasks[rows, best].unsqueeze(1)
+            high_res_masks = high_res_multimasks[rows, best].unsqueeze(1)
+            if sam_tokens.size(1) > 1:
+                token = sam_tokens[rows, best]
+        else:
+            low_res_masks, high_res_masks = low_res_multimasks, high_res_multimasks
+
+        obj_ptr = self.obj_ptr_proj(token)
+        if self.pred_obj_scores:
+            # The pointer (unlike the mask) may blend softly towards "no object".
+            if self.soft_no_obj_ptr:
+                presence = object_score_logits.sigmoid()
+            else:
+                presence = is_obj_appearing.float()
+            if self.fixed_no_obj_ptr:
+                obj_ptr = presence * obj_ptr
+            obj_ptr = obj_ptr + (1 - presence) * self.no_obj_ptr
+
+        return (
+            low_res_multimasks,
+            high_res_multimasks,
+            ious,
+            low_res_masks,
+            high_res_masks,
+            obj_ptr,
+            object_score_logits,
+        )
+
+    def _use_mask_as_output(
+        self,
+        backbone_features: torch.Tensor,
+        high_res_features: Optional[List[torch.Tensor]],
+        mask_inputs: torch.Tensor,
+    ) -> Tuple[torch.Tensor, ...]:
+        """Take a (B, 1, H, W) input mask as the output (logits -10/+10), with the same outputs as
+        :meth:`_forward_sam_heads`. The object pointer still comes from the decoder (fed the
+        downsampled mask) so that later frames can attend to it."""
+        mask = mask_inputs.float()
+        high_res_masks = mask * _MASK_AS_OUTPUT_SCALE + _MASK_AS_OUTPUT_BIAS
+        low_res_masks = F.interpolate(
+            high_res_masks,
+            size=(high_res_masks.size(-2) // 4, high_res_masks.size(-1) // 4),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )
+        ious = mask_inputs.new_ones(mask_inputs.size(0), 1).float()  # a given mask is "certain"
+        if self.use_obj_ptrs_in_encoder:
+            obj_ptr = self._forward_sam_heads(
+                backbone_features=backbone_features,
+                mask_inputs=self.mask_downsample(mask),
+                high_res_features=high_res_features,
+            )[5]
+        else:
+            obj_ptr = torch.zeros(mask_inputs.size(0), self.hidden_dim, device=mask_inputs.device)
+        # Presence follows the given mask (any foreground pixel), not the decoder's score.
+        presence = torch.any(mask.flatten(1) > 0.0, dim=1)[..., None].float()
+        object_score_logits = _MASK_AS_OUTPUT_SCALE * presence + _MASK_AS_OUTPUT_BIAS
+        if self.pred_obj_scores:
+            if self.fixed_no_obj_ptr:
+                obj_ptr = presence * obj_ptr
+            obj_ptr = obj_ptr + (1 - presence) * self.no_obj_ptr
+        return low_res_masks, high_res_masks, ious, low_res_masks, high_res_masks, obj_ptr, object_score_logits
+
+    def _use_multimask(self, is_init_cond_frame: bool, point_inputs: Any) -> bool:
+        """Whether the decoder should propose three masks for this prompt (a box counts as two points)."""
+        num_pts = 0 if point_inputs is None else _points_of(point_inputs)[1].size(1)
+        return bool(
+            self.multimask_output_in_sam
+            and (is_init_cond_frame or self.multimask_output_for_tracking)
+            and self.multimask_min_pt_num <= num_pts <= self.multimask_max_pt_num
+        )
+
+    # ------------------------------------------------------------------ memory
+
+    def memory_frame_indices(self, frame_idx: int, track_in_reverse: bool = False) -> List[Tuple[int, int]]:
+        """Past frames whose non-conditioning memory frame ``frame_idx`` attends to.
+
+        Returns ``[(t_pos, frame)]`` for ``t_pos = 1 .. num_maskmem - 1``: ``t_pos`` selects the
+        temporal encoding (``num_maskmem - 1`` is the adjacent frame). The adjacent frame is
+        always used; the others are every ``memory_temporal_stride_for_eval``-th frame before it
+        (after it, when tracking in reverse). Frames may be negative or past the clip's end;
+        such frames simply have no memory.
+        """
+        stride = self.memory_temporal_stride_for_eval
+        picked = []
+        for t_pos in range(1, self.num_maskmem):
+            frames_back = self.num_maskmem - t_pos
+            if frames_back == 1:
+                t = frame_idx + 1 if track_in_reverse else frame_idx - 1
+            elif not track_in_reverse:
+                # Nearest multiple of the stride at or before frame_idx - 2, then further back.
+                t = ((frame_idx - 2) // stride) * stride - (frames_back - 2) * stride
+            else:
+                t = -(-(frame_idx + 2) // stride) * stride + (frames_back - 2) * stride
+            picked.append((t_pos, t))
+        return picked
+
+    def obj_ptr_frame_indices(
+        self, frame_idx: int, num_frames: Optional[int], track_in_reverse: bool = False
+    ) -> List[Tuple[int, int]]:
+        """Non-conditioning frames whose object pointers frame ``frame_idx`` attends to.
+
+        Returns ``[(t_diff, frame)]``: the up to ``max_obj_ptrs_in_encoder - 1`` frames right
+        before ``frame_idx`` (after it in reverse), stopping at the clip's ends.
+        """
+        limit = self._max_obj_ptrs(num_frames)
+        picked = []
+        for t_diff in range(1, limit):
+            t = frame_idx + t_diff if track_in_reverse else frame_idx - t_diff
+            if t < 0 or (num_frames is not None and t >= num_frames):
+                break
+            picked.append((t_diff, t))
+        return picked
+
+    def _max_obj_ptrs(self, num_frames: Optional[int]) -> int:
+        if num_frames is None:
+            return self.max_obj_ptrs_in_encoder
+        return min(num_frames, self.max_obj_ptrs_in_encoder)
+
+    def _prepare_memory_conditioned_features(
+        self,
+        frame_idx: int,
+        is_init_cond_frame: bool,
+        current_vision_feats: List[torch.Tensor],
+        current_vision_pos_embeds: List[torch.Tensor],
+        feat_sizes: List[Tuple[int, int]],
+        output_dict: Union[MemoryBank, Mapping[str, Any]],
+        num_frames: Optional[int],
+        track_in_reverse: bool = False,
+    ) -> torch.Tensor:
+        """Fuse the current frame's lowest-resolution features with the memory of past frames.
+
+        Args:
+            frame_idx: the frame being segmented.
+            is_init_cond_frame: a prompted frame with no earlier memory (no memory attention).
+            current_vision_feats / current_vision_pos_embeds: (HW, B, C) tokens; the last is used.
+            feat_sizes: (h, w) per level; the last is used.
+            output_dict: a :class:`MemoryBank` or the reference's output dict (see module doc).
+            num_frames: clip length (bounds the pointer window), or None if unknown.
+            track_in_reverse: tracking towards earlier frames.
+        Returns:
+            (B, C, h, w) memory-conditioned features.
+        Raises:
+            ValueError: a non-initial frame without any conditioning frame in memory.
+        """
+        feats, pos = current_vision_feats[-1], current_vision_pos_embeds[-1]
+        hw = feat_sizes[-1]
+        batch, device = feats.size(1), feats.device
+        if self.num_maskmem == 0:  # SAM-on-images mode: no memory at all
+            return _tokens_to_map(feats, hw)
+
+        if is_init_cond_frame:
+            if self.directly_add_no_mem_embed:
+                return _tokens_to_map(feats + self.no_mem_embed, hw)
+            # A dummy memory token, since attention needs at least one key.
+            memory = self.no_mem_embed.expand(1, batch, self.mem_dim)
+            memory_pos = self.no_mem_pos_enc.expand(1, batch, self.mem_dim)
+            num_obj_ptr_tokens = 0
+        else:
+            memory, memory_pos, num_obj_ptr_tokens = self._gather_memory(
+                frame_idx, _as_memory_bank(output_dict), num_frames, track_in_reverse, batch, device
+            )
+
+        # Stored memories may be bf16 (to save space) while the attention weights are float32;
+        # cast so the matmuls agree. When float pointers are also present, concatenation has
+        # already upcast the values exactly like this.
+        attn_dtype = self.maskmem_tpos_enc.dtype
+        fused = self.memory_attention(
+            curr=current_vision_feats[-1:],
+            curr_pos=current_vision_pos_embeds[-1:],
+            memory=memory.to(attn_dtype),
+            memory_pos=memory_pos.to(attn_dtype),
+            num_obj_ptr_tokens=num_obj_ptr_tokens,
+        )
+        return _tokens_to_map(fused, hw)
+
+    def _gather_memory(
+        self,
+        frame_idx: int,
+        bank: MemoryBank,
+        num_frames: Optional[int],
+        track_in_reverse: bool,
+        batch: int,
+        device: torch.device,
+    ) -> Tuple[torch.Tensor, torch.Tensor, int]:
+        """Concatenate spatial memories and object pointers into (N, B, mem_dim) tokens.
+
+        Returns ``(memory, memory_pos, num_obj_ptr_tokens)``; the pointer tokens come last.
+        """
+        cond_outputs = bank.cond_frame_outputs()
+        if len(cond_outputs) == 0:
+            raise ValueError(
+                f"frame {frame_idx} is tracked but no frame has a prompt yet; add a prompt first"
+            )
+        selected, unselected = select_closest_cond_frames(frame_idx, cond_outputs, self.max_cond_frames_in_attn)
+
+        def non_cond(t: int) -> Optional[Any]:
+            # A conditioning frame left out of the selection still counts as a recent memory.
+            out = bank.non_cond_frame_output(t)
+            return out if out is not None else unselected.get(t)
+
+        # Conditioning frames first, all at temporal position 0.
+        entries = [(0, out) for out in selected.values()]
+        entries += [(t_pos, non_cond(t)) for t_pos, t in self.memory_frame_indices(frame_idx, track_in_reverse)]
+        mem_list, pos_list = [], []
+        for t_pos, entry in entries:
+            if entry is None:
+                continue  # before the clip's start, or not tracked yet
+            feats = _field(entry, "maskmem_features").to(device, non_blocking=True)
+            mem_list.append(feats.flatten(2).permute(2, 0, 1))
+            enc = _field(entry, "maskmem_pos_enc")
+            enc = enc[-1] if isinstance(enc, (list, tuple)) else enc
+            enc = enc.to(device).flatten(2).permute(2, 0, 1)
+            pos_list.append(enc + self.maskmem_tpos_enc[self.num_maskmem - t_pos - 1])
+
+        num_ptr_tokens = 0
+        if self.use_obj_ptrs_in_encoder:
+            ptrs = self._gather_obj_ptrs(frame_idx, selected, non_cond, num_frames, track_in_reverse, batch, device)
+            if ptrs is not None:
+                mem_list.append(ptrs[0])
+                pos_list.append(ptrs[1])
+                num_ptr_tokens = ptrs[0].shape[0]
+        return torch.cat(mem_list, dim=0), torch.cat(pos_list, dim=0), num_ptr_tokens
+
+    def _gather_obj_ptrs(
+        self,
+        frame_idx: int,
+        selected_cond: Mapping[int, Any],
+        non_cond: Any,
+        num_frames: Optional[int],
+        track_in_reverse: bool,
+        batch: int,
+        device: torch.device,
+    ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """Object pointer tokens and their temporal encodings, or None if there are none."""
+        sign = -1 if track_in_reverse else 1
+        if self.only_obj_ptrs_in_the_past_for_eval:
+            cond = {t: o for t, o in selected_cond.items() if (t >= frame_idx if track_in_reverse else t <= frame_idx)}
+        else:
+            cond = dict(selected_cond)
+        offsets, ptrs = [], []
+        for t, out in cond.items():
+            offsets.append((frame_idx - t) * sign if self.use_signed_tpos_enc_to_obj_ptrs else abs(frame_idx - t))
+            ptrs.append(_field(out, "obj_ptr"))
+        for t_diff, t in self.obj_ptr_frame_indices(frame_idx, num_frames, track_in_reverse):
+            out = non_cond(t)
+            if out is not None:
+                offsets.append(t_diff)
+                ptrs.append(_field(out, "obj_ptr"))
+        if not ptrs:
+            return None
+
+        c, mem_dim = self.hidden_dim, self.mem_dim
+        obj_ptrs = torch.stack([p.to(device) for p in ptrs], dim=0)  # (P, B, C)
+        if self.add_tpos_enc_to_obj_ptrs:
+            # Offsets normalised by the window size; a window of 1 would divide by zero.
+            t_diff_max = max(self._max_obj_ptrs(num_frames) - 1, 1)
+            tpos_dim = c if self.proj_tpos_enc_in_obj_ptrs else mem_dim
+            obj_pos = torch.tensor(offsets, device=device) / t_diff_max
+            obj_pos = self.obj_ptr_tpos_proj(get_1d_sine_pe(obj_pos, dim=tpos_dim))
+            obj_pos = obj_pos.unsqueeze(1).expand(-1, batch, mem_dim)
+        else:
+            obj_pos = obj_ptrs.new_zeros(len(offsets), batch, mem_dim)
+        if mem_dim < c:
+            # A C-wide pointer becomes C / mem_dim memory tokens.
+            split = c // mem_dim
+            obj_ptrs = obj_ptrs.reshape(-1, batch, split, mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
+            obj_pos = obj_pos.repeat_interleave(split, dim=0)
+        return obj_ptrs, obj_pos
+
+    def _encode_new_memory(
+        self,
+        current_vision_feats: List[torch.Tensor],
+        feat_sizes: List[Tuple[int, int]],
+        pred_masks_high_res: torch.Tensor,
+        object_score_logits: torch.Tensor,
+        is_mask_from_pts: bool,
+    ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """Encode a frame's features and its predicted (B, 1, H, W) mask logits into a memory.
+
+        Returns ``(maskmem_features (B, mem_dim, h, w), maskmem_pos_enc [tensor])``.
+        """
+        pix_feat = _tokens_to_map(current_vision_feats[-1], feat_sizes[-1])
+        masks = pred_masks_high_res
+        if self.non_overlap_masks_for_mem_enc:
+            masks = self._apply_non_overlapping_constraints(masks)
+        if self.binarize_mask_from_pts_for_mem_enc and is_mask_from_pts:
+            mask_for_mem = (masks > 0).float()
+        else:
+            mask_for_mem = torch.sigmoid(masks)
+        if self.sigmoid_scale_for_mem_enc != 1.0:
+            mask_for_mem = mask_for_mem * self.sigmoid_scale_for_mem_enc
+        if self.sigmoid_bias_for_mem_enc != 0.0:
+            mask_for_mem = mask_for_mem + self.sigmoid_bias_for_mem_enc
+        encoded = self.memory_encoder(pix_feat, mask_for_mem, skip_mask_sigmoid=True)
+        maskmem_features = encoded["vision_features"]
+        maskmem_pos_enc = encoded["vision_pos_enc"]
+        if self.no_obj_embed_spatial is not None:
+            # Tell later frames that the object was absent here (occluded / left the view).
+            absent = 1 - (object_score_logits > 0).float()
+            maskmem_features = maskmem_features + absent[..., None, None] * self.no_obj_embed_spatial[
+                ..., None, None
+            ].expand(*maskmem_features.shape)
+        return maskmem_features, maskmem_pos_enc
+
+    def _apply_non_overlapping_constraints(self, pred_masks: torch.Tensor) -> torch.Tensor:
+        """Per pixel keep the highest-scoring object of the (N, 1, H, W) logits; others are
+        clamped to at most -10 so masks of different objects do not overlap."""
+        if pred_masks.size(0) == 1:
+            return pred_masks
+        winner = torch.argmax(pred_masks, dim=0, keepdim=True)
+        ids = torch.arange(pred_masks.size(0), device=pred_masks.device)[:, None, None, None]
+        return torch.where(winner == ids, pred_masks, torch.clamp(pred_masks, max=-10.0))
+
+    # ------------------------------------------------------------------ one tracking step
+
+    def _track_step(
+        self,
+        frame_idx: int,
+        is_init_cond_frame: bool,
+        current_vision_feats: List[torch.Tensor],
+        current_vision_pos_embeds: List[torch.Tensor],
+        feat_sizes: List[Tuple[int, int]],
+        point_inputs: Any,
+        mask_inputs: Optional[torch.Tensor],
+        output_dict: Union[MemoryBank, Mapping[str, Any]],
+        num_frames: Optional[int],
+        track_in_reverse: bool,
+        prev_sam_mask_logits: Optional[torch.Tensor],
+    ) -> Tuple[Dict[str, Any], Tuple[torch.Tensor, ...], Optional[List[torch.Tensor]], torch.Tensor]:
+        """Segment one frame: returns ``(current_out, sam_outputs, high_res_features, pix_feat)``;
+        ``sam_outputs`` is the 7-tuple of :meth:`_forward_sam_heads`."""
+        current_out: Dict[str, Any] = {"point_inputs": point_inputs, "mask_inputs": mask_inputs}
+        high_res_features = None
+        if len(current_vision_feats) > 1:
+            high_res_features = [_tokens_to_map(x, s) for x, s in zip(current_vision_feats[:-1], feat_sizes[:-1])]
+        if mask_inputs is not None and self.use_mask_input_as_output_without_sam:
+            pix_feat = _tokens_to_map(current_vision_feats[-1], feat_sizes[-1])
+            sam_outputs = self._use_mask_as_output(pix_feat, high_res_features, mask_inputs)
+            return current_out, sam_outputs, high_res_features, pix_feat
+
+        pix_feat = self._prepare_memory_conditioned_features(
+            frame_idx=frame_idx,
+            is_init_cond_frame=is_init_cond_frame,
+            current_vision_feats=current_vision_feats[-1:],
+            current_vision_pos_embeds=current_vision_pos_embeds[-1:],
+            feat_sizes=feat_sizes[-1:],
+            output_dict=output_dict,
+            num_frames=num_frames,
+            track_in_reverse=track_in_reverse,
+        )
+        if prev_sam_mask_logits is not None:
+            # Refining an earlier prediction with new clicks: feed its logits as the mask prompt.
+            if point_inputs is None or mask_inputs is not None:
+                raise ValueError("prev_sam_mask_logits needs point inputs and no mask input")
+            mask_inputs = prev_sam_mask_logits
+        sam_outputs = self._forward_sam_heads(
+            backbone_features=pix_feat,
+            point_inputs=point_inputs,
+            mask_inputs=mask_inputs,
+            high_res_features=high_res_features,
+            multimask_output=self._use_multimask(is_init_cond_frame, point_inputs),
+        )
+        return current_out, sam_outputs, high_res_features, pix_feat
+
+    def _encode_memory_in_output(
+        self,
+        current_vision_feats: List[torch.Tensor],
+        feat_sizes: List[Tuple[int, int]],
+        point_inputs: Any,
+        run_mem_encoder: bool,
+        high_res_masks: torch.Tensor,
+        object_score_logits: torch.Tensor,
+        current_out: Dict[str, Any],
+    ) -> None:
+        """Set ``current_out["maskmem_features"]`` / ``["maskmem_pos_enc"]`` (None when skipped)."""
+        if run_mem_encoder and self.num_maskmem > 0:
+            feats, pos = self._encode_new_memory(
+                current_vision_feats=current_vision_feats,
+                feat_sizes=feat_sizes,
+                pred_masks_high_res=high_res_masks,
+                object_score_logits=object_score_logits,
+                is_mask_from_pts=point_inputs is not None,
+            )
+            current_out["maskmem_features"], current_out["maskmem_pos_enc"] = feats, pos
+        else:
+            current_out["maskmem_features"], current_out["maskmem_pos_enc"] = None, None
+
+    def track_step(
+        self,
+        frame_idx: int,
+        is_init_cond_frame: bool,
+        current_vision_feats: List[torch.Tensor],
+        current_vision_pos_embeds: List[torch.Tensor],
+        feat_sizes: List[Tuple[int, int]],
+        point_inputs: Any,
+        mask_inputs: Optional[torch.Tensor],
+        output_dict: Union[MemoryBank, Mapping[str, Any]],
+        num_frames: Optional[int],
+        track_in_reverse: bool = False,
+        run_mem_encoder: bool = True,
+        prev_sam_mask_logits: Optional[torch.Tensor] = None,
+    ) -> Dict[str, Any]:
+        """Segment one frame from its features, prompts and the memory of other frames.
+
+        Args: see :meth:`_prepare_memory_conditioned_features` and :meth:`_forward_sam_heads`;
+            ``run_mem_encoder=False`` skips encoding this frame's memory (e.g. while the user is
+            still clicking); ``prev_sam_mask_logits`` are earlier low-res logits to refine.
+        Returns:
+            The frame's output: ``point_inputs``, ``mask_inputs``, ``pred_masks`` (B, 1, h/4...)
+            low-res logits, ``pred_masks_high_res``, ``obj_ptr`` (B, C), ``object_score_logits``
+            (B, 1), ``maskmem_features`` and ``maskmem_pos_enc`` (None if not encoded).
+        """
+        current_out, sam_outputs, _, _ = self._track_step(
+            frame_idx,
+            is_init_cond_frame,
+            current_vision_feats,
+            current_vision_pos_embeds,
+            feat_sizes,
+            point_inputs,
+            mask_inputs,
+            output_dict,
+            num_frames,
+            track_in_reverse,
+            prev_sam_mask_logits,
+        )
+        _, _, _, low_res_masks, high_res_masks, obj_ptr, object_score_logits = sam_outputs
+        current_out["pred_masks"] = low_res_masks
+        current_out["pred_masks_high_res"] = high_res_masks
+        current_out["obj_ptr"] = obj_ptr
+        current_out["object_score_logits"] = object_score_logits
+        self._encode_memory_in_output(
+            current_vision_feats,
+            feat_sizes,
+            point_inputs,
+            run_mem_encoder,
+            high_res_masks,
+            object_score_logits,
+            current_out,
+        )
+        return current_out
