@@ -16,6 +16,7 @@ from PIL import Image
 
 from sam2_web.errors import ExportError
 from sam2_web.io.export_common import to_fraction
+from sam2_web.io.export_output import MARKER
 from sam2_web.io.exports import FORMATS, ExportOptions, apply_effect, color_of, export, overlay
 from sam2_web.io.matte import grow_shrink
 
@@ -151,7 +152,8 @@ def test_png_zip_holds_the_same_sequence(tmp_path, masks):
 
 def test_rgba_png_is_source_colour_with_matte_alpha(tmp_path, masks, frames):
     out = _export("rgba_png", tmp_path / "cut", masks, frames)
-    files = sorted(out.iterdir())
+    assert (out / MARKER).is_file()
+    files = sorted(out.glob("*.png"))
     assert len(files) == T and files[0].name == f"cut_{START:05d}.png"
     for i, f in enumerate(files):
         img = np.asarray(Image.open(f))
@@ -180,7 +182,7 @@ def test_exr_named_half_channels(tmp_path, masks):
     import OpenEXR
 
     out = _export("exr", tmp_path / "comp", masks, options=ExportOptions(names={1: "ball"}))
-    files = sorted(out.iterdir())
+    files = sorted(out.glob("*.exr"))
     assert [f.name for f in files] == [f"comp_{START + i:05d}.exr" for i in range(T)]
     for i, f in enumerate(files):
         exr = OpenEXR.File(str(f), separate_channels=True)
@@ -470,7 +472,23 @@ def test_failed_rewrite_keeps_the_previous_output(tmp_path, masks):
     # A successful rewrite replaces a folder output whole.
     _export("png", tmp_path / "seq", masks)
     _export("png", tmp_path / "seq", masks, options=ExportOptions(objects=(2,)))
-    assert sorted(p.name for p in (tmp_path / "seq").iterdir()) == ["obj_2"]
+    assert sorted(p.name for p in (tmp_path / "seq").iterdir()) == [MARKER, "obj_2"]
+
+
+def test_a_folder_the_user_made_is_never_replaced(tmp_path, masks):
+    mine = tmp_path / "Desktop"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(ExportError, match="choose a new name"):
+        _export("png", mine, masks)
+    assert (mine / "notes.txt").read_text() == "keep me"
+    assert _no_leftovers(tmp_path) == ["Desktop"]
+
+
+def test_failure_removes_folders_it_created(tmp_path, masks):
+    with pytest.raises(_Boom):
+        _export("png", tmp_path / "new" / "deeper" / "out", _failing(masks))
+    assert _no_leftovers(tmp_path) == []
 
 
 def test_ffmpeg_error_is_reported_with_its_message(tmp_path, masks, frames):

@@ -23,8 +23,15 @@ from sam2_web.io.export_common import ExportClip
 # --------------------------------------------------------------------------- atomic output
 
 
-def _check_parent(target: Path) -> Path:
+# Written into every folder output, so a later export may replace that folder wholesale but
+# never a folder the user made (pointing an export at ~/Desktop must not delete it).
+MARKER = ".sam2_web_export"
+
+
+def _check_parent(target: Path) -> tuple[Path, list[Path]]:
+    """Create the target's folder if needed; return it and the folders that were created."""
     parent = target.parent
+    created = [p for p in [parent, *parent.parents] if not p.exists()][::-1]
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -33,7 +40,16 @@ def _check_parent(target: Path) -> Path:
         raise ExportError(f"{parent} is not a folder; choose a folder you can write to")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ExportError(f"the output folder {parent} is not writable; choose a folder you can write to")
-    return parent
+    return parent, created
+
+
+def _check_replaceable(target: Path, folder: bool) -> None:
+    if not folder and target.is_dir():
+        raise ExportError(f"{target} is a folder; give a file name for this format")
+    if folder and target.is_dir() and any(target.iterdir()) and not (target / MARKER).is_file():
+        raise ExportError(
+            f"{target} already exists and was not written by an export; choose a new name or remove it"
+        )
 
 
 @contextmanager
@@ -41,16 +57,17 @@ def atomic_output(target: Path, *, folder: bool = False) -> Iterator[Path]:
     """Give a temporary path next to ``target`` and move it into place only on success.
 
     The temp is named ``.<name>.partial-XXXX`` (hidden, clearly unfinished). On any exception
-    it is removed and the exception propagates; an existing ``target`` is replaced only after
-    the new output is complete.
+    it is removed (with any folders created for it) and the exception propagates; an existing
+    ``target`` is replaced only after the new output is complete. Folder outputs get a small
+    ``MARKER`` file so that a later export may replace them.
 
     Raises:
-        ExportError: up front, if the folder cannot be created or written to.
+        ExportError: up front, if the folder cannot be created or written to, or the target
+            is a folder that an export may not replace.
     """
     target = Path(target)
-    parent = _check_parent(target)
-    if not folder and target.is_dir():
-        raise ExportError(f"{target} is a folder; give a file name for this format")
+    _check_replaceable(target, folder)
+    parent, created = _check_parent(target)
     prefix = f".{target.name}.partial-"
     try:
         if folder:
@@ -60,14 +77,26 @@ def atomic_output(target: Path, *, folder: bool = False) -> Iterator[Path]:
             os.close(fd)  # writers (and ffmpeg) reopen the file by name
             tmp = Path(name)
     except OSError as exc:
+        _remove_empty(created)
         raise ExportError(f"cannot write in {parent} ({exc.strerror or exc}); choose a folder you can write to") from exc
     try:
         yield tmp
+        if folder:
+            (tmp / MARKER).write_text(f"{target.name}\n")
         _publish_mode(tmp, folder)
         _replace(tmp, target)
     except BaseException:
         _remove(tmp)
+        _remove_empty(created)
         raise
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for path in reversed(folders):  # deepest first
+        try:
+            path.rmdir()
+        except OSError:
+            return  # not empty (someone else wrote there) or already gone: leave it
 
 
 def _current_umask() -> int:
