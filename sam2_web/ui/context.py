@@ -1,0 +1,87 @@
+"""The app-wide pieces every request shares: config, limits, session store and loaded models."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig
+
+from sam2_web.ui.logic import Limits
+from sam2_web.ui.state import SessionStore
+
+log = logging.getLogger(__name__)
+
+DownloadProgress = Callable[[int, "int | None"], None]
+
+
+@dataclass
+class AppContext:
+    """Shared state of one running app.
+
+    Attributes:
+        cfg: the composed app config (``configs/app.yaml`` + the command-line overrides).
+        overrides: those overrides, re-applied when another model is chosen.
+        store: the per-session store (TTL ``server.session_ttl_s``).
+        limits: input limits (``limits.*``).
+    """
+
+    cfg: DictConfig
+    overrides: tuple[str, ...]
+    store: SessionStore
+    limits: Limits
+    _load_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def from_overrides(cls, overrides: Sequence[str] = ()) -> "AppContext":
+        """Compose the app config with hydra overrides and build the context.
+
+        Raises:
+            hydra/omegaconf errors for a bad override (the model group lists valid choices).
+        """
+        from sam2_web.models import compose_app_config, set_cache_size
+
+        cfg = compose_app_config(list(overrides))
+        set_cache_size(int(cfg.server.get("models_cached", 2)))
+        store = SessionStore(ttl_s=float(cfg.server.session_ttl_s))
+        return cls(cfg=cfg, overrides=tuple(overrides), store=store, limits=Limits.from_config(cfg.get("limits")))
+
+    @property
+    def default_model(self) -> str:
+        """The model named by the config (``model=...``)."""
+        return str(self.cfg.weights.name)
+
+    def model_choices(self) -> list[tuple[str, str]]:
+        """(label, name) of every registered model, for the dropdown."""
+        from sam2_web.registry import list_models
+
+        return [(f"{m.label} ({m.params_m:g} M)", m.name) for m in list_models()]
+
+    def predictor(self, model: str | None = None, on_progress: DownloadProgress | None = None) -> Any:
+        """The video predictor for ``model`` (default: the configured one), loaded once and cached.
+
+        The checkpoint download (if not cached) reports to ``on_progress(done_bytes, total_bytes)``.
+
+        Raises:
+            UnknownModelError, HubUnavailableError, CheckpointError.
+        """
+        from sam2_web.hub import fetch_checkpoint
+        from sam2_web.models import compose_app_config, load_from_app_config
+        from sam2_web.registry import get_model
+
+        name = get_model(model).name if model else self.default_model
+        # A local checkpoint given on the command line belongs to the configured model only.
+        dropped = ("model=",) if name == self.default_model else ("model=", "checkpoint=", "+checkpoint=", "++checkpoint=")
+        overrides = [o for o in self.overrides if not o.startswith(dropped)] + [f"model={name}"]
+        cfg = compose_app_config(overrides) if name != self.default_model else self.cfg
+        # One load at a time: two users picking the same new model must not download it twice.
+        with self._load_lock:
+            if cfg.get("checkpoint") is None:
+                hub = cfg.get("hub") or {}
+                # Fetch here to get byte progress; the loader below then finds the file cached.
+                fetch_checkpoint(name, revision=hub.get("revision"), cache_dir=hub.get("cache_dir"),
+                                 progress=False, on_progress=on_progress)
+            return load_from_app_config(cfg, kind="video", overrides=overrides, progress=False)

@@ -1,0 +1,104 @@
+"""Pictures and labels the UI shows: a frame with its masks and clicks, the object legend,
+the frame/timecode line and the progress bar. Pure functions of the session state.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from sam2_web.io.export_preview import color_of, overlay
+from sam2_web.ui.logic import TrackStep, format_step, mask_dict, prompts_on
+from sam2_web.ui.state import AppSession, BoxPrompt, PointPrompt
+
+DISPLAY_MAX_SIDE = 1280  # frames are shown at most this large; clicks are scaled back up
+POSITIVE = (40, 220, 80)
+NEGATIVE = (235, 50, 50)
+
+
+def display_scale(width: int, height: int, max_side: int = DISPLAY_MAX_SIDE) -> float:
+    """Original pixels per displayed pixel (1.0 when the frame fits ``max_side``)."""
+    return max(1.0, max(width, height) / max_side)
+
+
+def frame_image(session: AppSession, frame_idx: int, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+    """Frame ``frame_idx`` with every object's mask in its colour and the clicks drawn on top.
+
+    Returned at most ``max_side`` pixels on the long side (see :func:`display_scale`).
+    """
+    frame = session.engine.frame(frame_idx)
+    masks = mask_dict(session, frame_idx)
+    ids = [o.obj_id for o in session.objects if o.obj_id in masks]
+    shown = overlay(frame, masks, ids, alpha=0.5) if ids else np.asarray(frame)
+    scale = display_scale(shown.shape[1], shown.shape[0], max_side)
+    img = Image.fromarray(shown)
+    if scale > 1.0:
+        img = img.resize((round(img.width / scale), round(img.height / scale)), Image.BILINEAR)
+    _draw_prompts(img, session, frame_idx, scale)
+    return np.asarray(img)
+
+
+def _draw_prompts(img: Image.Image, session: AppSession, frame_idx: int, scale: float) -> None:
+    draw = ImageDraw.Draw(img)
+    r = max(3, round(min(img.size) / 60))
+    for p in prompts_on(session, frame_idx):
+        if isinstance(p, PointPrompt):
+            x, y = p.x / scale, p.y / scale
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=POSITIVE if p.positive else NEGATIVE,
+                         outline=(255, 255, 255), width=max(1, r // 3))
+        elif isinstance(p, BoxPrompt):
+            draw.rectangle((p.x0 / scale, p.y0 / scale, p.x1 / scale, p.y1 / scale),
+                           outline=color_of(p.obj_id), width=max(2, r // 2))
+    corner = session.pending
+    if corner is not None and corner.frame_idx == frame_idx:
+        x, y = corner.x / scale, corner.y / scale
+        colour = color_of(corner.obj_id)
+        draw.line((x - 2 * r, y, x + 2 * r, y), fill=colour, width=2)
+        draw.line((x, y - 2 * r, x, y + 2 * r), fill=colour, width=2)
+
+
+def frame_label(session: AppSession, frame_idx: int) -> str:
+    """``"Frame 3 / 23 · 00:00:00:03 · 24 frames at 12 fps, 320×192"`` (frames counted from 0)."""
+    info = session.info
+    if info is None:
+        return "No clip yet: upload a video or an image, or pick an example."
+    return (f"**Frame {frame_idx} / {info.num_frames - 1}** · `{info.timecode(frame_idx)}` · "
+            f"{info.num_frames} frames at {info.fps:g} fps, {info.width}×{info.height}")
+
+
+def objects_html(session: AppSession | None) -> str:
+    """A legend of the objects: colour swatch, name, id, clicks; the selected one in bold."""
+    if session is None or not session.objects:
+        return "<div class='sam2-objects'>No objects yet.</div>"
+    rows = []
+    for o in session.objects:
+        r, g, b = color_of(o.obj_id)
+        n = sum(1 for p in session.prompts if p.obj_id == o.obj_id)
+        weight = "bold" if o.obj_id == session.current else "normal"
+        rows.append(
+            f"<span class='sam2-object' data-obj='{o.obj_id}' style='font-weight:{weight};margin-right:1em'>"
+            f"<span style='display:inline-block;width:0.9em;height:0.9em;border-radius:2px;"
+            f"background:rgb({r},{g},{b});vertical-align:middle'></span> "
+            f"{html.escape(o.name)} <small>(#{o.obj_id}, {n} click{'s' if n != 1 else ''})</small></span>"
+        )
+    return "<div class='sam2-objects'>" + "".join(rows) + "</div>"
+
+
+def object_choices(session: AppSession | None) -> list[tuple[str, int]]:
+    """(label, id) pairs for the object selector."""
+    if session is None:
+        return []
+    return [(f"{o.name} (#{o.obj_id})", o.obj_id) for o in session.objects]
+
+
+def progress_html(step: TrackStep | None, message: str = "") -> str:
+    """A progress bar with frames done/total, seconds per frame and ETA (or just ``message``)."""
+    if step is None:
+        return f"<div class='sam2-progress'>{html.escape(message)}</div>"
+    pct = 0 if step.total == 0 else math.floor(100 * step.done / step.total)
+    text = html.escape(format_step(step) + (f" · {message}" if message else ""))
+    return (f"<div class='sam2-progress'><progress max='{step.total}' value='{step.done}' "
+            f"style='width:100%'>{pct}%</progress><div class='sam2-progress-text'>{text}</div></div>")

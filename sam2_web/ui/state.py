@@ -1,0 +1,254 @@
+"""Per-user state of the web app: what one browser tab (or one API client) has built so far.
+
+Gradio keeps only a session id in ``gr.State``; the heavy things (the engine session with its
+feature caches, temp files) live in a :class:`SessionStore` on the server, so they can be removed
+after an idle time-to-live even when the tab never says goodbye.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Union
+
+from sam2_web.errors import Sam2WebError
+
+log = logging.getLogger(__name__)
+
+ClickMode = Literal["positive", "negative", "box"]
+CLICK_MODES: tuple[ClickMode, ...] = ("positive", "negative", "box")
+
+
+class SessionExpiredError(Sam2WebError, KeyError):
+    """The session id is unknown: it expired after the idle time-to-live, or never existed."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class SessionBusyError(Sam2WebError, RuntimeError):
+    """Another operation (usually tracking) is running on this session."""
+
+
+@dataclass(frozen=True)
+class PointPrompt:
+    """One click: a point in original-resolution pixels; ``positive`` False means "not this"."""
+
+    frame_idx: int
+    obj_id: int
+    x: float
+    y: float
+    positive: bool
+
+
+@dataclass(frozen=True)
+class BoxPrompt:
+    """A box drawn with two clicks, corners in original-resolution pixels (x0 <= x1, y0 <= y1)."""
+
+    frame_idx: int
+    obj_id: int
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+
+Prompt = Union[PointPrompt, BoxPrompt]
+
+
+@dataclass(frozen=True)
+class PendingCorner:
+    """The first corner of a box, waiting for the second click."""
+
+    frame_idx: int
+    obj_id: int
+    x: float
+    y: float
+
+
+@dataclass
+class TrackedObject:
+    """An object the user segments; its colour is fixed by its id (see ``export_preview.color_of``)."""
+
+    obj_id: int
+    name: str
+
+
+@dataclass
+class AppSession:
+    """Everything one user has: the clip, the engine session, objects, prompts, latest masks.
+
+    Attributes:
+        sid: random id (also a capability token for the API: unguessable).
+        workdir: this session's temp folder; removed with the session.
+        model: registry name of the model the engine session runs on.
+        source_path: the uploaded clip or image (inside ``workdir``) or None before an upload.
+        engine: the ``VideoSession`` (None before an upload).
+        objects: objects in creation order; ``current`` is the selected object id.
+        prompts: every click in order; undo pops the last one.
+        masks: latest masks per frame, from clicks and from tracking (``FrameMasks``).
+        tracked: frames whose masks came from tracking since the last prompt change.
+        cancel: set by Stop; checked by the tracker between frames.
+        last_used: ``time.monotonic()`` of the last request; the TTL counts from here.
+    """
+
+    sid: str
+    workdir: Path
+    model: str
+    source_path: Path | None = None
+    source_name: str = ""
+    engine: Any = None
+    objects: list[TrackedObject] = field(default_factory=list)
+    current: int | None = None
+    next_obj_id: int = 1
+    mode: ClickMode = "positive"
+    prompts: list[Prompt] = field(default_factory=list)
+    pending: PendingCorner | None = None
+    masks: dict[int, Any] = field(default_factory=dict)
+    tracked: set[int] = field(default_factory=set)
+    frame_idx: int = 0
+    cancel: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    last_used: float = field(default_factory=time.monotonic)
+
+    @property
+    def has_clip(self) -> bool:
+        """True once a clip has been opened."""
+        return self.engine is not None
+
+    @property
+    def info(self):
+        """The clip's ``VideoInfo`` (None before an upload)."""
+        return None if self.engine is None else self.engine.info
+
+    def object(self, obj_id: int) -> TrackedObject | None:
+        """The object with id ``obj_id``, or None."""
+        return next((o for o in self.objects if o.obj_id == obj_id), None)
+
+    def close_engine(self) -> None:
+        """Free the engine session (its caches and temp files); keep objects and prompts."""
+        if self.engine is not None:
+            try:
+                self.engine.close()
+            finally:
+                self.engine = None
+
+    def close(self) -> None:
+        """Free everything this session holds, including its temp folder."""
+        self.cancel.set()
+        try:
+            self.close_engine()
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class SessionStore:
+    """Sessions by id, each with its own temp folder, dropped after ``ttl_s`` idle seconds.
+
+    Args:
+        ttl_s: idle seconds after which a session and its files are removed.
+        root: parent folder of the session folders (a fresh temp folder by default).
+        clock: the time source (``time.monotonic``); tests pass their own to age sessions.
+    """
+
+    def __init__(self, ttl_s: float, root: Path | None = None, clock: Callable[[], float] = time.monotonic):
+        self.ttl_s = float(ttl_s)
+        self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="sam2_web_ui_"))
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        self._sessions: dict[str, AppSession] = {}
+        self._lock = threading.Lock()
+        self._sweeper: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __contains__(self, sid: object) -> bool:
+        return sid in self._sessions
+
+    def create(self, model: str) -> AppSession:
+        """Start a new empty session for ``model``; old idle sessions are swept first."""
+        self.sweep()
+        sid = secrets.token_urlsafe(16)
+        workdir = self.root / sid
+        workdir.mkdir()
+        session = AppSession(sid=sid, workdir=workdir, model=model, last_used=self._clock())
+        with self._lock:
+            self._sessions[sid] = session
+        return session
+
+    def get(self, sid: str | None) -> AppSession:
+        """Return the live session ``sid`` and mark it used.
+
+        Raises:
+            SessionExpiredError: no such session (expired, closed, or never created).
+        """
+        with self._lock:
+            session = self._sessions.get(sid) if sid else None
+        if session is None:
+            raise SessionExpiredError(
+                "this session has expired or was closed (idle sessions are removed after "
+                f"{self.ttl_s / 60:.0f} min); upload the clip again"
+            )
+        session.last_used = self._clock()
+        return session
+
+    def find(self, sid: str | None) -> AppSession | None:
+        """The session ``sid`` (marked used) or None; for callers where "no session yet" is normal."""
+        try:
+            return self.get(sid)
+        except SessionExpiredError:
+            return None
+
+    def close(self, sid: str | None) -> None:
+        """Remove session ``sid`` and its files now (unknown ids are ignored)."""
+        with self._lock:
+            session = self._sessions.pop(sid, None) if sid else None
+        if session is not None:
+            session.close()
+
+    def sweep(self) -> list[str]:
+        """Remove sessions idle for longer than the TTL; returns their ids.
+
+        A session whose lock is held (tracking right now) is never swept: it is not idle.
+        """
+        now = self._clock()
+        with self._lock:
+            stale = [
+                sid for sid, s in self._sessions.items()
+                if now - s.last_used > self.ttl_s and not s.lock.locked()
+            ]
+            dropped = [self._sessions.pop(sid) for sid in stale]
+        for session in dropped:
+            log.info("removing idle session %s", session.sid[:6])
+            session.close()
+        return stale
+
+    def start_sweeper(self, every_s: float | None = None) -> None:
+        """Sweep in a daemon thread every ``every_s`` seconds (default: a quarter of the TTL, ≤ 60 s)."""
+        if self._sweeper is not None:
+            return
+        interval = every_s if every_s is not None else max(1.0, min(60.0, self.ttl_s / 4))
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                self.sweep()
+
+        self._sweeper = threading.Thread(target=loop, name="sam2_web-session-sweeper", daemon=True)
+        self._sweeper.start()
+
+    def close_all(self) -> None:
+        """Stop the sweeper and remove every session and the root folder."""
+        self._stop.set()
+        with self._lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            session.close()
+        shutil.rmtree(self.root, ignore_errors=True)
