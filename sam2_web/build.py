@@ -19,6 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sam2_web.device import pick_device
 from sam2_web.errors import ConfigNotFoundError
+from sam2_web.registry import configs_dir
 
 # Overrides the reference applies when apply_postprocessing=True.
 _IMAGE_POSTPROCESSING = (
@@ -37,15 +38,6 @@ _TARGET_MAP = {
     "sam2.sam2_video_predictor.SAM2VideoPredictor": VIDEO_PREDICTOR_TARGET,
     "sam2.sam2_video_predictor.SAM2VideoPredictorVOS": VIDEO_PREDICTOR_TARGET,
 }
-
-
-def configs_dir() -> Path:
-    """The folder holding our hydra configs (the repo's ``configs/``, or the copy inside a wheel)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "configs", here / "configs"):
-        if (candidate / "app.yaml").is_file():
-            return candidate
-    raise ConfigNotFoundError(f"sam2_web's configs folder is missing (looked in {here.parent / 'configs'}); reinstall sam2_web")
 
 
 def available_configs() -> list[str]:
