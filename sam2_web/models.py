@@ -85,7 +85,10 @@ def load_predictor(
     if checkpoint is not None:
         ckpt = resolve_checkpoint(checkpoint)
     else:
-        ckpt = fetch_checkpoint(spec, revision=revision, cache_dir=cache_dir, progress=progress)
+        on_progress = progress if callable(progress) else None
+        ckpt = fetch_checkpoint(
+            spec, revision=revision, cache_dir=cache_dir, progress=bool(progress), on_progress=on_progress
+        )
     if kind == "video":
         predictor = build_sam2_video_predictor(
             spec.config, ckpt, device=device, hydra_overrides_extra=overrides, precision=precision, **engine_opts
