@@ -87,8 +87,11 @@ def _pair(ref: torch.nn.Module, ours: torch.nn.Module, tmp_path: Path, seed: int
 def _check(name: str, ref_out: torch.Tensor, our_out: torch.Tensor, tol: float = 1e-5) -> float:
     assert ref_out.shape == our_out.shape, f"{name}: shape {our_out.shape} != {ref_out.shape}"
     assert ref_out.dtype == our_out.dtype, f"{name}: dtype {our_out.dtype} != {ref_out.dtype}"
-    diff = (ref_out.float() - our_out.float()).abs().max().item() if ref_out.numel() else 0.0
-    print(f"{name}: max abs diff {diff:.3g} (|ref| max {ref_out.abs().max().item() if ref_out.numel() else 0:.3g})")
+    if ref_out.numel() == 0:
+        print(f"{name}: empty")
+        return 0.0
+    diff = (ref_out.float() - our_out.float()).abs().max().item()
+    print(f"{name}: max abs diff {diff:.3g} (|ref| max {ref_out.abs().max().item():.3g})")
     assert diff <= tol, f"{name}: max abs diff {diff} > {tol}"
     return diff
 
@@ -213,7 +216,8 @@ def _decoder_inputs(num_prompts: int, high_res: bool, repeat_image: bool, seed: 
 
 
 def _check_decoder_outputs(tag, ref_out, our_out, tol=1e-4):
-    for name, r, o in zip(("masks", "iou_pred", "sam_tokens_out", "object_score_logits"), ref_out, our_out):
+    names = ("masks", "iou_pred", "sam_tokens_out", "object_score_logits")
+    for name, r, o in zip(names, ref_out, our_out):
         # Mask logits are dot products over 32 channels of O(1) features: allow accumulation.
         _check(f"mask decoder [{tag}] {name}", r, o, tol)
 
@@ -259,7 +263,8 @@ def test_mask_decoder_linear_object_score_head(tmp_path):
     ref, ours = _decoders(tmp_path, **_decoder_kwargs(pred_obj_scores_mlp=False))
     assert isinstance(ours.pred_obj_score_head, torch.nn.Linear)
     inputs = _decoder_inputs(num_prompts=2, high_res=True, repeat_image=False)
-    _check_decoder_outputs("linear obj head", ref(multimask_output=False, **inputs), ours(multimask_output=False, **inputs))
+    ref_out = ref(multimask_output=False, **inputs)
+    _check_decoder_outputs("linear obj head", ref_out, ours(multimask_output=False, **inputs))
 
 
 @torch.no_grad()
@@ -277,7 +282,8 @@ def test_mask_decoder_dynamic_stability_fallback(tmp_path):
     # Put the threshold between the prompts' stability scores so both branches are taken.
     all_masks, all_ious, _, _ = ref.predict_masks(**inputs)
     stability = ref._get_stability_scores(all_masks[:, 0:1]).flatten()
-    _check("stability scores", stability, ours._get_stability_scores(all_masks[:, 0:1]).flatten(), 0.0)
+    ours_stability = ours._get_stability_scores(all_masks[:, 0:1]).flatten()
+    _check("stability scores", stability, ours_stability, 0.0)
     thresh = stability.median().item()
     ref.dynamic_multimask_stability_thresh = ours.dynamic_multimask_stability_thresh = thresh
     stable = stability >= thresh
@@ -313,7 +319,7 @@ def _memory_attentions(tmp_path, feat: int = FEAT):
     return _pair(ref, ours, tmp_path)
 
 
-def _memory_inputs(batch: int, num_frames: int, num_ptr_tokens: int, side: int = FEAT, seed: int = 30):
+def _memory_inputs(batch, num_frames, num_ptr_tokens, side=FEAT, seed=30):
     n = side * side
     m = num_frames * n + num_ptr_tokens
     return dict(
@@ -346,7 +352,9 @@ def test_memory_attention_other_feature_size_and_list_input(tmp_path):
         _check(f"memory attention [side={side}]", ref(**inputs), ours(**inputs), 1e-4)
 
 
-@pytest.mark.parametrize("num_heads,dtype", [(1, torch.float32), (2, torch.float32), (1, torch.bfloat16)])
+@pytest.mark.parametrize(
+    "num_heads,dtype", [(1, torch.float32), (2, torch.float32), (1, torch.bfloat16)]
+)
 @torch.no_grad()
 def test_rope_attention(num_heads, dtype, tmp_path):
     """Several heads (strided rotations) and half precision (rotation done in float32)."""
@@ -354,7 +362,8 @@ def test_rope_attention(num_heads, dtype, tmp_path):
 
     from sam2_web.modeling.sam.transformer import RoPEAttention
 
-    kwargs = dict(embedding_dim=128, num_heads=num_heads, kv_in_dim=MEM_DIM, rope_k_repeat=True, feat_sizes=(8, 8))
+    kwargs = dict(embedding_dim=128, num_heads=num_heads, kv_in_dim=MEM_DIM)
+    kwargs.update(rope_k_repeat=True, feat_sizes=(8, 8))
     torch.manual_seed(0)
     ref, ours = _pair(RefRoPEAttention(**kwargs), RoPEAttention(**kwargs), tmp_path)
     ref, ours = ref.to(dtype), ours.to(dtype)
@@ -381,7 +390,7 @@ def test_rope_attention_rejects_unplaceable_tokens():
         attn(_randn(1, 15, 64, seed=0), _randn(1, 15, 64, seed=1), _randn(1, 15, 64, seed=2))
     with pytest.raises(ValueError, match="rope_k_repeat"):
         attn(_randn(1, 16, 64, seed=0), _randn(1, 32, 64, seed=1), _randn(1, 32, 64, seed=2))
-    repeat = RoPEAttention(embedding_dim=64, num_heads=1, feat_sizes=(4, 4), rope_k_repeat=True).eval()
+    repeat = RoPEAttention(embedding_dim=64, num_heads=1, feat_sizes=(4, 4), rope_k_repeat=True)
     with pytest.raises(ValueError, match="num_k_exclude_rope"):
         repeat(_randn(1, 16, 64, seed=0), _randn(1, 36, 64, seed=1), _randn(1, 36, 64, seed=2))
 
@@ -406,10 +415,12 @@ def test_memory_encoder(skip_mask_sigmoid, tmp_path):
         masks = (masks > 0).float()
     ref_out = ref(pix_feat, masks, skip_mask_sigmoid=skip_mask_sigmoid)
     our_out = ours(pix_feat, masks, skip_mask_sigmoid=skip_mask_sigmoid)
-    assert set(our_out) == {"vision_features", "vision_pos_enc"} and len(our_out["vision_pos_enc"]) == 1
+    assert set(our_out) == {"vision_features", "vision_pos_enc"}
+    assert len(our_out["vision_pos_enc"]) == 1
     tag = f"skip_sigmoid={skip_mask_sigmoid}"
-    _check(f"memory encoder [{tag}] features", ref_out["vision_features"], our_out["vision_features"])
-    _check(f"memory encoder [{tag}] pos", ref_out["vision_pos_enc"][0], our_out["vision_pos_enc"][0])
+    feats, pos = our_out["vision_features"], our_out["vision_pos_enc"][0]
+    _check(f"memory encoder [{tag}] features", ref_out["vision_features"], feats)
+    _check(f"memory encoder [{tag}] pos", ref_out["vision_pos_enc"][0], pos)
     assert our_out["vision_features"].shape == (2, MEM_DIM, FEAT, FEAT)
     # The flag matters: the same logits read as probabilities give another memory.
     flipped = ours(pix_feat, masks, skip_mask_sigmoid=not skip_mask_sigmoid)["vision_features"]

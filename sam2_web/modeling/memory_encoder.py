@@ -54,7 +54,9 @@ class MaskDownSampler(nn.Module):
         for _ in range(num_steps):
             out_channels = channels * stride**2
             self.encoder.append(
-                nn.Conv2d(channels, out_channels, kernel_size=kernel_size, stride=stride, padding=padding)
+                nn.Conv2d(
+                    channels, out_channels, kernel_size=kernel_size, stride=stride, padding=padding
+                )
             )
             self.encoder.append(LayerNorm2d(out_channels))
             self.encoder.append(activation())
@@ -118,7 +120,11 @@ class Fuser(nn.Module):
     """An optional 1x1 input projection followed by a stack of copies of ``layer``."""
 
     def __init__(
-        self, layer: nn.Module, num_layers: int, dim: Optional[int] = None, input_projection: bool = False
+        self,
+        layer: nn.Module,
+        num_layers: int,
+        dim: Optional[int] = None,
+        input_projection: bool = False,
     ) -> None:
         """
         Args:
@@ -181,7 +187,9 @@ class MemoryEncoder(nn.Module):
         if out_dim != in_dim:
             self.out_proj = nn.Conv2d(in_dim, out_dim, kernel_size=1)
 
-    def forward(self, pix_feat: Tensor, masks: Tensor, skip_mask_sigmoid: bool = False) -> MemoryEncoderOutput:
+    def forward(
+        self, pix_feat: Tensor, masks: Tensor, skip_mask_sigmoid: bool = False
+    ) -> MemoryEncoderOutput:
         """Build the memory of a frame.
 
         Args:

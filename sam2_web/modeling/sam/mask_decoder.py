@@ -255,7 +255,8 @@ class MaskDecoder(nn.Module):
 
         single_logits = all_mask_logits[:, 0:1]
         single_scores = all_iou_scores[:, 0:1]
-        stable = self._get_stability_scores(single_logits) >= self.dynamic_multimask_stability_thresh
+        stability = self._get_stability_scores(single_logits)
+        stable = stability >= self.dynamic_multimask_stability_thresh
         logits_out = torch.where(stable[..., None, None], single_logits, best_logits)
         scores_out = torch.where(stable, single_scores, best_scores)
         return logits_out, scores_out

@@ -160,5 +160,6 @@ class PromptEncoder(nn.Module):
             dense_embeddings = self._embed_masks(masks)
         else:
             h, w = self.image_embedding_size
-            dense_embeddings = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(batch, -1, h, w)
+            no_mask = self.no_mask_embed.weight.reshape(1, -1, 1, 1)
+            dense_embeddings = no_mask.expand(batch, -1, h, w)
         return sparse_embeddings, dense_embeddings
