@@ -1,0 +1,126 @@
+"""Bounded cache of image-encoder features, so re-tracking does not re-encode frames.
+
+The image encoder is about half of the per-frame cost of tracking. The reference caches only
+the last frame it encoded, so every propagation after a correction click encodes every frame
+again. We keep the most recently used frames' features up to a byte budget in RAM and, when a
+spill folder is given, move the least recently used ones to disk (also bounded) instead of
+dropping them. The position encodings are identical for every frame (they depend only on the
+feature map sizes), so only the feature maps themselves are stored per frame.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import OrderedDict
+from typing import Optional
+
+import torch
+
+_MB = 2**20
+
+
+def _nbytes(tensors: list[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+class FeatureCache:
+    """LRU cache of per-frame feature maps with RAM and (optional) disk budgets.
+
+    Args:
+        max_mb: RAM budget in MiB (0 disables the RAM tier).
+        spill_dir: folder for frames pushed out of RAM; None drops them instead.
+        max_disk_mb: disk budget in MiB for ``spill_dir``.
+    Attributes:
+        hits, misses: lookup counters (for tests and benchmarks).
+    """
+
+    def __init__(self, max_mb: float = 1024, spill_dir: Optional[str] = None, max_disk_mb: float = 8192):
+        if max_mb < 0 or max_disk_mb < 0:
+            raise ValueError("feature cache sizes must be >= 0 MB")
+        self.max_bytes = int(max_mb * _MB)
+        self.max_disk_bytes = int(max_disk_mb * _MB)
+        self.spill_dir = spill_dir
+        self._ram: OrderedDict[int, list[torch.Tensor]] = OrderedDict()
+        self._ram_bytes = 0
+        self._disk: OrderedDict[int, int] = OrderedDict()  # frame -> file size
+        self._disk_bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def ram_bytes(self) -> int:
+        """Bytes of feature maps currently held in RAM (or device memory)."""
+        return self._ram_bytes
+
+    def __contains__(self, frame_idx: int) -> bool:
+        return frame_idx in self._ram or frame_idx in self._disk
+
+    def get(self, frame_idx: int, device: torch.device) -> Optional[list[torch.Tensor]]:
+        """Return the cached feature maps of ``frame_idx`` on ``device`` (and mark them recent), or None."""
+        maps = self._ram.get(frame_idx)
+        if maps is not None:
+            self._ram.move_to_end(frame_idx)
+            self.hits += 1
+            return maps
+        if frame_idx in self._disk:
+            maps = [t.to(device) for t in torch.load(self._path(frame_idx), weights_only=True)]
+            self._remove_file(frame_idx)
+            self.hits += 1
+            self.put(frame_idx, maps)  # promoted back to RAM as the most recent
+            return maps
+        self.misses += 1
+        return None
+
+    def put(self, frame_idx: int, maps: list[torch.Tensor]) -> None:
+        """Store the feature maps of ``frame_idx``, pushing the least recent frames out of RAM."""
+        if frame_idx in self._ram:
+            self._ram_bytes -= _nbytes(self._ram.pop(frame_idx))
+        self._remove_file(frame_idx)
+        size = _nbytes(maps)
+        if size > self.max_bytes:
+            self._spill(frame_idx, maps)
+            return
+        self._ram[frame_idx] = maps
+        self._ram_bytes += size
+        while self._ram_bytes > self.max_bytes:
+            old_idx, old_maps = self._ram.popitem(last=False)
+            self._ram_bytes -= _nbytes(old_maps)
+            self._spill(old_idx, old_maps)
+
+    def clear(self) -> None:
+        """Drop every cached frame (RAM and disk)."""
+        self._ram.clear()
+        self._ram_bytes = 0
+        for frame_idx in list(self._disk):
+            self._remove_file(frame_idx)
+
+    def close(self) -> None:
+        """Clear the cache and delete the spill folder."""
+        self.clear()
+        if self.spill_dir is not None:
+            shutil.rmtree(self.spill_dir, ignore_errors=True)
+
+    def _path(self, frame_idx: int) -> str:
+        return os.path.join(self.spill_dir, f"feat_{frame_idx}.pt")
+
+    def _spill(self, frame_idx: int, maps: list[torch.Tensor]) -> None:
+        if self.spill_dir is None or self.max_disk_bytes == 0:
+            return
+        os.makedirs(self.spill_dir, exist_ok=True)
+        torch.save([t.cpu() for t in maps], self._path(frame_idx))
+        size = os.path.getsize(self._path(frame_idx))
+        self._disk[frame_idx] = size
+        self._disk_bytes += size
+        while self._disk_bytes > self.max_disk_bytes and self._disk:
+            self._remove_file(next(iter(self._disk)))
+
+    def _remove_file(self, frame_idx: int) -> None:
+        size = self._disk.pop(frame_idx, None)
+        if size is None:
+            return
+        self._disk_bytes -= size
+        try:
+            os.remove(self._path(frame_idx))
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,154 @@
+"""Per-object memory bank whose RAM use does not grow with clip length.
+
+The reference keeps every tracked frame's output (spatial memory, mask logits, object pointer)
+in RAM forever. What the tracker actually reads when it processes frame ``f`` is:
+
+* every conditioning (prompted) frame's output: few, user-made, always kept in RAM;
+* the non-conditioning outputs in ``memory_reach(f)``: the last ``num_maskmem - 1`` frames at
+  the memory stride and the last ``max_obj_ptrs_in_encoder - 1`` object pointers, on the side
+  the pass comes from (before ``f`` going forward, after it going backward).
+
+So after each propagated frame the bank keeps in RAM the outputs the *next* frame of the pass
+will read and evicts the rest. Evicted outputs are not thrown away: a later correction click
+on a tracked frame, a pass started from a frame in the middle, or the masks returned by a click
+read the outputs of earlier passes around that frame, and the reference would find them. With
+``history="disk"`` (the default) evicted outputs go to one small file each in the session's
+temporary folder and are read back on demand, so results stay identical to the reference while
+RAM stays bounded; ``history="ram"`` keeps them in RAM as the reference does.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator, Optional
+
+import torch
+
+from sam2_web.video.state import FrameOutput
+
+HISTORY_MODES = ("disk", "ram")
+
+
+class MemoryBank:
+    """Conditioning and non-conditioning outputs of one object, with bounded RAM.
+
+    Args:
+        uid: a session-unique number naming this object's spill files (object ids can be
+            reused after removal, uids are not).
+        history: ``"disk"`` spills evicted outputs to ``spill_dir``; ``"ram"`` keeps them.
+        spill_dir: folder for spilled outputs (created on first use); required for "disk".
+    """
+
+    def __init__(self, uid: int, history: str = "disk", spill_dir: Optional[str] = None):
+        if history not in HISTORY_MODES:
+            raise ValueError(f"history must be one of {HISTORY_MODES}, got {history!r}")
+        if history == "disk" and spill_dir is None:
+            raise ValueError("history='disk' needs a spill_dir")
+        self.uid = uid
+        self.history = history
+        self._spill_dir = spill_dir
+        # Insertion order matters: it is the order the memories are concatenated in.
+        self.cond: dict[int, FrameOutput] = {}
+        self._recent: dict[int, FrameOutput] = {}
+        self._spilled: set[int] = set()
+        # Device of the spilled tensors, so reads hand them back where the tracker expects.
+        self._device = torch.device("cpu")
+        # The memory position encoding is the same for every frame; set by the session.
+        self.maskmem_pos_enc: Optional[list[torch.Tensor]] = None
+
+    # -- what the model reads (sam2_web.modeling.sam2_base.MemoryBank protocol) ----------------
+    def cond_frame_outputs(self) -> dict[int, FrameOutput]:
+        """Conditioning frames' outputs, keyed by frame index, in insertion order."""
+        return self.cond
+
+    def non_cond_frame_output(self, frame_idx: int) -> Optional[FrameOutput]:
+        """Same as :meth:`get`."""
+        return self.get(frame_idx)
+
+    # -- non-conditioning outputs -------------------------------------------------------------
+    def get(self, frame_idx: int) -> Optional[FrameOutput]:
+        """Return the non-conditioning output of ``frame_idx`` (from RAM or disk), or None."""
+        out = self._recent.get(frame_idx)
+        if out is None and frame_idx in self._spilled:
+            out = self._load(frame_idx)
+        return out
+
+    def __contains__(self, frame_idx: int) -> bool:
+        return frame_idx in self._recent or frame_idx in self._spilled
+
+    def put(self, frame_idx: int, out: FrameOutput) -> None:
+        """Store (or replace) the non-conditioning output of ``frame_idx`` in RAM."""
+        self._drop_spilled(frame_idx)
+        self._recent[frame_idx] = out
+
+    def pop(self, frame_idx: int) -> Optional[FrameOutput]:
+        """Remove and return the non-conditioning output of ``frame_idx`` (None if absent)."""
+        out = self._recent.pop(frame_idx, None)
+        if out is None and frame_idx in self._spilled:
+            out = self._load(frame_idx)
+            self._drop_spilled(frame_idx)
+        return out
+
+    def frames(self) -> set[int]:
+        """All frames with a non-conditioning output, in RAM or spilled."""
+        return set(self._recent) | self._spilled
+
+    def evict(self, keep: set[int]) -> None:
+        """Move non-conditioning outputs of frames outside ``keep`` out of RAM."""
+        if self.history == "ram":
+            return
+        for frame_idx in [t for t in self._recent if t not in keep]:
+            self._save(frame_idx, self._recent.pop(frame_idx))
+
+    def ram_frames(self) -> set[int]:
+        """Frames whose non-conditioning output is currently held in RAM."""
+        return set(self._recent)
+
+    def ram_bytes(self) -> int:
+        """Approximate RAM held by this bank's tensors."""
+        outs: Iterator[FrameOutput] = iter([*self.cond.values(), *self._recent.values()])
+        return sum(o.nbytes() for o in outs)
+
+    def clear(self) -> None:
+        """Forget every output (conditioning and not) and delete spill files."""
+        self.cond.clear()
+        self._recent.clear()
+        for frame_idx in list(self._spilled):
+            self._drop_spilled(frame_idx)
+
+    # -- spill files ---------------------------------------------------------------------------
+    def _path(self, frame_idx: int) -> str:
+        return os.path.join(self._spill_dir, f"obj{self.uid}_f{frame_idx}.pt")
+
+    def _save(self, frame_idx: int, out: FrameOutput) -> None:
+        os.makedirs(self._spill_dir, exist_ok=True)
+        record = {
+            "pred_masks": out.pred_masks.cpu(),
+            "obj_ptr": out.obj_ptr.cpu(),
+            "object_score_logits": out.object_score_logits.cpu(),
+        }
+        if out.maskmem_features is not None:
+            record["maskmem_features"] = out.maskmem_features.cpu()
+        torch.save(record, self._path(frame_idx))
+        self._spilled.add(frame_idx)
+        self._device = out.pred_masks.device
+
+    def _load(self, frame_idx: int) -> FrameOutput:
+        record = torch.load(self._path(frame_idx), map_location="cpu", weights_only=True)
+        device = self._device
+        has_memory = "maskmem_features" in record
+        return FrameOutput(
+            pred_masks=record["pred_masks"].to(device),
+            obj_ptr=record["obj_ptr"].to(device),
+            object_score_logits=record["object_score_logits"].to(device),
+            maskmem_features=record["maskmem_features"].to(device) if has_memory else None,
+            maskmem_pos_enc=self.maskmem_pos_enc if has_memory else None,
+        )
+
+    def _drop_spilled(self, frame_idx: int) -> None:
+        if frame_idx in self._spilled:
+            self._spilled.discard(frame_idx)
+            try:
+                os.remove(self._path(frame_idx))
+            except FileNotFoundError:
+                pass

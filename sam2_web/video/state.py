@@ -1,0 +1,111 @@
+"""Typed state of a tracking session: prompts, per-frame model outputs, object tracks, results.
+
+These replace the reference's nested dicts with string keys. Tensors stay tensors (the model
+consumes them); everything that leaves the engine (``FrameMasks``) is numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+
+
+@dataclass
+class PointPrompt:
+    """Clicks (and a box, as two corner points) on one frame, in model-input coordinates.
+
+    ``point_coords`` is (1, N, 2) float in ``image_size`` pixels; ``point_labels`` is (1, N)
+    int32 with 1 = positive, 0 = negative, 2/3 = box top-left/bottom-right (how SAM 2 was
+    trained). The field names are the ones the model's heads read.
+    """
+
+    point_coords: torch.Tensor
+    point_labels: torch.Tensor
+
+    def extended(self, coords: torch.Tensor, labels: torch.Tensor) -> "PointPrompt":
+        """Return a prompt with ``coords``/``labels`` appended after the existing points."""
+        return PointPrompt(
+            torch.cat([self.point_coords, coords], dim=1), torch.cat([self.point_labels, labels], dim=1)
+        )
+
+
+@dataclass
+class FrameOutput:
+    """What the tracker keeps of one object on one frame.
+
+    Attributes:
+        pred_masks: (1, 1, S/4, S/4) float32 low-res mask logits (after hole filling).
+        obj_ptr: (1, C) object pointer token read by later frames' memory attention.
+        object_score_logits: (1, 1) logit that the object is present on the frame.
+        maskmem_features: (1, C_mem, S/16, S/16) spatial memory (bfloat16 by default), or
+            None until the memory encoder has run (frames that only received clicks).
+        maskmem_pos_enc: position encoding of the memory; the same tensor for every frame
+            (shared, not stored per frame), None while ``maskmem_features`` is None.
+    """
+
+    pred_masks: torch.Tensor
+    obj_ptr: torch.Tensor
+    object_score_logits: torch.Tensor
+    maskmem_features: Optional[torch.Tensor] = None
+    maskmem_pos_enc: Optional[list[torch.Tensor]] = None
+
+    def nbytes(self) -> int:
+        """Approximate memory held by the tensors of this output."""
+        tensors = [self.pred_masks, self.obj_ptr, self.object_score_logits, self.maskmem_features]
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+@dataclass
+class FrameMasks:
+    """Masks of every object on one frame, at the clip's original resolution.
+
+    Attributes:
+        frame_idx: index of the frame in the clip.
+        obj_ids: object ids, in the session's insertion order.
+        masks: (N, H, W) bool, N = len(obj_ids).
+        scores: (N,) float object-presence probability (sigmoid of the presence logit).
+    """
+
+    frame_idx: int
+    obj_ids: list[int]
+    masks: np.ndarray
+    scores: np.ndarray
+
+    def mask(self, obj_id: int) -> np.ndarray:
+        """Return the (H, W) bool mask of ``obj_id``; raises KeyError when it is not present."""
+        try:
+            return self.masks[self.obj_ids.index(obj_id)]
+        except ValueError:
+            raise KeyError(obj_id) from None
+
+
+@dataclass
+class ObjectTrack:
+    """Everything the session keeps about one tracked object.
+
+    ``points``/``masks`` are the user's prompts per frame; ``pending_*`` hold outputs computed
+    for clicks since the last propagation (merged into the memory bank when it starts, so that
+    the memory encoder only runs once the user has finished clicking); ``tracked`` maps each
+    frame the tracker has produced to whether it got there going backwards (a correction on a
+    tracked frame reads the memory of that same direction).
+    """
+
+    obj_id: int
+    uid: int
+    memory: "object"  # sam2_web.video.memory.MemoryBank (kept untyped to avoid an import cycle)
+    points: dict[int, PointPrompt] = field(default_factory=dict)
+    masks: dict[int, torch.Tensor] = field(default_factory=dict)
+    pending_cond: dict[int, FrameOutput] = field(default_factory=dict)
+    pending_non_cond: dict[int, FrameOutput] = field(default_factory=dict)
+    tracked: dict[int, bool] = field(default_factory=dict)
+
+    def prompted_frames(self) -> set[int]:
+        """Frames where this object has clicks, a box or a mask."""
+        return set(self.points) | set(self.masks)
+
+    def pending(self, is_cond: bool) -> dict[int, FrameOutput]:
+        """The pending outputs of the conditioning or the non-conditioning kind."""
+        return self.pending_cond if is_cond else self.pending_non_cond
