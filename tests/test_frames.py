@@ -3,6 +3,7 @@ with the right count/size/fps/timing, bounded memory, and clear errors for bad i
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ from clips import (
 from sam2_web.errors import FrameIndexError, VideoReadError
 from sam2_web.io import VideoInfo, find_tools, open_frames, probe_video
 from sam2_web.io.decoder import FfmpegReader, decode_command
-from sam2_web.io.frames import natural_key
+from sam2_web.io.frames import VideoFileSource, natural_key
 
 N = 20
 JUMPS = [0, N - 1, N // 2, 3, 4, 17, 2, N - 1, 9, 0, 15]
@@ -302,19 +303,64 @@ def test_truncated_faststart_mp4_is_reported_at_open(tmp_path):
         open_frames(path)
 
 
-def test_decoder_ending_early_raises_and_next_read_recovers(tmp_path):
-    # A stream that ends before the frame asked for (what a damaged file does mid-way) is an
-    # error naming the frame, not a hang or a short array.
+def test_decoder_reports_pts_and_ends_cleanly(tmp_path):
     path = make_clip(tmp_path / "short.mp4", n_frames=5)
-    tools = find_tools()
-    cmd = decode_command(tools, str(path), 0, None, None, 160, 120)
-    reader = FfmpegReader(cmd, start=0, stop=8, width=160, height=120, readahead=2)
+    probed = probe_video(str(path), find_tools())
+    cmd = decode_command(find_tools(), str(path), probed.stream_index, None, 160, 120)
+    reader = FfmpegReader(cmd, width=160, height=120, readahead=2)
     try:
-        assert [read_marker(reader.read()) for _ in range(5)] == [0, 1, 2, 3, 4]
-        with pytest.raises(VideoReadError, match="decoding stopped before frame 5"):
+        got = [reader.read() for _ in range(5)]
+        assert [read_marker(frame) for _, frame in got] == [0, 1, 2, 3, 4]
+        assert [ticks * probed.time_base for (ticks, _), _ in got] == pytest.approx(probed.pts)
+        with pytest.raises(VideoReadError, match="end of stream"):
             reader.read()
     finally:
         reader.close()
+
+
+def test_index_promising_more_frames_than_decode_is_an_error(tmp_path):
+    # What a damaged file does mid-way: the index lists a frame the decoder never delivers.
+    path = make_clip(tmp_path / "short.mp4", n_frames=5)
+    tools = find_tools()
+    probed = probe_video(str(path), tools)
+    lying = dataclasses.replace(
+        probed, pts=probed.pts + (probed.pts[-1] + 0.1,),
+        info=dataclasses.replace(probed.info, num_frames=6, timestamps=probed.info.timestamps + (0.5,)),
+    )
+    with VideoFileSource(lying, tools) as src:
+        assert read_marker(src.get(4)) == 4
+        with pytest.raises(VideoReadError, match="stopped before frame 5"):
+            src.get(5)
+        assert read_marker(src.get(2)) == 2  # a later request starts a fresh decoder
+
+
+@pytest.mark.parametrize("container", ["ts", "mts-start-offset", "mp4-with-audio", "mkv-delayed-video"])
+def test_seeks_are_exact_in_containers_with_odd_timing(tmp_path, container):
+    # MPEG-TS seeks land on the *next* keyframe and start at 1.4 s; audio priming and delayed
+    # video shift the container start away from the first frame. Every start frame must still
+    # be the one asked for.
+    base = make_clip(tmp_path / "base.mp4", n_frames=N, extra=("-g", "6"))
+    out = tmp_path / {"ts": "c.ts", "mts-start-offset": "c.mts", "mp4-with-audio": "c.mp4",
+                      "mkv-delayed-video": "c.mkv"}[container]
+    args = {
+        "ts": ["-i", base, "-f", "lavfi", "-i", "sine=d=2", "-map", "0:v", "-map", "1:a", "-c:v", "copy",
+               "-c:a", "aac"],
+        "mts-start-offset": ["-i", base, "-c:v", "copy", "-f", "mpegts", "-output_ts_offset", "7.3"],
+        "mp4-with-audio": ["-i", base, "-f", "lavfi", "-i", "sine=d=2", "-map", "0:v", "-map", "1:a",
+                           "-c:v", "copy", "-c:a", "aac"],
+        "mkv-delayed-video": ["-itsoffset", "0.7", "-i", base, "-f", "lavfi", "-i", "sine=d=3", "-map", "0:v",
+                              "-map", "1:a", "-c:v", "copy", "-c:a", "libvorbis"],
+    }[container]
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *map(str, args), str(out)], check=True)
+    seeks = 0
+    for k in range(N):
+        with open_frames(out) as src:
+            assert len(src) == N
+            assert read_marker(src.get(k)) == k, f"seeking to frame {k}"
+            seeks += src.seeks
+    with open_frames(out) as src:
+        assert markers(f for _, f in src.iter_range(N - 1, -1, -1)) == list(range(N - 1, -1, -1))
+    print(f"{container}: {seeks} decoder starts for {N} single-frame opens")
 
 
 def test_mismatched_image_sizes(tmp_path):

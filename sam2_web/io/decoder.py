@@ -1,15 +1,20 @@
-"""One ffmpeg process decoding a run of frames forward, with a bounded read-ahead thread.
+"""One ffmpeg process decoding a clip forward, with a bounded read-ahead thread.
 
 The thread keeps at most ``readahead`` decoded frames queued, so ffmpeg works while the model
 works but memory cannot grow: when the queue is full the thread blocks, ffmpeg's pipe fills and
 ffmpeg itself stalls.
+
+Each frame comes with its presentation time, read from ffmpeg's ``showinfo`` log on stderr, so
+the caller knows *which* frame it got rather than assuming a seek landed where it asked: some
+containers (MPEG-TS, AVCHD .mts) seek to the next keyframe instead of the previous one.
 """
 
 from __future__ import annotations
 
+import collections
 import queue
+import re
 import subprocess
-import tempfile
 import threading
 from dataclasses import dataclass
 
@@ -18,91 +23,87 @@ import numpy as np
 from sam2_web.errors import VideoReadError
 from sam2_web.io.probe import FFmpegTools
 
+_SHOWINFO = re.compile(rb"\bn:\s*\d+\s+pts:\s*(\S+)\s+pts_time:(\S+)")
+
 
 @dataclass(frozen=True)
 class _EndOfStream:
-    """Queued after the last frame; carries ffmpeg's complaint if it stopped early."""
+    """Queued after the last frame; carries ffmpeg's complaint if it stopped on an error."""
 
     error: str | None
 
 
 def decode_command(
-    tools: FFmpegTools, path: str, stream_index: int, seek_seconds: float | None, count: int | None,
-    width: int, height: int,
+    tools: FFmpegTools, path: str, stream_index: int, seek_seconds: float | None, width: int, height: int,
 ) -> list[str]:
-    """The ffmpeg command that writes frames as raw RGB24 to stdout.
+    """The ffmpeg command that writes frames as raw RGB24 to stdout and their pts to stderr.
 
-    ``-ss`` before ``-i`` seeks to the keyframe before the target and then, because we decode,
-    drops every frame earlier than the target: the first frame out is the first one at or after
-    ``seek_seconds``. Passthrough timing emits each coded frame exactly once, so VFR clips are
-    not padded with duplicates. Autorotation stays on (ffmpeg's default), and ``-s`` pins the
-    output size so a stream that changes resolution mid-way cannot break the byte framing.
+    ``-ss`` before ``-i`` seeks near the target and then, because we decode, drops frames earlier
+    than the target. ``-copyts`` keeps the container's timestamps so they match the probe's.
+    Passthrough timing emits each coded frame exactly once, so VFR clips are not padded with
+    duplicates. Autorotation stays on (ffmpeg's default), and ``-s`` pins the output size so a
+    stream that changes resolution mid-way cannot break the byte framing.
     """
-    cmd = [tools.ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error"]
+    cmd = [tools.ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "info", "-copyts"]
     if seek_seconds is not None and seek_seconds > 0:
         cmd += ["-ss", f"{seek_seconds:.6f}"]
-    cmd += ["-i", path, "-map", f"0:{stream_index}", "-an", "-sn", "-dn", *tools.passthrough]
-    if count is not None:
-        cmd += ["-frames:v", str(count)]
     cmd += [
-        "-sws_flags", "bicubic+accurate_rnd+full_chroma_int",
+        "-i", path, "-map", f"0:{stream_index}", "-an", "-sn", "-dn", *tools.passthrough,
+        "-vf", "showinfo=checksum=0", "-sws_flags", "bicubic+accurate_rnd+full_chroma_int",
         "-s", f"{width}x{height}", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
     ]
     return cmd
 
 
 class FfmpegReader:
-    """Frames ``start, start+1, ...`` of a clip, decoded by ffmpeg ahead of the consumer.
+    """Frames of a clip in decode-output order, each with its presentation time.
 
     Not thread-safe for several consumers; the owning source serialises access.
     """
 
-    def __init__(self, cmd: list[str], start: int, stop: int, width: int, height: int, readahead: int):
-        """Start ffmpeg; ``cmd`` must emit frame ``start`` first. Raises VideoReadError if it cannot run."""
-        self.next_index = start
-        self.stop = stop
+    def __init__(self, cmd: list[str], width: int, height: int, readahead: int):
+        """Start ffmpeg running ``cmd`` (see ``decode_command``). Raises VideoReadError if it cannot run."""
         self._shape = (height, width, 3)
         self._frame_bytes = height * width * 3
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, readahead))
+        self._frames: queue.Queue = queue.Queue(maxsize=max(1, readahead))
+        self._times: queue.Queue = queue.Queue()  # one (pts, pts_time) per frame, from stderr
+        self._log_tail: collections.deque[str] = collections.deque(maxlen=8)
         self._closing = threading.Event()
         self._finished = False
-        self._log = tempfile.TemporaryFile()  # a file, not a pipe: ffmpeg can never block on it
         try:
             self._proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
             )
         except OSError as exc:
-            self._log.close()
             raise VideoReadError(f"could not start ffmpeg ({cmd[0]}): {exc}") from exc
+        self._log_thread = threading.Thread(target=self._watch_log, name="sam2_web-ffmpeg-log", daemon=True)
         self._thread = threading.Thread(target=self._pump, name="sam2_web-decode", daemon=True)
+        self._log_thread.start()
         self._thread.start()
 
     @property
     def queued(self) -> int:
         """Decoded frames waiting in the read-ahead queue."""
-        return self._queue.qsize()
+        return self._frames.qsize()
 
-    def read(self) -> np.ndarray:
-        """The next frame (index ``next_index``), blocking until ffmpeg delivers it.
+    def read(self) -> tuple[tuple[int | None, float | None], np.ndarray]:
+        """The next decoded frame, blocking, with its pts as ffmpeg logged it: the integer pts
+        (in the stream's time base) and ``pts_time`` in seconds (6 significant digits); either is
+        None when ffmpeg gave none.
 
         Raises:
-            VideoReadError: ffmpeg ended before this frame (corrupt or truncated clip).
+            VideoReadError: the stream ended (cleanly or on an error) before another frame.
         """
         if self._finished:
-            raise VideoReadError(f"the decoder has no frame {self.next_index}")
-        item = self._queue.get()
+            raise VideoReadError("the decoder has no more frames")
+        item = self._frames.get()
         if isinstance(item, _EndOfStream):
             self._finished = True
-            detail = f": {item.error}" if item.error else ""
-            raise VideoReadError(
-                f"decoding stopped before frame {self.next_index}{detail}. "
-                "The clip may be truncated or damaged; re-export it and try again."
-            )
-        self.next_index += 1
+            raise VideoReadError(item.error or "end of stream")
         return item
 
     def close(self) -> None:
-        """Stop ffmpeg and the thread, and drop queued frames. Safe to call twice."""
+        """Stop ffmpeg and the threads, and drop queued frames. Safe to call twice."""
         self._closing.set()
         if self._proc.poll() is None:
             self._proc.kill()
@@ -111,14 +112,15 @@ class FfmpegReader:
             self._thread.join(timeout=0.05)
         self._drain()
         self._proc.wait()
-        if self._proc.stdout is not None:
-            self._proc.stdout.close()
-        self._log.close()
+        self._log_thread.join()
+        for pipe in (self._proc.stdout, self._proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
     def _drain(self) -> None:
         while True:
             try:
-                self._queue.get_nowait()
+                self._frames.get_nowait()
             except queue.Empty:
                 return
 
@@ -126,7 +128,7 @@ class FfmpegReader:
         # Poll so that close() can always stop a thread blocked on a full queue.
         while not self._closing.is_set():
             try:
-                self._queue.put(item, timeout=0.1)
+                self._frames.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
@@ -136,7 +138,7 @@ class FfmpegReader:
         error: str | None = None
         try:
             pipe = self._proc.stdout
-            for _ in range(self.next_index, self.stop):
+            while True:
                 buf = bytearray(self._frame_bytes)
                 view = memoryview(buf)
                 got = 0
@@ -146,19 +148,45 @@ class FfmpegReader:
                         break
                     got += n
                 if got < self._frame_bytes:
-                    error = self._ffmpeg_error()
+                    error = self._exit_error()
                     break
+                # showinfo logs a frame before it is written to stdout, so its pts is already
+                # on the way; (None, None) means the log ended without one.
+                pts = self._times.get()
                 frame = np.frombuffer(buf, dtype=np.uint8).reshape(self._shape)
-                if not self._put(frame):
+                if not self._put((pts, frame)):
                     return
         except (OSError, ValueError) as exc:  # pipe closed under us by close()
             error = str(exc)
         self._put(_EndOfStream(error=error))
 
-    def _ffmpeg_error(self) -> str | None:
+    def _watch_log(self) -> None:
+        try:
+            for line in self._proc.stderr:
+                match = _SHOWINFO.search(line)
+                if match:
+                    self._times.put((_number(match.group(1), int), _number(match.group(2), float)))
+                elif line.strip() and b"Parsed_showinfo" not in line:
+                    self._log_tail.append(line.decode("utf-8", "replace").strip())
+        except (OSError, ValueError):
+            pass  # stderr closed by close(); nothing left to report
+        finally:
+            # Unblock a pump waiting for a pts that will never come.
+            self._times.put((None, None))
+
+    def _exit_error(self) -> str | None:
+        """ffmpeg's complaint if it failed, None if it simply reached the end of the clip."""
         if self._closing.is_set():
             return None
-        self._proc.wait()
-        self._log.seek(0)
-        lines = [ln.strip() for ln in self._log.read().decode("utf-8", "replace").splitlines() if ln.strip()]
-        return lines[-1] if lines else f"ffmpeg exited with code {self._proc.returncode}"
+        code = self._proc.wait()
+        self._log_thread.join()
+        if code == 0:
+            return None
+        return self._log_tail[-1] if self._log_tail else f"ffmpeg exited with code {code}"
+
+
+def _number(text: bytes, kind):
+    try:
+        return kind(text)
+    except ValueError:  # "NOPTS"
+        return None

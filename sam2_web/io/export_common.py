@@ -20,7 +20,8 @@ from sam2_web.errors import ExportError
 from sam2_web.io.matte import soft_matte, union
 
 # Per-frame masks as callers hand them over: {obj_id: (H, W)} or an (O, H, W) stack ordered
-# like ``obj_ids`` (a bare (H, W) array when there is a single object).
+# like ``obj_ids`` (a bare (H, W) array when there is a single object). Bool, 0/1 or 0/255
+# arrays (or CPU tensors); a uint8 matte is thresholded at 128.
 FrameMasks = Union[Mapping[int, np.ndarray], np.ndarray]
 # The whole clip: frame-ordered iterable (a short one is padded with empty frames), a
 # {frame_index: FrameMasks} mapping for sparse results, or a (T, O, H, W) / (T, H, W) array.
@@ -191,9 +192,10 @@ def _as_bool(mask: Any, clip: ExportClip, obj_id: int, index: int) -> np.ndarray
         arr = arr[0]
     if arr.shape != clip.shape:
         raise ExportError(
-            f"mask of object {obj_id} at frame {index} is {arr.shape[1::-1] if arr.ndim == 2 else arr.shape} "
-            f"but the clip is {clip.width}x{clip.height}; upscale masks to the source size before exporting"
+            f"mask of object {obj_id} at frame {index} has shape {arr.shape} but the clip is "
+            f"{clip.height}x{clip.width} (HxW); upscale masks to the source size before exporting"
         )
+    # uint8 mattes (0..255) are cut at mid-grey; everything else is "non-zero = object".
     return arr > (127 if arr.dtype == np.uint8 and arr.max(initial=0) > 1 else 0)
 
 

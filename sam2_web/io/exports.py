@@ -69,33 +69,38 @@ class ExportFormat:
     writer: Callable[[ExportJob, Path], Path]
 
 
-def _fmt(name, ext, desc, lossless, frames, soft, per_object, ffmpeg, writer) -> tuple[str, ExportFormat]:
-    return name, ExportFormat(name, ext, desc, lossless, frames, soft, per_object, ffmpeg, writer)
+def _table(*formats: ExportFormat) -> dict[str, ExportFormat]:
+    return {f.name: f for f in formats}
 
 
-FORMATS: dict[str, ExportFormat] = dict([
-    _fmt("png", "", "Grey matte PNG sequence, a folder per object (8/16-bit)", True, False, True, True, False,
-         images.write_matte_pngs),
-    _fmt("png_zip", ".zip", "Grey matte PNG sequence per object, zipped", True, False, True, True, False,
-         images.write_matte_zip),
-    _fmt("rgba_png", "", "RGBA PNG sequence: source colour, matte as alpha", True, True, True, False, False,
-         images.write_rgba_pngs),
-    _fmt("prores", ".mov", "ProRes 4444 with alpha (.mov)", False, True, True, False, True, video.write_prores),
-    _fmt("webm", ".webm", "WebM VP9 with alpha", False, True, True, False, True, video.write_webm),
-    _fmt("ffv1", ".mkv", "FFV1 lossless RGB + alpha (.mkv)", True, True, True, False, True, video.write_ffv1),
-    _fmt("matte_mp4", ".mp4", "H.264 grey luma matte (.mp4)", False, False, True, False, True,
-         video.write_matte_mp4),
-    _fmt("index_png", "", "Index matte PNG sequence (value = object number) + legend.json", True, False, False,
-         True, False, images.write_index_pngs),
-    _fmt("exr", "", "OpenEXR sequence, half float, one named channel per object", True, False, True, True, False,
-         images.write_exr),
-    _fmt("coco_rle", ".json", "COCO RLE JSON, one annotation per object per frame", True, False, False, True,
-         False, images.write_coco_rle),
-    _fmt("overlay_mp4", ".mp4", "Preview: coloured masks and outlines over the video", False, True, False, True,
-         True, video.write_overlay_mp4),
-    *[_fmt(f"effect_{kind}", ".mp4", f"Effect: {kind} the background", False, True, True, False, True,
-           partial(video.write_effect_mp4, kind=kind)) for kind in EFFECTS],
-])
+# Flags in field order: lossless, needs_frames, soft_edges, per_object, uses_ffmpeg.
+FORMATS: dict[str, ExportFormat] = _table(
+    ExportFormat("png", "", "Grey matte PNG sequence, a folder per object (8/16-bit)",
+                 True, False, True, True, False, images.write_matte_pngs),
+    ExportFormat("png_zip", ".zip", "Grey matte PNG sequence per object, zipped",
+                 True, False, True, True, False, images.write_matte_zip),
+    ExportFormat("rgba_png", "", "RGBA PNG sequence: source colour, matte as alpha",
+                 True, True, True, False, False, images.write_rgba_pngs),
+    ExportFormat("prores", ".mov", "ProRes 4444 with alpha (.mov)",
+                 False, True, True, False, True, video.write_prores),
+    ExportFormat("webm", ".webm", "WebM VP9 with alpha",
+                 False, True, True, False, True, video.write_webm),
+    ExportFormat("ffv1", ".mkv", "FFV1 lossless RGB + alpha (.mkv)",
+                 True, True, True, False, True, video.write_ffv1),
+    ExportFormat("matte_mp4", ".mp4", "H.264 grey luma matte (.mp4)",
+                 False, False, True, False, True, video.write_matte_mp4),
+    ExportFormat("index_png", "", "Index matte PNG sequence (value = object number) + legend.json",
+                 True, False, False, True, False, images.write_index_pngs),
+    ExportFormat("exr", "", "OpenEXR sequence, half float, one named channel per object",
+                 True, False, True, True, False, images.write_exr),
+    ExportFormat("coco_rle", ".json", "COCO RLE JSON, one annotation per object per frame",
+                 True, False, False, True, False, images.write_coco_rle),
+    ExportFormat("overlay_mp4", ".mp4", "Preview: coloured masks and outlines over the video",
+                 False, True, False, True, True, video.write_overlay_mp4),
+    *(ExportFormat(f"effect_{kind}", ".mp4", f"Effect: {kind} the background",
+                   False, True, True, False, True, partial(video.write_effect_mp4, kind=kind))
+      for kind in EFFECTS),
+)
 
 
 def _output_path(spec: ExportFormat, out_path: str | Path) -> Path:

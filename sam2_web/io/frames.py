@@ -14,6 +14,7 @@ They are read-only because a source may hand the same array out twice; copy befo
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 import threading
@@ -139,8 +140,16 @@ class FrameSource:
         raise NotImplementedError
 
 
+class _Overshot(Exception):
+    """The decoder's first frame came after the one wanted: the seek landed too late."""
+
+
 class VideoFileSource(FrameSource):
-    """Frames of a video file, decoded by an ffmpeg subprocess."""
+    """Frames of a video file, decoded by an ffmpeg subprocess.
+
+    Every decoded frame is identified by its pts, looked up in the probe's frame list, so a seek
+    that lands on the wrong frame is detected and retried from further back, never trusted.
+    """
 
     def __init__(
         self, probed: ProbedVideo, tools: FFmpegTools, *, readahead: int = 6, cache: int = 4,
@@ -155,9 +164,15 @@ class VideoFileSource(FrameSource):
         self._block_size = int(max(2, min(reverse_block, max_block_bytes // max(1, frame_bytes))))
         # Farther than this ahead of the running decoder, seeking beats decoding through.
         self._skip_limit = max(2 * self._readahead, self._block_size)
+        gaps = [b - a for a, b in zip(probed.pts, probed.pts[1:])]
+        # A decoded pts must be this close to a probed one to name it (half the tightest gap).
+        self._pts_tolerance = 0.5 * min(gaps) if gaps else 1.0
         self._reader: FfmpegReader | None = None
+        self._reader_next = 0  # index of the frame the reader should deliver next
+        self._reader_delivered = False  # has the reader produced any frame yet
         self._block: dict[int, np.ndarray] = {}
         self._last: int | None = None
+        self.seeks = 0  # decoder restarts, for tests and benchmarks
 
     @property
     def buffered_frames(self) -> int:
@@ -180,55 +195,103 @@ class VideoFileSource(FrameSource):
         frame = self._block.get(i)
         if frame is not None:
             return frame
-        reader = self._reader
-        if reader is not None and reader.next_index <= i < reader.next_index + self._skip_limit:
-            return self._read_through(i)
+        if self._reader is not None and self._reader_next <= i < self._reader_next + self._skip_limit:
+            try:
+                return self._read_through(i)
+            except _Overshot:
+                pass  # frames went missing on the way; seek afresh below
         # A get() one frame behind the previous one is a backward walk even without the hint.
         if backward or (last is not None and 0 < last - i <= 2):
             return self._load_block_ending_at(i)
-        self._stop_reader()
         self._block.clear()
-        self._reader = self._start_reader(i, self.info.num_frames)
-        return self._read_through(i)
-
-    def _read_through(self, i: int) -> np.ndarray:
-        reader = self._reader
-        while True:
-            index = reader.next_index
-            try:
-                frame = _frozen(reader.read())
-            except VideoReadError:
-                self._stop_reader()  # the next request starts a fresh decoder
-                raise
-            if index == i:
-                return frame
-            self._remember(index, frame)  # skipped frames may be asked for next (step > 1 scans)
+        return self._seek_to(i)
 
     def _load_block_ending_at(self, i: int) -> np.ndarray:
-        self._stop_reader()
         self._block.clear()
         first = max(0, i - self._block_size + 1)
-        reader = self._start_reader(first, i + 1)
         try:
-            for index in range(first, i + 1):
-                self._block[index] = _frozen(reader.read())
+            self._block[first] = self._seek_to(first)
+            for index in range(first + 1, i + 1):
+                self._block[index] = self._read_through(index)
+        except _Overshot as exc:  # a frame in the middle of the block cannot be decoded
+            raise VideoReadError(f"frame {exc.args[0]} of {self.info.path} cannot be decoded; the clip may be damaged") from exc
         finally:
-            reader.close()
+            self._stop_reader()  # the next block starts elsewhere; do not keep decoding ahead
         return self._block[i]
 
-    def _start_reader(self, start: int, stop: int) -> FfmpegReader:
-        probed = self._probed
-        seek = None
-        if start > 0:
-            # Aim between frame start-1 and frame start: ffmpeg drops frames before the target,
-            # and half a frame of margin makes float rounding of pts harmless.
-            target = 0.5 * (probed.pts[start - 1] + probed.pts[start])
-            seek = target - probed.container_start
-        count = stop - start if stop < self.info.num_frames else None
-        cmd = decode_command(
-            self._tools, self.info.path, probed.stream_index, seek, count, self.info.width, self.info.height
+    def _seek_to(self, i: int) -> np.ndarray:
+        """Start a decoder that reaches frame ``i`` and return that frame."""
+        for seek in self._seek_plan(i):
+            self._stop_reader()
+            self._start_reader(seek)
+            try:
+                return self._read_through(i)
+            except _Overshot:
+                continue
+        raise VideoReadError(
+            f"frame {i} of {self.info.path} cannot be decoded (the decoder skips it); the clip may be damaged"
         )
-        return FfmpegReader(cmd, start, stop, self.info.width, self.info.height, self._readahead)
+
+    def _seek_plan(self, i: int) -> list[float | None]:
+        """Seek times to try in turn (None = from the start), each further back than the last."""
+        pts, start = self._probed.pts, self._probed.container_start
+        if i == 0:
+            return [None]
+        # Aim between frame i-1 and frame i: ffmpeg drops frames before the target, and half a
+        # frame of margin makes float rounding of pts harmless.
+        plan = [0.5 * (pts[i - 1] + pts[i]) - start]
+        # Some demuxers (MPEG-TS) land on the next keyframe: aim just before the keyframe two
+        # keyframes back, then give up on seeking altogether.
+        keys = [k for k in self._probed.keyframes if k <= pts[i]]
+        back = keys[-2] if len(keys) >= 2 else (pts[i] - 10.0 if not self._probed.keyframes else None)
+        if back is not None and back > pts[0]:
+            plan.append(back - self._pts_tolerance - start)
+        plan.append(None)
+        return plan
+
+    def _read_through(self, i: int) -> np.ndarray:
+        """Read the running decoder up to frame ``i``; raises _Overshot if it is already past it."""
+        while True:
+            try:
+                (ticks, seconds), raw = self._reader.read()
+            except VideoReadError as exc:
+                delivered = self._reader_delivered
+                self._stop_reader()  # the next request starts a fresh decoder
+                if not delivered:
+                    raise _Overshot(i) from exc  # a seek past the last keyframe yields nothing
+                raise VideoReadError(
+                    f"decoding {self.info.path} stopped before frame {i} ({exc}). "
+                    "The clip may be truncated or damaged; re-export it and try again."
+                ) from exc
+            index = self._index_of(ticks, seconds)
+            self._reader_next = index + 1
+            self._reader_delivered = True
+            frame = _frozen(raw)
+            if index == i:
+                return frame
+            if index > i:
+                raise _Overshot(i)
+            self._remember(index, frame)  # skipped frames may be asked for next (step > 1 scans)
+
+    def _index_of(self, ticks: int | None, seconds: float | None) -> int:
+        """The frame a decoded pts belongs to; without a usable pts, the next in order."""
+        time_base = self._probed.time_base
+        if ticks is not None and time_base and (seconds is None or abs(ticks * time_base - seconds) <= 1e-5 * max(1.0, abs(seconds))):
+            seconds = ticks * time_base  # exact, where pts_time has only 6 significant digits
+        if seconds is None:
+            return self._reader_next
+        pts = self._probed.pts
+        j = bisect.bisect_left(pts, seconds)
+        best = min((k for k in (j - 1, j) if 0 <= k < len(pts)), key=lambda k: abs(pts[k] - seconds))
+        return best if abs(pts[best] - seconds) <= self._pts_tolerance else self._reader_next
+
+    def _start_reader(self, seek: float | None) -> None:
+        probed = self._probed
+        cmd = decode_command(self._tools, self.info.path, probed.stream_index, seek, self.info.width, self.info.height)
+        self._reader = FfmpegReader(cmd, self.info.width, self.info.height, self._readahead)
+        self._reader_next = 0 if seek is None else bisect.bisect_left(probed.pts, seek + probed.container_start)
+        self._reader_delivered = False
+        self.seeks += 1
 
     def _stop_reader(self) -> None:
         if self._reader is not None:

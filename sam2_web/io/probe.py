@@ -138,6 +138,8 @@ class ProbedVideo:
     stream_index: int  # absolute index of the chosen video stream in the container
     pts: tuple[float, ...]  # absolute presentation time of each frame, sorted
     container_start: float  # the container's start time; ffmpeg's -ss is relative to it
+    time_base: float | None = None  # seconds per pts tick of the stream, if known
+    keyframes: tuple[float, ...] = ()  # absolute pts of keyframes, sorted (may be empty)
 
 
 def probe_video(path: str, tools: FFmpegTools) -> ProbedVideo:
@@ -151,7 +153,7 @@ def probe_video(path: str, tools: FFmpegTools) -> ProbedVideo:
         return _probe_by_decoding(path, tools)
     meta = _run_ffprobe_json(tools.ffprobe, path)
     stream = _pick_video_stream(meta.get("streams", []), path)
-    pts, packets_read = _packet_times(tools.ffprobe, path, stream["index"])
+    pts, keyframes, packets_read = _packet_times(tools.ffprobe, path, stream["index"])
     fmt = meta.get("format", {})
     indexed = int(_float(stream.get("nb_frames"), default=0))
     # An MP4/MOV index (which is exact) listing more samples than the file holds means the file
@@ -172,12 +174,12 @@ def probe_video(path: str, tools: FFmpegTools) -> ProbedVideo:
     width, height = int(stream.get("width") or 0), int(stream.get("height") or 0)
     if width <= 0 or height <= 0:
         raise VideoReadError(f"{path}: the video stream has no frame size; the file may be corrupt.")
-    time_base = _fraction(stream.get("time_base")) or Fraction(1, 1000)
+    time_base = _fraction(stream.get("time_base"))
     container_start = _float(fmt.get("start_time"), default=pts[0])
     return _assemble(
         path, stream["index"], pts, container_start, width, height, rotation,
         codec=stream.get("codec_name", "unknown"), avg_rate=_fraction(stream.get("avg_frame_rate")),
-        timecode=timecode, tick=float(time_base),
+        timecode=timecode, time_base=float(time_base) if time_base else None, keyframes=keyframes,
     )
 
 
@@ -193,12 +195,13 @@ def check_file(path: str) -> None:
 
 def _assemble(
     path: str, stream_index: int, pts: list[float], container_start: float, width: int, height: int,
-    rotation: int, *, codec: str, avg_rate: Fraction | None, timecode: str | None, tick: float,
+    rotation: int, *, codec: str, avg_rate: Fraction | None, timecode: str | None,
+    time_base: float | None, keyframes: list[float],
 ) -> ProbedVideo:
     pts = sorted(pts)
     first = pts[0]
     relative = tuple(t - first for t in pts)
-    is_vfr = _is_variable(relative, tick)
+    is_vfr = _is_variable(relative, time_base or 1e-3)
     measured = (len(pts) - 1) / (pts[-1] - first) if len(pts) > 1 and pts[-1] > first else None
     # The container's average rate is exact for constant rates (30000/1001), but for VFR some
     # containers report a guessed nominal rate instead: measure it from the frames then.
@@ -213,7 +216,10 @@ def _assemble(
         start_timecode=timecode, codec=codec, rotation=rotation, path=path,
         is_vfr=is_vfr, start_time=first,
     )
-    return ProbedVideo(info=info, stream_index=stream_index, pts=tuple(pts), container_start=container_start)
+    return ProbedVideo(
+        info=info, stream_index=stream_index, pts=tuple(pts), container_start=container_start,
+        time_base=time_base, keyframes=tuple(sorted(keyframes)),
+    )
 
 
 def _is_variable(times: tuple[float, ...], tick: float) -> bool:
@@ -258,9 +264,9 @@ def _pick_video_stream(streams: list[dict], path: str) -> dict:
     )
 
 
-def _packet_times(ffprobe: str, path: str, index: int) -> tuple[list[float] | None, int]:
+def _packet_times(ffprobe: str, path: str, index: int) -> tuple[list[float] | None, list[float], int]:
     """Sorted pts of the packets that are shown (None when the container gives no usable pts),
-    and the number of packets read including discarded ones."""
+    the keyframes' pts, and the number of packets read including discarded ones."""
     proc = _run(
         [ffprobe, "-v", "error", "-select_streams", str(index),
          "-show_entries", "packet=pts_time,flags", "-of", "csv=p=0", path],
@@ -269,6 +275,7 @@ def _packet_times(ffprobe: str, path: str, index: int) -> tuple[list[float] | No
     if proc.returncode != 0:
         raise VideoReadError(f"{path}: reading the frame index failed: {_last_line(proc.stderr)}.")
     times: list[float | None] = []
+    keyframes: list[float] = []
     packets = 0
     for line in proc.stdout.decode("ascii", "replace").splitlines():
         pts_text, _, flags = line.strip().partition(",")
@@ -277,9 +284,11 @@ def _packet_times(ffprobe: str, path: str, index: int) -> tuple[list[float] | No
         packets += 1
         if "D" not in flags:  # packets an edit list discards are never shown
             times.append(_float(pts_text, default=None))
+            if "K" in flags and times[-1] is not None:
+                keyframes.append(times[-1])
     if any(t is None for t in times) or len(set(times)) != len(times):
-        return None, packets  # missing or duplicate pts: the container's timing cannot be trusted
-    return sorted(times), packets
+        return None, [], packets  # missing or duplicate pts: the container's timing cannot be trusted
+    return sorted(times), keyframes, packets
 
 
 def _frame_times(ffprobe: str, path: str, index: int) -> list[float]:
@@ -298,7 +307,8 @@ def _frame_times(ffprobe: str, path: str, index: int) -> list[float]:
     return times
 
 
-_SHOWINFO = re.compile(r"\bn:\s*\d+\s+pts:\s*-?\d+\s+pts_time:(\S+).*?\bs:(\d+)x(\d+)")
+_SHOWINFO = re.compile(r"\bn:\s*\d+\s+pts:\s*(-?\d+)\s+pts_time:(\S+).*?\bs:(\d+)x(\d+).*?iskey:(\d)")
+_TBN = re.compile(r"(\d+(?:\.\d+)?)(k?) tbn")
 _STREAM = re.compile(r"Stream #0:(\d+)[^:]*: Video: (\w+)")
 _START = re.compile(r"Duration: [^,]+, start: (-?[\d.]+)")
 _ROTATION = re.compile(r"display ?matrix: rotation of (-?[\d.]+) degrees", re.I)
@@ -309,7 +319,7 @@ _TIMECODE = re.compile(r"timecode\s*:\s*(\d\d:\d\d:\d\d[:;]\d\d)")
 def _probe_by_decoding(path: str, tools: FFmpegTools) -> ProbedVideo:
     """Probe without ffprobe: decode once through ``showinfo`` and read ffmpeg's log."""
     proc = _run(
-        [tools.ffmpeg, "-hide_banner", "-nostdin", "-i", path, "-map", "0:v:0", "-an", "-sn", "-dn",
+        [tools.ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-copyts", "-i", path, "-map", "0:v:0", "-an", "-sn", "-dn",
          *tools.passthrough, "-vf", "showinfo", "-f", "null", "-"],
         path,
     )
@@ -324,11 +334,14 @@ def _probe_by_decoding(path: str, tools: FFmpegTools) -> ProbedVideo:
         raise VideoReadError(f"{path} has a video stream but no frames in it; re-export the clip.")
     start_match = _START.search(log)
     container_start = float(start_match.group(1)) if start_match else 0.0
-    # showinfo prints times after ffmpeg shifted the file to start at 0.
-    pts = [container_start + float(t) for t, _, _ in frames]
+    tbn = _TBN.search(log[stream.start():])
+    time_base = 1.0 / (float(tbn.group(1)) * (1000 if tbn.group(2) else 1)) if tbn else None
+    # -copyts keeps the container's times; ticks x time base beat pts_time's 6 digits.
+    pts = [int(ticks) * time_base if time_base else float(t) for ticks, t, _, _, _ in frames]
+    keyframes = [t for t, frame in zip(pts, frames) if frame[4] == "1"]
     rot_match = _ROTATION.search(log)
     rotation = int(round(float(rot_match.group(1)))) % 360 if rot_match else 0
-    width, height = int(frames[0][1]), int(frames[0][2])
+    width, height = int(frames[0][2]), int(frames[0][3])
     if rotation in (90, 270):  # showinfo saw the frames already rotated; _assemble swaps again
         width, height = height, width
     rate = _RATE.search(log[stream.start():])
@@ -336,7 +349,7 @@ def _probe_by_decoding(path: str, tools: FFmpegTools) -> ProbedVideo:
     return _assemble(
         path, int(stream.group(1)), pts, container_start, width, height, rotation,
         codec=stream.group(2), avg_rate=Fraction(rate.group(1)).limit_denominator(1001) if rate else None,
-        timecode=tc.group(1) if tc else None, tick=1e-3,
+        timecode=tc.group(1) if tc else None, time_base=time_base, keyframes=keyframes,
     )
 
 
