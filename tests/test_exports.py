@@ -73,12 +73,12 @@ def _probe(path: Path) -> dict:
     return stream
 
 
-def _decode(path: Path, pix_fmt: str, channels: int, decoder: str | None = None) -> np.ndarray:
+def _decode(path: Path, pix_fmt: str, channels: int, decoder: str | None = None, size=(H, W)) -> np.ndarray:
     cmd = ["ffmpeg", "-v", "error", *(["-c:v", decoder] if decoder else []), "-i", str(path),
            "-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1"]
     raw = subprocess.run(cmd, check=True, capture_output=True).stdout
     dtype = np.dtype("<u2") if "64" in pix_fmt or "16" in pix_fmt else np.uint8
-    return np.frombuffer(raw, dtype=dtype).reshape(-1, H, W, channels)
+    return np.frombuffer(raw, dtype=dtype).reshape(-1, *size, channels)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -276,6 +276,24 @@ def test_drop_frame_timecode_and_float_rate(tmp_path, masks):
     out = _export("matte_mp4", tmp_path / "df", masks, fps=29.97, start_timecode="10:00:00;00")
     s = _check_video_stream(out, "yuv420p", timecode="10:00:00;00")
     assert s["r_frame_rate"] == "30000/1001"
+
+
+def test_odd_frame_size_keeps_size_and_alpha(tmp_path):
+    h, w = 63, 95  # 4:2:0 cannot hold odd sizes: H.264 falls back to 4:4:4, VP9 pads internally
+    yy, xx = np.mgrid[:h, :w]
+    odd = [{1: (xx - 30 - 3 * t) ** 2 + (yy - 30) ** 2 <= 15**2} for t in range(T)]
+    pics = [np.full((h, w, 3), 90, np.uint8)] * T
+    kw = dict(num_frames=T, fps=24, width=w, height=h, obj_ids=[1])
+    mp4 = export("matte_mp4", tmp_path / "odd", odd, **kw)
+    webm = export("webm", tmp_path / "odd", odd, frames=pics, **kw)
+    for path, pix in ((mp4, "yuv444p"), (webm, "yuv420p")):
+        s = _probe(path)
+        assert (s["width"], s["height"], int(s["nb_read_frames"]), s["pix_fmt"]) == (w, h, T, pix)
+    grey = _decode(mp4, "gray", 1, size=(h, w))[..., 0]
+    alpha = _decode(webm, "rgba", 4, decoder="libvpx-vp9", size=(h, w))[..., 3]
+    worst = min(min(_iou(grey[i] >= 128, odd[i][1]), _iou(alpha[i] >= 128, odd[i][1])) for i in range(T))
+    print(f"odd size worst IoU {worst:.4f}")
+    assert worst >= 0.99
 
 
 @pytest.mark.parametrize("fps, want", [(25, "25/1"), ("24000/1001", "24000/1001"), (23.976, "24000/1001"),
