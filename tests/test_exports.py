@@ -457,6 +457,8 @@ def test_unwritable_folder_fails_up_front(tmp_path, masks):
 
     with pytest.raises(ExportError, match="folder"):
         _export("png", blocker / "sub" / "out", watched())
+    with pytest.raises(ExportError, match="folder"):  # obj_ids read from the masks: still no peek first
+        _export("coco_rle", blocker / "out", watched(), obj_ids=None)
     with pytest.raises(ExportError, match="folder|write"):
         _export("prores", Path("/proc/sam2_web_export/out"), watched(), frames=_clip_frames())
     assert consumed == []  # checked before any encoding

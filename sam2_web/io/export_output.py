@@ -52,6 +52,25 @@ def _check_replaceable(target: Path, folder: bool) -> None:
         )
 
 
+def check_output(target: Path, *, folder: bool = False) -> None:
+    """Cheap up-front check, creating nothing: may ``target`` be written (and replaced)?
+
+    ``atomic_output`` repeats the check for real when it creates the temp; this one lets a
+    caller fail before it starts producing masks.
+
+    Raises:
+        ExportError: the nearest existing ancestor is a file or not writable, or the target
+            is a folder an export may not replace.
+    """
+    target = Path(target)
+    _check_replaceable(target, folder)
+    existing = next(p for p in [target.parent, *target.parent.parents] if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        raise ExportError(f"{existing} is a file, not a folder; choose a folder you can write to")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ExportError(f"the output folder {existing} is not writable; choose a folder you can write to")
+
+
 @contextmanager
 def atomic_output(target: Path, *, folder: bool = False) -> Iterator[Path]:
     """Give a temporary path next to ``target`` and move it into place only on success.

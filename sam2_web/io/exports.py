@@ -36,7 +36,7 @@ from sam2_web.io.export_common import (
     iter_masks,
     object_labels,
 )
-from sam2_web.io.export_output import ffmpeg_exe
+from sam2_web.io.export_output import check_output, ffmpeg_exe
 from sam2_web.io.export_preview import EFFECTS, PALETTE, apply_effect, color_of, overlay
 from sam2_web.io.matte import grow_shrink
 
@@ -183,6 +183,8 @@ def export(
     options = options or ExportOptions()
     options.validate()
     clip = ExportClip.make(num_frames, fps, width, height, start_frame, start_timecode)
+    target = _output_path(spec, out_path)
+    check_output(target, folder=not spec.extension)  # before peeking at (maybe costly) masks
     masks, all_ids = _resolve_ids(masks, obj_ids, options)
     selected = [int(o) for o in options.objects] if options.objects is not None else list(all_ids)
     unknown = [o for o in selected if o not in all_ids]
@@ -202,4 +204,4 @@ def export(
         masks=_grown(iter_masks(masks, all_ids, clip), selected, int(options.grow_px)),
         frames=iter_frames(frames, clip) if spec.needs_frames and frames is not None else None,
     )
-    return spec.writer(job, _output_path(spec, out_path))
+    return spec.writer(job, target)
