@@ -1,0 +1,205 @@
+"""The mask job every host hands to the engine: a clip, prompts per object per frame, a model,
+a frame range, a tracking direction and what to write where.
+
+Only plain typed data lives here; reading the prompts JSON is ``plugins.core.prompts``, running
+a job is ``plugins.core.runner``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Optional
+
+from sam2_web.errors import FrameIndexError, PromptError
+
+DIRECTIONS = ("both", "forward", "backward")
+
+
+@dataclass(frozen=True)
+class FramePrompt:
+    """The clicks and/or box given for one object on one frame, in pixels of the source frame.
+
+    Attributes:
+        frame: frame index, 0 = the clip's first frame.
+        points: ``(x, y)`` clicks; x to the right, y down, from the top-left corner.
+        labels: one per point, 1 = on the object, 0 = not on the object.
+        box: ``(x0, y0, x1, y1)`` around the object, or None.
+    """
+
+    frame: int
+    points: tuple[tuple[float, float], ...] = ()
+    labels: tuple[int, ...] = ()
+    box: Optional[tuple[float, float, float, float]] = None
+
+    def scaled(self, sx: float, sy: float) -> "FramePrompt":
+        """The same prompt with x multiplied by ``sx`` and y by ``sy`` (normalized → pixels)."""
+        box = None if self.box is None else (self.box[0] * sx, self.box[1] * sy, self.box[2] * sx, self.box[3] * sy)
+        return replace(self, points=tuple((x * sx, y * sy) for x, y in self.points), box=box)
+
+
+@dataclass(frozen=True)
+class StartMask:
+    """A mask image that seeds an object on one frame (instead of, or besides, clicks).
+
+    Attributes:
+        frame: frame index the mask belongs to.
+        path: a PNG/JPEG the size of the clip; non-zero (or non-transparent) pixels are the object.
+    """
+
+    frame: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class ObjectPrompts:
+    """Everything the user said about one object.
+
+    Attributes:
+        obj_id: the object's number (>= 0); index mattes use it as the pixel value.
+        name: display name used for folders, EXR channels and legends (None: ``obj_<id>``).
+        frames: prompts, at most one entry per frame, sorted by frame.
+        start_mask: an optional seed mask.
+    """
+
+    obj_id: int
+    name: Optional[str] = None
+    frames: tuple[FramePrompt, ...] = ()
+    start_mask: Optional[StartMask] = None
+
+    def prompted_frames(self) -> list[int]:
+        """Frames that carry a prompt or the start mask, sorted."""
+        found = {p.frame for p in self.frames}
+        if self.start_mask is not None:
+            found.add(self.start_mask.frame)
+        return sorted(found)
+
+
+@dataclass(frozen=True)
+class FrameRange:
+    """Inclusive range of frames to track; frames outside it get empty mattes.
+
+    Attributes:
+        start: first frame (default 0).
+        end: last frame (default None = the clip's last frame).
+    """
+
+    start: int = 0
+    end: Optional[int] = None
+
+    def resolve(self, num_frames: int) -> tuple[int, int]:
+        """``(start, end)`` with ``end`` filled in, both checked against the clip.
+
+        Raises:
+            FrameIndexError: a bound outside ``0..num_frames-1`` or ``start > end``.
+        """
+        end = num_frames - 1 if self.end is None else self.end
+        if not 0 <= self.start < num_frames or not 0 <= end < num_frames:
+            raise FrameIndexError(
+                f"the frame range {self.start}..{end} is outside the clip, which has frames 0..{num_frames - 1}; "
+                "fix --start/--end"
+            )
+        if self.start > end:
+            raise FrameIndexError(f"the frame range starts at {self.start} but ends at {end}; --start must be <= --end")
+        return self.start, end
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """What to write and where.
+
+    Attributes:
+        out_dir: folder receiving one output per format, named ``<name>_<format>[.ext]``.
+        formats: keys of ``sam2_web.io.exports.FORMATS`` (``png``, ``prores``, ``exr`` ...).
+        feather_px: soften matte edges by this many pixels (formats with soft edges).
+        grow_px: grow (> 0) or shrink (< 0) every mask by this many pixels.
+        invert: export the background instead of the objects.
+        bit_depth: 8 or 16 (PNG mattes, RGBA PNG, ProRes, FFV1).
+        name: file stem of the outputs (default: the clip's file name without extension).
+    """
+
+    out_dir: Path
+    formats: tuple[str, ...] = ("png",)
+    feather_px: float = 0.0
+    grow_px: int = 0
+    invert: bool = False
+    bit_depth: int = 8
+    name: Optional[str] = None
+
+    def stem(self, clip: Path) -> str:
+        """The file stem of every output of a job on ``clip``."""
+        return self.name or Path(clip).stem or "clip"
+
+
+@dataclass(frozen=True)
+class MaskJob:
+    """One mask job: the contract between every host adapter and the engine.
+
+    Attributes:
+        clip: a video file or a folder of frames.
+        objects: the prompted objects (at least one).
+        output: formats, edge options and folder.
+        model: a registry name or alias (``sam2.1_hiera_t``, ``tiny``, ``facebook/sam2.1-hiera-tiny``);
+            None uses the app config's model.
+        checkpoint: a local ``.pt`` used instead of the Hub download.
+        device: ``auto``/``cpu``/``cuda``/``mps``; None uses the app config's.
+        overrides: more hydra overrides of ``configs/app.yaml`` (``++model.image_size=512``,
+            ``engine.read_ahead=8`` ...).
+        frame_range: frames to track.
+        direction: ``both`` (default), ``forward`` or ``backward`` from the earliest prompt.
+        normalized: prompt coordinates are fractions (0..1) of the frame size, not pixels.
+    """
+
+    clip: Path
+    objects: tuple[ObjectPrompts, ...]
+    output: OutputSpec
+    model: Optional[str] = None
+    checkpoint: Optional[Path] = None
+    device: Optional[str] = None
+    overrides: tuple[str, ...] = ()
+    frame_range: FrameRange = field(default_factory=FrameRange)
+    direction: str = "both"
+    normalized: bool = False
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise PromptError(f"direction must be one of {', '.join(DIRECTIONS)}, got {self.direction!r}")
+        if not self.objects:
+            raise PromptError("the job has no objects; add at least one object with a click, a box or a mask")
+        ids = [o.obj_id for o in self.objects]
+        if len(set(ids)) != len(ids):
+            raise PromptError(f"object ids must be unique, got {ids}")
+
+    @property
+    def obj_ids(self) -> list[int]:
+        """Object ids in the order the objects were given."""
+        return [o.obj_id for o in self.objects]
+
+    @property
+    def names(self) -> dict[int, str]:
+        """Display names of the objects that have one."""
+        return {o.obj_id: o.name for o in self.objects if o.name}
+
+    def objects_in_pixels(self, width: int, height: int) -> tuple[ObjectPrompts, ...]:
+        """The objects with prompt coordinates in pixels of a ``width`` x ``height`` frame."""
+        if not self.normalized:
+            return self.objects
+        return tuple(replace(o, frames=tuple(p.scaled(width, height) for p in o.frames)) for o in self.objects)
+
+    def app_overrides(self) -> list[str]:
+        """Hydra overrides of ``configs/app.yaml`` that select this job's model and device.
+
+        The checkpoint path is not among them (a path is not always valid override syntax); the
+        runner sets it on the composed config.
+
+        Raises:
+            UnknownModelError: ``model`` is not in the registry.
+        """
+        from sam2_web.registry import get_model
+
+        out: list[str] = []
+        if self.model is not None:
+            out.append(f"model={get_model(self.model).name}")  # the hydra group wants the exact name
+        if self.device is not None:
+            out.append(f"device={self.device}")
+        return out + list(self.overrides)

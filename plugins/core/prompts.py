@@ -1,0 +1,353 @@
+"""The prompts JSON (``docs/prompts.schema.json``): read, validate, turn into typed prompts.
+
+Two shapes are accepted, so one file works for the CLI, the plugins and the web app's ``/segment``:
+
+* by object (the documented one)::
+
+    {"version": 1, "coordinates": "pixels",
+     "objects": [{"id": 1, "name": "runner",
+                  "frames": [{"frame": 0, "points": [[320, 180]], "labels": [1]},
+                             {"frame": 40, "box": [100, 80, 300, 400]}],
+                  "mask": {"frame": 0, "path": "runner_start.png"}}]}
+
+* flat, as the web API takes it: ``[{"frame": 0, "object": 1, "points": [[x, y]], "labels": [1],
+  "box": [...], "name": "...", "normalized": false}, ...]`` (or ``{"prompts": [...]}``).
+
+Validation happens in two steps. :func:`parse_prompts` checks what the file alone can tell
+(unknown keys, types, negative coordinates, missing fields) and :func:`check_prompts` what needs
+the clip (frames outside the clip or the frame range, coordinates outside the frame). Every
+problem is a ``PromptError`` naming the JSON path, e.g. ``objects[0].frames[1].points[2]``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from sam2_web.errors import PromptError
+
+from plugins.core.job import FramePrompt, ObjectPrompts, StartMask
+
+SCHEMA_VERSION = 1
+_TOP_KEYS = {"$schema", "version", "coordinates", "objects"}
+_OBJECT_KEYS = {"id", "name", "frames", "mask"}
+_FRAME_KEYS = {"frame", "points", "labels", "box"}
+_MASK_KEYS = {"frame", "path"}
+_FLAT_KEYS = {"frame", "object", "obj_id", "points", "labels", "box", "name", "normalized"}
+_COORDINATES = ("pixels", "normalized")
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """Parsed prompts, not yet checked against a clip.
+
+    Attributes:
+        objects: the objects in file order.
+        normalized: coordinates are fractions of the frame size (0..1) rather than pixels.
+    """
+
+    objects: tuple[ObjectPrompts, ...]
+    normalized: bool = False
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def load_prompts(path: str | Path) -> PromptSet:
+    """Read and validate a prompts JSON file; relative mask paths are taken from its folder.
+
+    Raises:
+        PromptError: the file is missing, not JSON, or not valid prompts (the message names the
+            JSON path of the problem and what to write instead).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PromptError(f"the prompts file {path} does not exist; give the path of a prompts JSON") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PromptError(f"cannot read the prompts file {path} ({exc}); give a UTF-8 JSON file") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PromptError(
+            f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
+    return parse_prompts(data, base_dir=path.parent)
+
+
+def parse_prompts(data: Any, *, base_dir: str | Path = ".") -> PromptSet:
+    """Validate decoded prompts JSON (either shape, see the module doc) into a :class:`PromptSet`.
+
+    Args:
+        data: the decoded JSON value.
+        base_dir: folder that relative start-mask paths are relative to.
+    Raises:
+        PromptError: unknown keys, wrong types, negative coordinates, missing fields, an object
+            without any prompt, duplicate ids, or mixed pixel/normalized coordinates.
+    """
+    if isinstance(data, dict) and "objects" in data:
+        return _parse_by_object(data, Path(base_dir))
+    if isinstance(data, dict) and set(data) <= {"prompts", "$schema"} and "prompts" in data:
+        return _parse_flat(data["prompts"], "prompts")
+    if isinstance(data, list):
+        return _parse_flat(data, "")
+    if isinstance(data, dict):
+        unknown = sorted(set(data) - _TOP_KEYS)
+        hint = f"unknown key(s) {unknown}; " if unknown else ""
+        raise PromptError(f'{hint}the prompts need an "objects" list: {{"objects": [{{"id": 1, "frames": [...]}}]}}')
+    raise PromptError(f"the prompts must be a JSON object with an \"objects\" list, got {_kind(data)}")
+
+
+def _parse_by_object(data: dict, base_dir: Path) -> PromptSet:
+    _no_unknown(data, _TOP_KEYS, "the top level")
+    version = data.get("version", SCHEMA_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or version != SCHEMA_VERSION:
+        raise PromptError(f"version: this program reads prompts version {SCHEMA_VERSION}, got {version!r}")
+    coordinates = data.get("coordinates", "pixels")
+    if coordinates not in _COORDINATES:
+        raise PromptError(f"coordinates: must be \"pixels\" or \"normalized\", got {coordinates!r}")
+    raw_objects = data["objects"]
+    if not isinstance(raw_objects, list) or not raw_objects:
+        raise PromptError("objects: give a non-empty list of objects, e.g. [{\"id\": 1, \"frames\": [...]}]")
+    normalized = coordinates == "normalized"
+    objects = [_parse_object(item, f"objects[{k}]", base_dir, normalized) for k, item in enumerate(raw_objects)]
+    _unique_ids(objects)
+    return PromptSet(tuple(objects), normalized)
+
+
+def _parse_object(item: Any, where: str, base_dir: Path, normalized: bool) -> ObjectPrompts:
+    if not isinstance(item, dict):
+        raise PromptError(f"{where}: each object must be a JSON object like {{\"id\": 1, \"frames\": [...]}}, got {_kind(item)}")
+    _no_unknown(item, _OBJECT_KEYS, where)
+    if "id" not in item:
+        raise PromptError(f"{where}: missing \"id\" (the object's number, e.g. 1)")
+    obj_id = _whole(item["id"], f"{where}.id")
+    name = item.get("name")
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise PromptError(f"{where}.name: must be a non-empty text, got {name!r}")
+    raw_frames = item.get("frames", [])
+    if not isinstance(raw_frames, list):
+        raise PromptError(f"{where}.frames: must be a list of {{\"frame\": N, \"points\"/\"box\": ...}}, got {_kind(raw_frames)}")
+    entries = [_parse_frame(entry, f"{where}.frames[{k}]", normalized) for k, entry in enumerate(raw_frames)]
+    mask = None
+    if item.get("mask") is not None:
+        mask = _parse_mask(item["mask"], f"{where}.mask", base_dir)
+    if not entries and mask is None:
+        raise PromptError(f"{where}: object {obj_id} has no prompt; give \"frames\" with points or a box, or a \"mask\"")
+    return ObjectPrompts(obj_id=obj_id, name=name.strip() if name else None, frames=_merge(entries, where), start_mask=mask)
+
+
+def _parse_frame(entry: Any, where: str, normalized: bool) -> FramePrompt:
+    if not isinstance(entry, dict):
+        raise PromptError(f"{where}: must be a JSON object like {{\"frame\": 0, \"points\": [[x, y]]}}, got {_kind(entry)}")
+    _no_unknown(entry, _FRAME_KEYS, where)
+    if "frame" not in entry:
+        raise PromptError(f"{where}: missing \"frame\" (the frame index, 0 = first frame)")
+    return _frame_prompt(entry, where, normalized)
+
+
+def _frame_prompt(entry: dict, where: str, normalized: bool) -> FramePrompt:
+    """Points/labels/box of one frame entry (shared by both shapes)."""
+    frame = _whole(entry["frame"], f"{where}.frame")
+    points = _points(entry.get("points"), f"{where}.points", normalized)
+    labels = _labels(entry.get("labels"), len(points), f"{where}.labels")
+    box = None if entry.get("box") is None else _box(entry["box"], f"{where}.box", normalized)
+    if not points and box is None:
+        raise PromptError(f"{where}: give \"points\" (with \"labels\") or a \"box\" for frame {frame}")
+    return FramePrompt(frame=frame, points=points, labels=labels, box=box)
+
+
+def _parse_mask(entry: Any, where: str, base_dir: Path) -> StartMask:
+    if not isinstance(entry, dict):
+        raise PromptError(f"{where}: must be {{\"frame\": N, \"path\": \"mask.png\"}}, got {_kind(entry)}")
+    _no_unknown(entry, _MASK_KEYS, where)
+    for key in ("frame", "path"):
+        if key not in entry:
+            raise PromptError(f"{where}: missing \"{key}\"; write {{\"frame\": N, \"path\": \"mask.png\"}}")
+    path = entry["path"]
+    if not isinstance(path, str) or not path:
+        raise PromptError(f"{where}.path: must be a file path, got {path!r}")
+    full = Path(path) if Path(path).is_absolute() else base_dir / path
+    return StartMask(frame=_whole(entry["frame"], f"{where}.frame"), path=full)
+
+
+def _parse_flat(items: Any, where: str) -> PromptSet:
+    if not isinstance(items, list) or not items:
+        raise PromptError(f"{where or 'the prompts'}: give a non-empty list of prompts")
+    by_id: dict[int, list[FramePrompt]] = {}
+    names: dict[int, Optional[str]] = {}
+    flags = set()
+    for k, item in enumerate(items):
+        here = f"{where}[{k}]"
+        if not isinstance(item, dict):
+            raise PromptError(f"{here}: must be a JSON object like {{\"frame\": 0, \"object\": 1, \"points\": [[x, y]]}}")
+        _no_unknown(item, _FLAT_KEYS, here)
+        if "object" in item and "obj_id" in item:
+            raise PromptError(f"{here}: give \"object\" or \"obj_id\", not both")
+        if "frame" not in item:
+            raise PromptError(f"{here}: missing \"frame\" (the frame index, 0 = first frame)")
+        obj_key = "object" if "object" in item else "obj_id"
+        if obj_key not in item:
+            raise PromptError(f"{here}: missing \"object\" (the object's number, e.g. 1)")
+        obj_id = _whole(item[obj_key], f"{here}.{obj_key}")
+        normalized = item.get("normalized", False)
+        if not isinstance(normalized, bool):
+            raise PromptError(f"{here}.normalized: must be true or false, got {normalized!r}")
+        flags.add(normalized)
+        by_id.setdefault(obj_id, []).append(_frame_prompt(item, here, normalized))
+        name = item.get("name")
+        if name is not None:
+            if not isinstance(name, str) or not name.strip():
+                raise PromptError(f"{here}.name: must be a non-empty text, got {name!r}")
+            names[obj_id] = name.strip()
+    if len(flags) > 1:
+        raise PromptError("mix of normalized and pixel coordinates; use one kind in the whole file")
+    objects = tuple(
+        ObjectPrompts(obj_id=o, name=names.get(o), frames=_merge(entries, f"object {o}")) for o, entries in by_id.items()
+    )
+    return PromptSet(objects, normalized=flags == {True})
+
+
+# --------------------------------------------------------------------------- checking against a clip
+
+
+def check_prompts(objects: tuple[ObjectPrompts, ...], *, num_frames: int, width: int, height: int,
+                  frame_range: tuple[int, int] | None = None) -> None:
+    """Check pixel prompts against the clip they will run on.
+
+    Args:
+        objects: prompts in pixels (see :meth:`MaskJob.objects_in_pixels`).
+        num_frames, width, height: the clip.
+        frame_range: inclusive ``(start, end)`` the job tracks; prompts must lie inside it.
+    Raises:
+        PromptError: a frame outside the clip or the range, a point or box outside the frame,
+            or a start-mask file that does not exist.
+    """
+    first, last = frame_range if frame_range is not None else (0, num_frames - 1)
+    for obj in objects:
+        where = f"object {obj.obj_id}"
+        for prompt in obj.frames:
+            _check_frame(prompt.frame, num_frames, first, last, where)
+            for k, (x, y) in enumerate(prompt.points):
+                if x > width or y > height:
+                    raise PromptError(
+                        f"{where}, frame {prompt.frame}: point #{k} ({x:g}, {y:g}) is outside the "
+                        f"{width}x{height} frame; coordinates are pixels from the top-left corner"
+                    )
+            if prompt.box is not None:
+                x0, y0, x1, y1 = prompt.box
+                if x1 > width or y1 > height:
+                    raise PromptError(
+                        f"{where}, frame {prompt.frame}: box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) reaches outside "
+                        f"the {width}x{height} frame"
+                    )
+        if obj.start_mask is not None:
+            _check_frame(obj.start_mask.frame, num_frames, first, last, f"{where} mask")
+            if not obj.start_mask.path.is_file():
+                raise PromptError(f"{where}: the start mask {obj.start_mask.path} does not exist")
+
+
+def _check_frame(frame: int, num_frames: int, first: int, last: int, where: str) -> None:
+    if frame >= num_frames:
+        raise PromptError(
+            f"{where}: frame {frame} is outside the clip, which has {num_frames} frames (0..{num_frames - 1})"
+        )
+    if not first <= frame <= last:
+        raise PromptError(f"{where}: frame {frame} is outside the tracked range {first}..{last}; widen --start/--end")
+
+
+# --------------------------------------------------------------------------- small validators
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a text", bool: "true/false", type(None): "null"}.get(
+        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__
+    )
+
+
+def _no_unknown(item: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(item) - allowed)
+    if unknown:
+        raise PromptError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _whole(value: Any, where: str) -> int:
+    # bool is an int in Python but "true" as a frame number is a mistake.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+        raise PromptError(f"{where}: must be a whole number, got {value!r}")
+    if value < 0:
+        raise PromptError(f"{where}: must be >= 0, got {value!r}")
+    return int(value)
+
+
+def _coordinate(value: Any, where: str, normalized: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise PromptError(f"{where}: must be a number, got {value!r}")
+    if value < 0:
+        raise PromptError(f"{where}: {value!r} is negative; coordinates are measured from the top-left corner")
+    if normalized and value > 1:
+        raise PromptError(f"{where}: {value!r} is above 1, but normalized coordinates are fractions of the frame size")
+    return float(value)
+
+
+def _points(value: Any, where: str, normalized: bool) -> tuple[tuple[float, float], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise PromptError(f"{where}: must be a list of [x, y] pairs, got {_kind(value)}")
+    points = []
+    for k, pair in enumerate(value):
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise PromptError(f"{where}[{k}]: must be an [x, y] pair, got {pair!r}")
+        points.append((_coordinate(pair[0], f"{where}[{k}][0]", normalized),
+                       _coordinate(pair[1], f"{where}[{k}][1]", normalized)))
+    return tuple(points)
+
+
+def _labels(value: Any, count: int, where: str) -> tuple[int, ...]:
+    if value is None:
+        return (1,) * count  # clicks without labels are positive clicks
+    if not isinstance(value, list):
+        raise PromptError(f"{where}: must be a list of 1 (object) / 0 (not object), got {_kind(value)}")
+    if len(value) != count:
+        raise PromptError(f"{where}: {len(value)} labels for {count} points; give one label per point")
+    for k, label in enumerate(value):
+        if isinstance(label, bool) or label not in (0, 1):
+            raise PromptError(f"{where}[{k}]: must be 1 (on the object) or 0 (not on the object), got {label!r}")
+    return tuple(int(v) for v in value)
+
+
+def _box(value: Any, where: str, normalized: bool) -> tuple[float, float, float, float]:
+    if not isinstance(value, list) or len(value) != 4:
+        raise PromptError(f"{where}: must be [x0, y0, x1, y1], got {value!r}")
+    x0, y0, x1, y1 = (_coordinate(v, f"{where}[{k}]", normalized) for k, v in enumerate(value))
+    if x1 <= x0 or y1 <= y0:
+        raise PromptError(f"{where}: [x0, y0, x1, y1] needs x0 < x1 and y0 < y1 (top-left, then bottom-right), got {value}")
+    return (x0, y0, x1, y1)
+
+
+def _merge(entries: list[FramePrompt], where: str) -> tuple[FramePrompt, ...]:
+    """One prompt per frame: points of repeated frames are joined; two boxes on a frame clash."""
+    merged: dict[int, FramePrompt] = {}
+    for entry in entries:
+        old = merged.get(entry.frame)
+        if old is None:
+            merged[entry.frame] = entry
+            continue
+        if old.box is not None and entry.box is not None:
+            raise PromptError(f"{where}: two boxes on frame {entry.frame}; an object takes one box per frame")
+        merged[entry.frame] = FramePrompt(entry.frame, old.points + entry.points, old.labels + entry.labels,
+                                          old.box if old.box is not None else entry.box)
+    return tuple(merged[f] for f in sorted(merged))
+
+
+def _unique_ids(objects: list[ObjectPrompts]) -> None:
+    seen: set[int] = set()
+    for obj in objects:
+        if obj.obj_id in seen:
+            raise PromptError(f"objects: id {obj.obj_id} is used twice; give every object its own id")
+        seen.add(obj.obj_id)

@@ -1,0 +1,213 @@
+"""Run a :class:`~plugins.core.job.MaskJob` in this process: load the model, open a session on
+the clip, add the prompts, propagate with progress, export every format.
+
+The clip is streamed (the engine decodes a few frames ahead and keeps compact results), so
+memory stays bounded on long clips. Outputs are staged and published together at the end
+(see ``plugins.core.outputs``). ``run_remote`` in ``plugins.core.remote`` does the same job
+against a running app or Space.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from sam2_web.errors import PromptError
+
+from plugins.core.job import MaskJob, ObjectPrompts
+from plugins.core.outputs import Progress, Staging, export_all
+from plugins.core.prompts import check_prompts
+
+Cancel = Union[threading.Event, Callable[[], bool], None]
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a finished job wrote.
+
+    Attributes:
+        outputs: ``{format: path}`` of every published output.
+        num_frames: frames in the clip (and in every output).
+        tracked: ``(first, last)`` frames that were tracked; the others are empty.
+        obj_ids: the exported objects.
+    """
+
+    outputs: dict[str, Path]
+    num_frames: int
+    tracked: tuple[int, int]
+    obj_ids: list[int]
+
+
+def cancel_check(cancel: Cancel) -> Callable[[], bool]:
+    """A no-argument callable telling whether ``cancel`` (an Event, a callable or None) is set."""
+    if cancel is None:
+        return lambda: False
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set
+    return cancel
+
+
+def load_job_predictor(job: MaskJob, progress: Optional[Progress] = None) -> Any:
+    """The video predictor a job asks for: ``configs/app.yaml`` + the job's model/device/overrides.
+
+    Raises:
+        UnknownModelError, CheckpointError, HubUnavailableError, ConfigNotFoundError; hydra's
+        errors for a malformed override.
+    """
+    from omegaconf import open_dict
+
+    from sam2_web.models import compose_app_config, load_from_app_config
+
+    overrides = job.app_overrides()
+    cfg = compose_app_config(overrides)
+    if job.checkpoint is not None:
+        with open_dict(cfg):
+            cfg.checkpoint = str(Path(job.checkpoint).absolute())
+
+    def on_download(done: int, total: int) -> None:
+        if progress:
+            progress("load", int(done), int(total or 0))
+
+    return load_from_app_config(cfg, kind="video", overrides=overrides, progress=on_download if progress else False)
+
+
+def read_start_mask(path: Path, width: int, height: int) -> np.ndarray:
+    """A start-mask image as an (H, W) bool mask: alpha where there is alpha, else non-black.
+
+    Raises:
+        PromptError: unreadable, or not the clip's size.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                values = np.asarray(image.convert("RGBA"))[..., 3]
+            else:
+                values = np.asarray(image.convert("L"))
+    except (OSError, ValueError) as exc:
+        raise PromptError(f"cannot read the start mask {path} ({exc}); give a PNG or JPEG") from None
+    if values.shape != (height, width):
+        raise PromptError(
+            f"the start mask {path} is {values.shape[1]}x{values.shape[0]} but the clip is {width}x{height}; "
+            "give a mask of the clip's size"
+        )
+    return values > 127 if values.dtype == np.uint8 else values > 0
+
+
+def add_prompts(session: Any, objects: tuple[ObjectPrompts, ...]) -> None:
+    """Give the session every object's start mask, then its clicks and boxes (which refine a
+    mask on the same frame)."""
+    for obj in objects:
+        if obj.start_mask is not None:
+            mask = read_start_mask(obj.start_mask.path, session.info.width, session.info.height)
+            session.add_mask(obj.start_mask.frame, obj.obj_id, mask)
+        for prompt in obj.frames:
+            session.add_prompt(
+                prompt.frame, obj.obj_id,
+                points=np.asarray(prompt.points, np.float32) if prompt.points else None,
+                labels=np.asarray(prompt.labels, np.int32) if prompt.points else None,
+                box=np.asarray(prompt.box, np.float32) if prompt.box is not None else None,
+            )
+
+
+def _pass_length(start: int, count: int, reverse: bool, num_frames: int) -> int:
+    # Mirrors the engine's pass order: a backward pass revisits its start frame (as the
+    # reference does), a forward one ends at the clip's last frame.
+    if reverse:
+        return start - max(start - count, 0) + 1 if start > 0 else 0
+    return min(start + count, num_frames - 1) - start + 1
+
+
+def propagate_range(session: Any, job: MaskJob, first: int, last: int, *, progress: Optional[Progress],
+                    cancel: Cancel) -> None:
+    """Track from the earliest prompted frame forward to ``last`` and/or backward to ``first``.
+
+    Over the whole clip this is exactly the engine's ``propagate(direction=...)``: the same
+    passes in the same order. Raises CancelledError when cancelled (finished frames stay stored).
+    """
+    start = min(f for obj in job.objects for f in obj.prompted_frames())
+    passes = []
+    if job.direction in ("both", "forward"):
+        passes.append(("forward", last - start, False))
+    if job.direction in ("both", "backward"):
+        passes.append(("backward", start - first, True))
+    total = sum(_pass_length(start, count, rev, session.info.num_frames) for _, count, rev in passes)
+    offset = 0
+    for direction, count, reverse in passes:
+        length = _pass_length(start, count, reverse, session.info.num_frames)
+        if length == 0:
+            continue
+
+        def report(done: int, _of: int, base: int = offset) -> None:
+            if progress:
+                progress("track", base + done, total)
+
+        for _ in session.propagate(direction=direction, start_frame=start, max_frames=count,
+                                   progress=report, cancel=cancel):
+            pass
+        offset += length
+
+
+def masks_getter(session: Any, first: int, last: int) -> Callable[[int], Optional[dict[int, np.ndarray]]]:
+    """Frame index → ``{obj_id: mask}`` from the session's stored results; None outside the range."""
+    def get(i: int) -> Optional[dict[int, np.ndarray]]:
+        if not first <= i <= last:
+            return None
+        result = session.result(i)
+        if result is None:
+            return None
+        return {int(o): result.masks[k] for k, o in enumerate(result.obj_ids)}
+    return get
+
+
+def run_job(job: MaskJob, *, progress: Optional[Progress] = None, cancel: Cancel = None,
+            predictor: Any = None) -> JobResult:
+    """Run ``job`` in this process and publish its outputs.
+
+    Args:
+        job: the mask job.
+        progress: ``progress(stage, done, total)`` with stage ``load``/``track``/``export <fmt>``.
+        cancel: an Event or callable; checked between frames.
+        predictor: an already loaded video predictor (default: load the job's model).
+    Returns:
+        A :class:`JobResult`.
+    Raises:
+        PromptError, FrameIndexError: prompts or range that do not fit the clip.
+        VideoReadError: the clip cannot be read.
+        UnknownModelError, CheckpointError, HubUnavailableError: the model cannot be loaded.
+        ExportError: the output folder is not writable or a writer failed.
+        CancelledError: cancelled; nothing is published.
+    """
+    from sam2_web.io.frames import open_frames
+
+    is_cancelled = cancel_check(cancel)
+    staging = Staging.open(job)  # an unwritable folder fails before minutes of tracking
+    try:
+        with open_frames(job.clip) as frames:
+            info = frames.info
+            first, last = job.frame_range.resolve(info.num_frames)
+            objects = job.objects_in_pixels(info.width, info.height)
+            check_prompts(objects, num_frames=info.num_frames, width=info.width, height=info.height,
+                          frame_range=(first, last))
+            if predictor is None:
+                predictor = load_job_predictor(job, progress)
+            session = predictor.open_session(frames)
+            try:
+                add_prompts(session, objects)
+                propagate_range(session, job, first, last, progress=progress, cancel=cancel)
+                export_all(job, staging, masks_getter(session, first, last), info=info, frames=frames.get,
+                           progress=progress, is_cancelled=is_cancelled)
+            finally:
+                session.close()
+        outputs = staging.publish()
+    except BaseException:
+        staging.discard()
+        raise
+    return JobResult(outputs, info.num_frames, (first, last), job.obj_ids)
