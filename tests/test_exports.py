@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sam2_web.errors import ExportError
+from sam2_web.errors import CancelledError, ExportError
 from sam2_web.io.export_common import to_fraction
 from sam2_web.io.export_output import MARKER
 from sam2_web.io.exports import FORMATS, ExportOptions, apply_effect, color_of, export, overlay
@@ -160,6 +160,16 @@ def test_rgba_png_is_source_colour_with_matte_alpha(tmp_path, masks, frames):
         assert img.shape == (H, W, 4)
         np.testing.assert_array_equal(img[..., :3], frames[i])
         np.testing.assert_array_equal(img[..., 3], _union(masks[i]).astype(np.uint8) * 255)
+
+
+def test_rgba_png_16_bit_read_by_ffmpeg(tmp_path, masks, frames):
+    out = _export("rgba_png", tmp_path / "deep", masks, frames, options=ExportOptions(bit_depth=16, feather_px=2))
+    f = out / f"deep_{START + 6:05d}.png"
+    assert _probe(f)["pix_fmt"] == "rgba64be"
+    px = _decode(f, "rgba64le", 4)[0]
+    np.testing.assert_array_equal(px[..., :3], frames[6].astype(np.uint16) * 257)
+    soft = px[..., 3][(px[..., 3] > 0) & (px[..., 3] < 65535)]
+    assert soft.size > 0 and np.any(soft % 257 != 0)  # true 16-bit steps in the alpha
 
 
 def test_index_matte_later_object_wins_and_legend(tmp_path, masks):
@@ -321,6 +331,8 @@ def test_overlay_preview_video_and_function(tmp_path, masks, frames):
     # Outline pixels carry the exact colour.
     assert (img[masks[5][2]] == np.asarray(color_of(2), np.uint8)).all(axis=-1).any()
     assert color_of(1) != color_of(2)
+    stacked = overlay(f0, np.stack([masks[5][1], masks[5][2]]), [1, 2], alpha=0.5)
+    np.testing.assert_array_equal(stacked, img)
 
     out = _export("overlay_mp4", tmp_path / "preview", masks, frames)
     _check_video_stream(out, "yuv420p")
@@ -476,11 +488,26 @@ def _failing(masks, after=3):
         yield m
 
 
-@pytest.mark.parametrize("fmt", ["png", "png_zip", "exr", "coco_rle", "prores", "matte_mp4"])
+@pytest.mark.parametrize("fmt", ["png", "png_zip", "rgba_png", "index_png", "exr", "coco_rle", "prores", "webm",
+                                 "ffv1", "matte_mp4", "overlay_mp4"])
 def test_mid_stream_failure_leaves_nothing(tmp_path, masks, frames, fmt):
     with pytest.raises(_Boom):
         _export(fmt, tmp_path / "out", _failing(masks), frames if FORMATS[fmt].needs_frames else None)
     assert _no_leftovers(tmp_path) == []
+
+
+def test_progress_reports_every_frame_and_can_cancel(tmp_path, masks, frames):
+    seen = []
+    _export("prores", tmp_path / "p", masks, frames, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(i + 1, T) for i in range(T)]
+
+    def cancel(done, total):
+        if done == 4:
+            raise CancelledError("stopped by the user")
+
+    with pytest.raises(CancelledError):
+        _export("exr", tmp_path / "c", masks, progress=cancel)
+    assert _no_leftovers(tmp_path) == ["p.mov"]
 
 
 def test_failed_rewrite_keeps_the_previous_output(tmp_path, masks):

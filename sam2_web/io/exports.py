@@ -130,9 +130,14 @@ def _resolve_ids(masks: MaskSource, obj_ids: Sequence[int] | None, options: Expo
     raise ExportError("pass obj_ids=[...] naming the objects (in the order of the mask arrays)")
 
 
-def _grown(stream: Iterator[dict[int, np.ndarray]], ids: Sequence[int], px: int) -> Iterator[dict[int, np.ndarray]]:
-    for masks in stream:
+def _prepared(stream: Iterator[dict[int, np.ndarray]], ids: Sequence[int], px: int, total: int,
+              progress: Callable[[int, int], None] | None) -> Iterator[dict[int, np.ndarray]]:
+    """The selected objects' masks, grown/shrunk; reports each frame once the writer is done with it."""
+    for done, masks in enumerate(stream):
         yield {o: grow_shrink(masks[o], px) if px else masks[o] for o in ids}
+        # The writer asks for the next frame only after writing this one.
+        if progress is not None:
+            progress(done + 1, total)
 
 
 def export(
@@ -149,6 +154,7 @@ def export(
     start_timecode: str | None = None,
     frames: FrameSource | None = None,
     options: ExportOptions | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Write the masks of a clip in format ``fmt`` and return the path written.
 
@@ -168,6 +174,8 @@ def export(
         frames: source RGB frames (callable ``get_frame(i)`` or iterable), required by formats
             with ``needs_frames``.
         options: an ``ExportOptions`` (objects subset, grow/feather/invert, bit depth, ...).
+        progress: called as ``progress(frames_done, num_frames)`` after each frame; raising
+            from it (e.g. ``CancelledError``) stops the export and leaves nothing behind.
 
     Returns:
         The output path (with extension).
@@ -201,7 +209,7 @@ def export(
         obj_ids=tuple(selected),
         labels=object_labels(selected, options.names),
         options=options,
-        masks=_grown(iter_masks(masks, all_ids, clip), selected, int(options.grow_px)),
+        masks=_prepared(iter_masks(masks, all_ids, clip), selected, int(options.grow_px), clip.num_frames, progress),
         frames=iter_frames(frames, clip) if spec.needs_frames and frames is not None else None,
     )
     return spec.writer(job, target)
