@@ -151,8 +151,8 @@ def make_jpeg_folder(folder, n: int = 12, size: tuple[int, int] = (160, 120), na
 def make_audio_only(path, seconds: float = 0.5) -> Path:
     """An audio file with no video stream (format from the extension: .wav, .m4a, ...)."""
     subprocess.run(
-        [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
-         str(path)],
+        [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y",
+         "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", str(path)],
         check=True, capture_output=True,
     )
     return Path(path)

@@ -353,14 +353,14 @@ def test_seeks_are_exact_in_containers_with_odd_timing(tmp_path, container):
     }[container]
     subprocess.run(["ffmpeg", "-v", "error", "-y", *map(str, args), str(out)], check=True)
     seeks = 0
-    for k in range(N):
+    for k in (0, 1, 5, 6, 7, 11, 12, 13, 17, 18, 19):  # around the keyframes at 0, 6, 12, 18
         with open_frames(out) as src:
             assert len(src) == N
             assert read_marker(src.get(k)) == k, f"seeking to frame {k}"
             seeks += src.seeks
     with open_frames(out) as src:
         assert markers(f for _, f in src.iter_range(N - 1, -1, -1)) == list(range(N - 1, -1, -1))
-    print(f"{container}: {seeks} decoder starts for {N} single-frame opens")
+    print(f"{container}: {seeks} decoder starts for 11 single-frame opens")
 
 
 def test_mismatched_image_sizes(tmp_path):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from sam2_web.errors import VideoReadError
+from sam2_web.io.timecode import format_timecode
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif", ".mxf", ".mpg", ".ts")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -66,8 +67,6 @@ class VideoInfo:
         which stays truthful for variable-frame-rate clips. Raises ``FrameIndexError`` for an index
         outside the clip.
         """
-        from sam2_web.io.timecode import format_timecode
-
         return format_timecode(self, frame_idx)
 
 
@@ -319,7 +318,8 @@ _TIMECODE = re.compile(r"timecode\s*:\s*(\d\d:\d\d:\d\d[:;]\d\d)")
 def _probe_by_decoding(path: str, tools: FFmpegTools) -> ProbedVideo:
     """Probe without ffprobe: decode once through ``showinfo`` and read ffmpeg's log."""
     proc = _run(
-        [tools.ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-copyts", "-i", path, "-map", "0:v:0", "-an", "-sn", "-dn",
+        [tools.ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-copyts", "-i", path,
+         "-map", "0:v:0", "-an", "-sn", "-dn",
          *tools.passthrough, "-vf", "showinfo", "-f", "null", "-"],
         path,
     )
