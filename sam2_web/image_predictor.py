@@ -312,7 +312,7 @@ class SAM2ImagePredictor:
             multimask_output: return three candidate masks (best for a single click).
             return_logits: return mask logits instead of booleans.
             normalize_coords: coordinates are pixels of the original picture (True) or already
-                relative to the model's ``image_size`` grid (False, as in the reference).
+                in [0, 1] relative to its width and height (False), as in the reference.
         Returns:
             ``(masks, scores, low_res_logits)`` as numpy: (C, H, W) [or (B, C, H, W)] masks at the
             picture's resolution, (C,) [or (B, C)] predicted IoU, and (C, 256, 256) logits.

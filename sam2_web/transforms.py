@@ -28,7 +28,9 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
 
     The caller validates shape and dtype (see ``SAM2ImagePredictor.set_image``).
     """
-    chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    if not (image.flags.writeable and image.flags.c_contiguous):
+        image = np.array(image, order="C")  # e.g. a read-only view of a PIL image
+    chw = torch.from_numpy(image).permute(2, 0, 1)
     return chw.float().div(255.0)
 
 
