@@ -7,6 +7,7 @@ import dataclasses
 import os
 import shutil
 import subprocess
+import threading
 
 import numpy as np
 import pytest
@@ -372,13 +373,38 @@ def test_mismatched_image_sizes(tmp_path):
         open_frames(tmp_path)
 
 
-def test_closed_source_refuses_reads(tmp_path):
+def _decode_threads() -> int:
+    return sum(t.name.startswith("sam2_web-") for t in threading.enumerate())
+
+
+def test_closed_source_refuses_reads_and_leaves_no_threads(tmp_path):
+    before = _decode_threads()
     src = open_frames(make_clip(tmp_path / "c.mp4", n_frames=6))
     src.get(3)
+    assert _decode_threads() == before + 2  # the frame pump and the log reader
     src.close()
+    assert _decode_threads() == before
     assert src.buffered_frames == 0
     with pytest.raises(VideoReadError, match="closed"):
         src.get(0)
+    src.close()  # twice is fine
+
+
+def test_exif_orientation_is_applied_to_folder_frames(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    for i in range(3):
+        image = Image.fromarray(marked_frame(i, (160, 120)))
+        exif = image.getexif()
+        exif[0x0112] = 6  # stored sideways: rotate 90° clockwise to view
+        image.save(folder / f"IMG_{i}.jpg", exif=exif.tobytes(), quality=95)
+    with open_frames(folder) as src:
+        assert (src.info.width, src.info.height) == (120, 160)
+        frame = src.get(2)
+        assert frame.shape == (160, 120, 3)
+        assert read_marker(np.rot90(frame, 1)) == 2
 
 
 def test_missing_ffmpeg_explains_how_to_install():
@@ -389,7 +415,7 @@ def test_missing_ffmpeg_explains_how_to_install():
 def test_bundled_ffmpeg_without_ffprobe_probes_by_decoding(tmp_path):
     bundled = find_tools(search_path="")  # nothing on this PATH: imageio-ffmpeg's binary
     assert bundled.ffmpeg != shutil.which("ffmpeg")
-    no_probe = type(bundled)(ffmpeg=bundled.ffmpeg, ffprobe=None, passthrough=bundled.passthrough)
+    no_probe = dataclasses.replace(bundled, ffprobe=None)
     full = find_tools()
     for path in (make_clip(tmp_path / "r.mp4", n_frames=8, rotate=90),
                  make_clip(tmp_path / "v.mkv", n_frames=12, vfr=True)):

@@ -49,7 +49,7 @@ def decode_command(
         cmd += ["-ss", f"{seek_seconds:.6f}"]
     cmd += [
         "-i", path, "-map", f"0:{stream_index}", "-an", "-sn", "-dn", *tools.passthrough,
-        "-vf", "showinfo=checksum=0", "-sws_flags", "bicubic+accurate_rnd+full_chroma_int",
+        "-vf", tools.showinfo, "-sws_flags", "bicubic+accurate_rnd+full_chroma_int",
         "-s", f"{width}x{height}", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
     ]
     return cmd

@@ -76,8 +76,18 @@ class FFmpegTools:
 
     ffmpeg: str
     ffprobe: str | None
-    # "Emit every coded frame once": -fps_mode from ffmpeg 5.1 on, -vsync before (removed in 7).
-    passthrough: tuple[str, ...] = ("-fps_mode", "passthrough")
+    version: tuple[int, int] = (99, 0)  # ffmpeg's (major, minor); git builds count as newest
+
+    @property
+    def passthrough(self) -> tuple[str, ...]:
+        """Options that emit every coded frame exactly once (no duplicates or drops for VFR)."""
+        # -fps_mode exists from ffmpeg 5.1 on; -vsync before it (and it is gone in 7).
+        return ("-fps_mode", "passthrough") if self.version >= (5, 1) else ("-vsync", "passthrough")
+
+    @property
+    def showinfo(self) -> str:
+        """The per-frame logging filter; its plane checksums are skipped where ffmpeg allows."""
+        return "showinfo=checksum=0" if self.version >= (5, 0) else "showinfo"
 
 
 _INSTALL_HINT = (
@@ -115,18 +125,21 @@ def find_tools(search_path: str | None = None, allow_bundled: bool = True) -> FF
     if ffprobe is None:
         sibling = os.path.join(os.path.dirname(ffmpeg), "ffprobe" + (".exe" if os.name == "nt" else ""))
         ffprobe = sibling if os.path.isfile(sibling) and os.access(sibling, os.X_OK) else None
-    return FFmpegTools(ffmpeg=ffmpeg, ffprobe=ffprobe, passthrough=_passthrough_args(ffmpeg))
+    return FFmpegTools(ffmpeg=ffmpeg, ffprobe=ffprobe, version=ffmpeg_version(ffmpeg))
 
 
-def _passthrough_args(ffmpeg: str) -> tuple[str, ...]:
+def ffmpeg_version(ffmpeg: str) -> tuple[int, int]:
+    """(major, minor) of an ffmpeg binary; (99, 0) for git builds, which print no release number.
+
+    Raises:
+        VideoReadError: the binary cannot be run.
+    """
     try:
         out = subprocess.run([ffmpeg, "-hide_banner", "-version"], capture_output=True, check=False).stdout
     except OSError as exc:
         raise VideoReadError(f"could not run {ffmpeg}: {exc}. {_INSTALL_HINT}") from exc
     match = re.search(rb"version n?(\d+)\.(\d+)", out)
-    if match and (int(match.group(1)), int(match.group(2))) < (5, 1):
-        return ("-vsync", "passthrough")
-    return ("-fps_mode", "passthrough")  # also for git builds, which are newer
+    return (int(match.group(1)), int(match.group(2))) if match else (99, 0)
 
 
 @dataclass(frozen=True)
@@ -320,7 +333,7 @@ def _probe_by_decoding(path: str, tools: FFmpegTools) -> ProbedVideo:
     proc = _run(
         [tools.ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-copyts", "-i", path,
          "-map", "0:v:0", "-an", "-sn", "-dn",
-         *tools.passthrough, "-vf", "showinfo", "-f", "null", "-"],
+         *tools.passthrough, "-vf", tools.showinfo, "-f", "null", "-"],
         path,
     )
     log = proc.stderr.decode("utf-8", "replace")

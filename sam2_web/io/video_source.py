@@ -63,6 +63,12 @@ class VideoFileSource(FrameSource):
             self._block.clear()
             super().close()
 
+    def __del__(self):
+        # A source dropped without close() must not leave ffmpeg blocked on a full pipe.
+        reader = getattr(self, "_reader", None)
+        if reader is not None:
+            reader.close()
+
     def _load(self, i: int, backward: bool) -> np.ndarray:
         last, self._last = self._last, i
         frame = self._block.get(i)
