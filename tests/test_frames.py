@@ -153,6 +153,8 @@ def test_png_list_and_array_sources(tmp_path):
     with open_frames(paths[::-1]) as src:  # a list keeps the caller's order
         assert markers(src.get(i) for i in range(6)) == [5, 4, 3, 2, 1, 0]
         assert np.array_equal(src.get(0), frames[5])  # PNG is lossless
+    with open_frames(paths[3]) as src:  # a single image is a one-frame clip
+        assert len(src) == 1 and read_marker(src.get(0)) == 3
     with open_frames(frames, fps=12) as src:
         assert (len(src), src.info.fps, src.info.codec) == (6, 12.0, "array")
         assert np.array_equal(src.get(4), frames[4])

@@ -9,6 +9,7 @@ single frame, so opening a two-hour clip costs about as much as reading its inde
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -128,6 +129,7 @@ def find_tools(search_path: str | None = None, allow_bundled: bool = True) -> FF
     return FFmpegTools(ffmpeg=ffmpeg, ffprobe=ffprobe, version=ffmpeg_version(ffmpeg))
 
 
+@functools.lru_cache(maxsize=8)  # asked on every open; a binary's version does not change
 def ffmpeg_version(ffmpeg: str) -> tuple[int, int]:
     """(major, minor) of an ffmpeg binary; (99, 0) for git builds, which print no release number.
 
