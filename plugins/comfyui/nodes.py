@@ -1,0 +1,374 @@
+"""ComfyUI nodes over the sam2_web engine: load a model, segment an IMAGE batch, export mattes.
+
+ComfyUI's conventions, which these classes follow:
+
+* ``INPUT_TYPES`` (a classmethod) returns ``{"required": {...}, "optional": {...}}`` where each
+  input is ``(TYPE, {options})`` or ``([choices],)`` for a dropdown;
+* ``RETURN_TYPES`` / ``RETURN_NAMES`` name the outputs, ``FUNCTION`` the method ComfyUI calls
+  with the inputs as keyword arguments, ``CATEGORY`` the menu;
+* IMAGE is a ``[B, H, W, C]`` float tensor in 0..1, MASK a ``[B, H, W]`` float tensor in 0..1.
+
+The nodes only translate: tensors to/from uint8 frames and bool masks, text to prompts. The
+tracking is the engine's (``predictor.open_session`` over an in-memory frame source), the
+prompts are parsed by ``plugins.core.prompts`` and files are written by ``sam2_web.io.exports``.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from sam2_web.errors import ExportError, PromptError, UnknownObjectError
+from sam2_web.io.exports import FORMATS, ExportOptions, export, overlay
+
+from plugins.core.job import FramePrompt, ObjectPrompts
+from plugins.core.prompts import check_prompts, parse_prompts
+
+CATEGORY = "sam2_web"
+MODEL_TYPE = "SAM2WEB_MODEL"
+DEVICES = ["auto", "cpu", "cuda", "mps"]
+DIRECTIONS = ["both", "forward", "backward"]
+ALL_OBJECTS = -1
+
+
+@dataclass
+class LoadedModel:
+    """What flows along a ``SAM2WEB_MODEL`` wire: the video predictor and the name it was loaded by."""
+
+    predictor: Any
+    name: str
+
+
+def model_names() -> list[str]:
+    """Names for the model dropdown, from the registry (``configs/model/*.yaml``)."""
+    from sam2_web.registry import list_models
+
+    return [spec.name for spec in list_models()]
+
+
+# --------------------------------------------------------------------------- tensors <-> arrays
+
+
+def images_to_frames(images: torch.Tensor) -> np.ndarray:
+    """ComfyUI IMAGE ``[B, H, W, C]`` float 0..1 → ``(B, H, W, 3)`` uint8 RGB (alpha dropped).
+
+    Raises:
+        PromptError: the input is not a 4-D image batch with 3 or 4 channels.
+    """
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] not in (3, 4):
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise PromptError(f"images must be a ComfyUI IMAGE batch [B, H, W, 3], got {shape}")
+    rgb = images[..., :3].detach().to("cpu", torch.float32).clamp(0, 1)
+    # Round, not truncate: a frame that went uint8 → float → uint8 comes back unchanged.
+    return (rgb * 255.0).round().to(torch.uint8).numpy()
+
+
+def masks_to_bool(masks: torch.Tensor) -> np.ndarray:
+    """ComfyUI MASK ``[B, H, W]`` (or a single ``[H, W]``) float → ``(B, H, W)`` bool (> 0.5)."""
+    if not isinstance(masks, torch.Tensor) or masks.ndim not in (2, 3):
+        shape = tuple(masks.shape) if isinstance(masks, torch.Tensor) else type(masks).__name__
+        raise ExportError(f"masks must be a ComfyUI MASK batch [B, H, W], got {shape}")
+    if masks.ndim == 2:
+        masks = masks[None]
+    return (masks.detach().to("cpu", torch.float32) > 0.5).numpy()
+
+
+# --------------------------------------------------------------------------- prompts from text
+
+
+def _numbers(text: str, where: str) -> list[float]:
+    parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p]
+    try:
+        return [float(p) for p in parts]
+    except ValueError:
+        raise PromptError(f"{where}: {text!r} must be numbers separated by commas, e.g. '120,80; 200,95'") from None
+
+
+def simple_prompts(points: str, labels: str, box: str, frame: int, obj_id: int) -> Optional[ObjectPrompts]:
+    """One object's prompt from the node's plain text fields, or None when they are all empty.
+
+    Args:
+        points: ``"x,y; x,y"`` pixel clicks; labels: ``"1,0"`` (default: all positive);
+        box: ``"x0,y0,x1,y1"``; frame: the frame they are on; obj_id: the object's number.
+    Raises:
+        PromptError: odd coordinate count, negative values, labels not 0/1 or not one per point.
+    """
+    points, labels, box = (points or "").strip(), (labels or "").strip(), (box or "").strip()
+    if not points and not box:
+        if labels:
+            raise PromptError("labels were given without points; add points like '120,80; 200,95'")
+        return None
+    coords = _numbers(points, "points")
+    if len(coords) % 2:
+        raise PromptError(f"points: {points!r} has an odd count of numbers; write x,y pairs like '120,80; 200,95'")
+    pairs = [[coords[k], coords[k + 1]] for k in range(0, len(coords), 2)]
+    entry: dict[str, Any] = {"frame": int(frame), "object": max(0, int(obj_id))}
+    if pairs:
+        entry["points"] = pairs
+        entry["labels"] = [int(v) for v in _numbers(labels, "labels")] if labels else [1] * len(pairs)
+    if box:
+        entry["box"] = _numbers(box, "box")
+    # Reuse the prompts JSON validator so both inputs fail the same way on the same mistakes.
+    return parse_prompts([entry]).objects[0]
+
+
+def read_prompts(prompts: str, points: str, labels: str, box: str, frame: int, obj_id: int,
+                 width: int, height: int, num_frames: int) -> tuple[ObjectPrompts, ...]:
+    """All objects from the JSON text (our prompts schema) plus the plain fields, checked against the clip.
+
+    Raises:
+        PromptError: invalid JSON or prompts, nothing given at all, or prompts outside the clip.
+    """
+    objects: list[ObjectPrompts] = []
+    text = (prompts or "").strip()
+    if text:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PromptError(f"prompts is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+        objects.extend(parse_prompts(data).in_pixels(width, height))
+    extra = simple_prompts(points, labels, box, frame, obj_id if obj_id >= 0 else 1)
+    if extra is not None:
+        same = [o for o in objects if o.obj_id == extra.obj_id]
+        if same:
+            raise PromptError(f"object {extra.obj_id} is in the prompts JSON and in the points/box fields; use one")
+        objects.append(extra)
+    if not objects:
+        raise PromptError("no prompts: give points (e.g. '120,80') or a box, or a prompts JSON")
+    check_prompts(tuple(objects), num_frames=num_frames, width=width, height=height)
+    return tuple(objects)
+
+
+def seed_session(session: Any, objects: tuple[ObjectPrompts, ...]) -> None:
+    """Give the session every object's start mask and per-frame clicks/boxes."""
+    from PIL import Image
+
+    for obj in objects:
+        if obj.start_mask is not None:
+            with Image.open(obj.start_mask.path) as image:
+                mask = np.asarray(image.convert("LA" if image.mode in ("LA", "RGBA", "PA") else "L"))
+            mask = mask[..., -1] if mask.ndim == 3 else mask  # alpha when there is one, else grey
+            session.add_mask(obj.start_mask.frame, obj.obj_id, mask > 0)
+        for prompt in obj.frames:
+            session.add_prompt(prompt.frame, obj.obj_id, **_prompt_arrays(prompt))
+
+
+def _prompt_arrays(prompt: FramePrompt) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if prompt.points:
+        out["points"] = np.asarray(prompt.points, dtype=np.float32)
+        out["labels"] = np.asarray(prompt.labels, dtype=np.int32)
+    if prompt.box is not None:
+        out["box"] = np.asarray(prompt.box, dtype=np.float32)
+    return out
+
+
+# --------------------------------------------------------------------------- ComfyUI host hooks
+
+
+def _progress_bar(total: int) -> Callable[[int, int], None]:
+    """ComfyUI's progress bar when running inside ComfyUI, else a no-op."""
+    try:
+        from comfy.utils import ProgressBar  # only inside ComfyUI
+    except ImportError:
+        return lambda done, total: None
+    bar = ProgressBar(total)
+    return lambda done, total: bar.update_absolute(done, total)
+
+
+def _interrupted() -> bool:
+    """True once the user pressed Cancel in ComfyUI (never outside it)."""
+    try:
+        from comfy.model_management import processing_interrupted
+    except ImportError:
+        return False
+    return bool(processing_interrupted())
+
+
+def _output_dir() -> Path:
+    """ComfyUI's output folder inside ComfyUI, else the working directory."""
+    try:
+        import folder_paths  # ComfyUI's module
+    except ImportError:
+        return Path.cwd()
+    return Path(folder_paths.get_output_directory())
+
+
+# --------------------------------------------------------------------------- nodes
+
+
+class SAM2WebModelLoader:
+    """Load a SAM 2 / 2.1 video model by name (downloaded once from the Hugging Face Hub)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        names = model_names()
+        default = "sam2.1_hiera_t" if "sam2.1_hiera_t" in names else names[0]
+        return {
+            "required": {
+                "model": (names, {"default": default}),
+                "device": (DEVICES, {"default": "auto"}),
+            },
+            "optional": {
+                "checkpoint": ("STRING", {"default": "", "tooltip": "a local .pt instead of the Hub download"}),
+                "overrides": ("STRING", {"default": "", "tooltip": "hydra overrides, e.g. ++model.image_size=512"}),
+            },
+        }
+
+    RETURN_TYPES = (MODEL_TYPE,)
+    RETURN_NAMES = ("sam2_model",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Load a SAM 2 video model (cached in memory; fetched from the Hub the first time)."
+
+    def load(self, model: str, device: str = "auto", checkpoint: str = "", overrides: str = ""):
+        """Return ``(LoadedModel,)``; raises UnknownModelError, HubUnavailableError, CheckpointError."""
+        from sam2_web.models import load_predictor
+
+        predictor = load_predictor(
+            model,
+            kind="video",
+            checkpoint=checkpoint.strip() or None,
+            device=None if device == "auto" else device,
+            overrides=shlex.split(overrides or ""),
+            progress=False,
+        )
+        return (LoadedModel(predictor, model),)
+
+
+class SAM2WebVideoSegment:
+    """Track objects through an IMAGE batch (the frames of a clip) from clicks, boxes or a prompts JSON."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "sam2_model": (MODEL_TYPE,),
+                "images": ("IMAGE",),
+                "prompts": ("STRING", {"multiline": True, "default": "",
+                                       "tooltip": "prompts JSON (see plugins/README.md); may stay empty when points/box are set"}),
+                "direction": (DIRECTIONS, {"default": "both"}),
+            },
+            "optional": {
+                "points": ("STRING", {"default": "", "tooltip": "clicks in pixels: x,y; x,y"}),
+                "labels": ("STRING", {"default": "", "tooltip": "1 = object, 0 = background, one per point"}),
+                "box": ("STRING", {"default": "", "tooltip": "x0,y0,x1,y1 in pixels"}),
+                "frame": ("INT", {"default": 0, "min": 0, "max": 1_000_000, "tooltip": "frame of points/box"}),
+                "object_id": ("INT", {"default": ALL_OBJECTS, "min": ALL_OBJECTS, "max": 1_000_000,
+                                      "tooltip": "object to output; -1 = all objects merged"}),
+            },
+        }
+
+    RETURN_TYPES = ("MASK", "IMAGE")
+    RETURN_NAMES = ("masks", "preview")
+    FUNCTION = "segment"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Segment and track objects through a video given as an IMAGE batch; outputs one mask per frame."
+
+    def segment(self, sam2_model: LoadedModel, images: torch.Tensor, prompts: str = "", direction: str = "both",
+                points: str = "", labels: str = "", box: str = "", frame: int = 0, object_id: int = ALL_OBJECTS):
+        """Return ``(masks [B, H, W] float 0/1, preview [B, H, W, 3])``.
+
+        Raises:
+            PromptError: bad prompts; UnknownObjectError: ``object_id`` has no prompt;
+            CancelledError: the user cancelled the queue.
+        """
+        frames = images_to_frames(images)
+        num, height, width = frames.shape[:3]
+        objects = read_prompts(prompts, points, labels, box, frame, object_id, width, height, num)
+        ids = [o.obj_id for o in objects]
+        if object_id != ALL_OBJECTS and object_id not in ids:
+            raise UnknownObjectError(f"object_id {object_id} has no prompt; the prompted objects are {ids} (-1 = all)")
+        out = torch.zeros((num, height, width), dtype=torch.float32)
+        preview = frames.copy()
+        session = sam2_model.predictor.open_session(frames)
+        try:
+            seed_session(session, objects)
+            for result in session.propagate(direction=direction, progress=_progress_bar(num), cancel=_interrupted):
+                picked = result.masks if object_id == ALL_OBJECTS else result.masks[[result.obj_ids.index(object_id)]]
+                out[result.frame_idx] = torch.from_numpy(picked.any(axis=0))
+                preview[result.frame_idx] = overlay(frames[result.frame_idx], result.masks, result.obj_ids)
+        finally:
+            session.close()
+        return (out, torch.from_numpy(preview).float() / 255.0)
+
+
+class SAM2WebMatteExport:
+    """Write a MASK batch as mattes editors read (PNG sequence, ProRes 4444, EXR, ...)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "masks": ("MASK",),
+                "format": (list(FORMATS), {"default": "png"}),
+                "folder": ("STRING", {"default": "sam2_web", "tooltip": "relative paths go under ComfyUI's output folder"}),
+                "filename_prefix": ("STRING", {"default": "matte"}),
+                "fps": ("FLOAT", {"default": 24.0, "min": 0.001, "max": 1000.0, "step": 0.001}),
+            },
+            "optional": {
+                "images": ("IMAGE", {"tooltip": "the source frames; needed by RGBA, ProRes, WebM, FFV1 and previews"}),
+                "feather_px": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.5}),
+                "grow_px": ("INT", {"default": 0, "min": -100, "max": 100}),
+                "invert": ("BOOLEAN", {"default": False}),
+                "bit_depth": (["8", "16"], {"default": "8"}),
+                "start_frame": ("INT", {"default": 0, "min": 0, "max": 10_000_000,
+                                        "tooltip": "number of the first frame in file names"}),
+            },
+        }
+
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("path",)
+    FUNCTION = "export"
+    OUTPUT_NODE = True
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Export masks with sam2_web's writers; returns the written file or folder."
+
+    def export(self, masks: torch.Tensor, format: str, folder: str, filename_prefix: str, fps: float,
+               images: Optional[torch.Tensor] = None, feather_px: float = 0.0, grow_px: int = 0,
+               invert: bool = False, bit_depth: str = "8", start_frame: int = 0):
+        """Write the masks; return ``{"ui": ..., "result": (path,)}``.
+
+        Raises:
+            ExportError: unknown format, frames needed but missing or of another size/count,
+                an unwritable folder, an encoder failure (nothing is left at the target).
+        """
+        stack = masks_to_bool(masks)
+        num, height, width = stack.shape
+        frames = None
+        if images is not None:
+            frames = images_to_frames(images)
+            if frames.shape[:3] != stack.shape:
+                raise ExportError(
+                    f"images are {frames.shape[0]} frames of {frames.shape[2]}x{frames.shape[1]} but masks are "
+                    f"{num} of {width}x{height}; connect the frames the masks were made from"
+                )
+        base = Path(folder or ".").expanduser()
+        target = (base if base.is_absolute() else _output_dir() / base) / (filename_prefix.strip() or "matte")
+        options = ExportOptions(feather_px=float(feather_px), grow_px=int(grow_px), invert=bool(invert),
+                                bit_depth=int(bit_depth), names={1: filename_prefix.strip() or "matte"})
+        written = export(
+            format, target, stack[:, None], num_frames=num, fps=fps, width=width, height=height, obj_ids=[1],
+            start_frame=int(start_frame), frames=(lambda i: frames[i]) if frames is not None else None,
+            options=options,
+        )
+        return {"ui": {"text": [str(written)]}, "result": (str(written),)}
+
+
+NODE_CLASS_MAPPINGS = {
+    "SAM2WebModelLoader": SAM2WebModelLoader,
+    "SAM2WebVideoSegment": SAM2WebVideoSegment,
+    "SAM2WebMatteExport": SAM2WebMatteExport,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "SAM2WebModelLoader": "SAM 2 Model Loader (sam2_web)",
+    "SAM2WebVideoSegment": "SAM 2 Video Segment (sam2_web)",
+    "SAM2WebMatteExport": "SAM 2 Matte Export (sam2_web)",
+}
