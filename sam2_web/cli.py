@@ -218,7 +218,14 @@ def _job_from_args(args: argparse.Namespace) -> Any:
     from plugins.core import FrameRange, MaskJob, OutputSpec, load_prompts
 
     model, checkpoint, device, rest = _split_overrides(args.overrides)
+    from plugins.core.outputs import check_formats
+    from sam2_web.errors import ExportError
+
     formats = [f.strip() for item in (args.formats or ["png"]) for f in item.split(",") if f.strip()]
+    try:
+        check_formats(formats)
+    except ExportError as exc:
+        raise _Usage(str(exc)) from None
     prompts = load_prompts(args.prompts)
     return MaskJob(
         clip=args.clip,

@@ -11,11 +11,11 @@ it, and two ways to run it (in this process, or on a running app/Space) with the
 
 from plugins.core.job import DIRECTIONS, FramePrompt, FrameRange, MaskJob, ObjectPrompts, OutputSpec, StartMask
 from plugins.core.prompts import PromptSet, check_prompts, load_prompts, parse_prompts
-from plugins.core.runner import JobResult, load_job_predictor, run_job
+from plugins.core.runner import JobResult, load_job_predictor, load_model, run_job
 
 __all__ = [
     "DIRECTIONS", "FramePrompt", "FrameRange", "JobResult", "MaskJob", "ObjectPrompts", "OutputSpec",
-    "PromptSet", "StartMask", "check_prompts", "load_job_predictor", "load_prompts", "parse_prompts",
+    "PromptSet", "StartMask", "check_prompts", "load_job_predictor", "load_model", "load_prompts", "parse_prompts",
     "run_job", "run_remote",
 ]
 

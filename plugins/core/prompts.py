@@ -233,7 +233,8 @@ def check_prompts(objects: tuple[ObjectPrompts, ...], *, num_frames: int, width:
         for prompt in obj.frames:
             _check_frame(prompt.frame, num_frames, first, last, where)
             for k, (x, y) in enumerate(prompt.points):
-                if x > width or y > height:
+                # Pixel (x, y) covers [x, x+1): the last column is width - 1 (the app checks the same).
+                if x >= width or y >= height:
                     raise PromptError(
                         f"{where}, frame {prompt.frame}: point #{k} ({x:g}, {y:g}) is outside the "
                         f"{width}x{height} frame; coordinates are pixels from the top-left corner"

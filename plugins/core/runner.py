@@ -59,21 +59,37 @@ def load_job_predictor(job: MaskJob, progress: Optional[Progress] = None) -> Any
         UnknownModelError, CheckpointError, HubUnavailableError, ConfigNotFoundError; hydra's
         errors for a malformed override.
     """
+    return load_model(job.app_overrides(), checkpoint=job.checkpoint, progress=progress)
+
+
+def load_model(overrides: list[str], *, checkpoint: Optional[Path] = None,
+               progress: Optional[Progress] = None) -> Any:
+    """A video predictor from ``configs/app.yaml`` composed with hydra ``overrides``.
+
+    Args:
+        overrides: e.g. ``["model=sam2.1_hiera_s", "device=cpu", "++model.image_size=512"]``.
+        checkpoint: a local ``.pt`` used instead of the Hub download (set on the composed config,
+            since a path is not always valid override syntax).
+        progress: receives ``("load", downloaded_bytes, total_bytes)`` during a download.
+    Raises:
+        UnknownModelError, CheckpointError, HubUnavailableError, ConfigNotFoundError; hydra's
+        errors for a malformed override.
+    """
     from omegaconf import open_dict
 
     from sam2_web.models import compose_app_config, load_from_app_config
 
-    overrides = job.app_overrides()
-    cfg = compose_app_config(overrides)
-    if job.checkpoint is not None:
+    cfg = compose_app_config(list(overrides))
+    if checkpoint is not None:
         with open_dict(cfg):
-            cfg.checkpoint = str(Path(job.checkpoint).absolute())
+            cfg.checkpoint = str(Path(checkpoint).absolute())
 
     def on_download(done: int, total: int) -> None:
         if progress:
             progress("load", int(done), int(total or 0))
 
-    return load_from_app_config(cfg, kind="video", overrides=overrides, progress=on_download if progress else False)
+    return load_from_app_config(cfg, kind="video", overrides=list(overrides),
+                                progress=on_download if progress else False)
 
 
 def read_start_mask(path: Path, width: int, height: int) -> np.ndarray:
