@@ -29,6 +29,11 @@ from sam2_web.modeling.backbones.utils import (
 from sam2_web.modeling.common import MLP, DropPath
 
 
+# Tokens per chunk on the banded/chunked inference paths: large enough for efficient matmuls,
+# small enough that the temporaries (qkv, 4x-wide MLP hidden) stay in cache.
+_BAND_TOKENS = 4096
+
+
 def _pool_stride(pool: Optional[nn.Module]) -> Optional[Tuple[int, int]]:
     """The (sy, sx) of a max pool we can run as ``max_pool_tokens``, else None."""
     if not isinstance(pool, nn.MaxPool2d):
@@ -140,13 +145,22 @@ class MultiScaleBlock(nn.Module):
             self.proj = nn.Linear(dim, dim_out)
 
     def _fast(self) -> bool:
-        """True when in-place tricks are safe: no autograd and no active stochastic depth."""
-        return not torch.is_grad_enabled() and (
-            isinstance(self.drop_path, nn.Identity) or not self.training
+        """True when the copy-avoiding path is exact: no autograd, no active stochastic depth,
+        and the standard two-layer GELU MLP."""
+        return (
+            not torch.is_grad_enabled()
+            and (isinstance(self.drop_path, nn.Identity) or not self.training)
+            and self.mlp.num_layers == 2
+            and not self.mlp.sigmoid_output
+            and isinstance(self.mlp.act, nn.GELU)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, dim) -> (B, H', W', dim_out); H', W' halve at a pooling block."""
+        fast = self._fast()
+        if fast and self.window_size > 0 and self.pool is None and self.dim == self.dim_out:
+            return self._forward_bands(x)
+
         normed = self.norm1(x)
         shortcut = x
         if self.dim != self.dim_out:
@@ -159,7 +173,7 @@ class MultiScaleBlock(nn.Module):
             # With query pooling the windows shrink by the same factor as the grid, so they
             # tile the (pooled) shortcut grid the same way.
             window_out = attended.shape[1]
-            if isinstance(self.drop_path, nn.Identity) or not self.training:
+            if fast:
                 x = add_windows(shortcut, attended, window_out)
             else:
                 h, w = shortcut.shape[1:3]
@@ -168,21 +182,53 @@ class MultiScaleBlock(nn.Module):
                 x = shortcut + self.drop_path(merged)
         else:
             x = shortcut + self.drop_path(self.attn(normed))
-        return self._mlp_residual(x)
 
-    def _mlp_residual(self, x: torch.Tensor) -> torch.Tensor:
-        """``x + drop_path(mlp(norm2(x)))``."""
-        if not (self._fast() and self.mlp.num_layers == 2 and not self.mlp.sigmoid_output
-                and isinstance(self.mlp.act, nn.GELU)):
+        if not fast:
             return x + self.drop_path(self.mlp(self.norm2(x)))
-        fc1, fc2 = self.mlp.layers
-        hidden = F.linear(self.norm2(x), fc1.weight, fc1.bias)
-        # In place: saves a (tokens x 4C) allocation, the largest tensor of the block.
-        hidden = torch.ops.aten.gelu_(hidden, approximate=self.mlp.act.approximate)
-        # Fold the residual into the second matmul: out = (x + b) + hidden @ W^T.
-        out = (x + fc2.bias).contiguous()
-        out.view(-1, out.shape[-1]).addmm_(hidden.view(-1, hidden.shape[-1]), fc2.weight.t())
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        self._mlp_residual_into(x, out)
         return out
+
+    def _forward_bands(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference path of a windowed block that keeps size and width.
+
+        Every op of such a block is local to one window, so the whole block runs band by band
+        (a few rows of windows at a time). The qkv, attention and MLP temporaries then stay
+        small and cache-resident instead of being activation-sized fresh allocations, which on
+        CPU cost as much in page faults as the arithmetic does. Per token the ops are the same.
+        """
+        b, h, w, c = x.shape
+        ws = self.window_size
+        x = x.contiguous()
+        out = torch.empty_like(x)
+        window_rows = max(1, _BAND_TOKENS // (ws * w))
+        band_h = ws * window_rows
+        for i in range(b):
+            for top in range(0, h, band_h):
+                band = x[i : i + 1, top : top + band_h]
+                windows, _ = window_partition(self.norm1(band), ws)
+                mixed = add_windows(band, self.attn(windows), ws)
+                self._mlp_residual_into(mixed, out[i : i + 1, top : top + band_h])
+        return out
+
+    def _mlp_residual_into(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        """Write ``x + mlp(norm2(x))`` into the contiguous ``out`` (inference only).
+
+        Runs over row chunks so the 4x-wide hidden activation stays small, GELU is applied in
+        place, and the residual is folded into the second matmul (out = x + b + hidden @ W^T).
+        """
+        fc1, fc2 = self.mlp.layers
+        c = x.shape[-1]
+        rows_in = x.reshape(-1, c)
+        rows_out = out.view(-1, c)
+        step = max(64, _BAND_TOKENS * 384 // fc1.out_features)  # hidden chunk ~6 MB
+        for top in range(0, rows_in.shape[0], step):
+            chunk = rows_in[top : top + step]
+            hidden = F.linear(self.norm2(chunk), fc1.weight, fc1.bias)
+            torch.ops.aten.gelu_(hidden, approximate=self.mlp.act.approximate)
+            target = rows_out[top : top + step]
+            torch.add(chunk, fc2.bias, out=target)
+            target.addmm_(hidden, fc2.weight.t())
 
 
 class Hiera(nn.Module):
