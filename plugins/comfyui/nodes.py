@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -27,8 +27,9 @@ import torch
 from sam2_web.errors import ExportError, PromptError, UnknownObjectError
 from sam2_web.io.exports import FORMATS, ExportOptions, export, overlay
 
-from plugins.core.job import FramePrompt, ObjectPrompts
+from plugins.core.job import ObjectPrompts
 from plugins.core.prompts import check_prompts, parse_prompts
+from plugins.core.runner import add_prompts
 
 CATEGORY = "sam2_web"
 MODEL_TYPE = "SAM2WEB_MODEL"
@@ -132,7 +133,11 @@ def read_prompts(prompts: str, points: str, labels: str, box: str, frame: int, o
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise PromptError(f"prompts is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
-        objects.extend(parse_prompts(data).in_pixels(width, height))
+        parsed = parse_prompts(data)
+        for obj in parsed.objects:
+            if parsed.normalized:  # fractions of the frame -> pixels, as the engine takes them
+                obj = replace(obj, frames=tuple(p.scaled(width, height) for p in obj.frames))
+            objects.append(obj)
     extra = simple_prompts(points, labels, box, frame, obj_id if obj_id >= 0 else 1)
     if extra is not None:
         same = [o for o in objects if o.obj_id == extra.obj_id]
@@ -143,30 +148,6 @@ def read_prompts(prompts: str, points: str, labels: str, box: str, frame: int, o
         raise PromptError("no prompts: give points (e.g. '120,80') or a box, or a prompts JSON")
     check_prompts(tuple(objects), num_frames=num_frames, width=width, height=height)
     return tuple(objects)
-
-
-def seed_session(session: Any, objects: tuple[ObjectPrompts, ...]) -> None:
-    """Give the session every object's start mask and per-frame clicks/boxes."""
-    from PIL import Image
-
-    for obj in objects:
-        if obj.start_mask is not None:
-            with Image.open(obj.start_mask.path) as image:
-                mask = np.asarray(image.convert("LA" if image.mode in ("LA", "RGBA", "PA") else "L"))
-            mask = mask[..., -1] if mask.ndim == 3 else mask  # alpha when there is one, else grey
-            session.add_mask(obj.start_mask.frame, obj.obj_id, mask > 0)
-        for prompt in obj.frames:
-            session.add_prompt(prompt.frame, obj.obj_id, **_prompt_arrays(prompt))
-
-
-def _prompt_arrays(prompt: FramePrompt) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if prompt.points:
-        out["points"] = np.asarray(prompt.points, dtype=np.float32)
-        out["labels"] = np.asarray(prompt.labels, dtype=np.int32)
-    if prompt.box is not None:
-        out["box"] = np.asarray(prompt.box, dtype=np.float32)
-    return out
 
 
 # --------------------------------------------------------------------------- ComfyUI host hooks
@@ -289,7 +270,7 @@ class SAM2WebVideoSegment:
         preview = frames.copy()
         session = sam2_model.predictor.open_session(frames)
         try:
-            seed_session(session, objects)
+            add_prompts(session, objects)
             for result in session.propagate(direction=direction, progress=_progress_bar(num), cancel=_interrupted):
                 picked = result.masks if object_id == ALL_OBJECTS else result.masks[[result.obj_ids.index(object_id)]]
                 out[result.frame_idx] = torch.from_numpy(picked.any(axis=0))
