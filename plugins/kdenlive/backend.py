@@ -1,0 +1,305 @@
+"""The Kdenlive Object Mask backend: Kdenlive's script protocol (``plugins.kdenlive.protocol``)
+mapped onto a sam2_web video session.
+
+Differences from Kdenlive's own script, all invisible to Kdenlive: frames are read from the
+``-I`` folder a few at a time (not all loaded up front), rendered frames are written as they
+are tracked (not collected first), previews come from the same session that renders (so the
+render starts from exactly the masks the user saw), and ``-M``/``-C`` accept our model names as
+well as Kdenlive's checkpoint-path + config pair.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Optional, TextIO
+
+import numpy as np
+
+from sam2_web.errors import CheckpointError, PromptError, Sam2WebError, UnknownModelError
+
+from plugins.kdenlive.protocol import (
+    OVERLAY_MODES, Command, Edit, FramePrompts, Preview, Quit, Render, Style, argument_parser, parse_command,
+    prompts_from, style_from,
+)
+
+OBJ_ID = 1  # Kdenlive tracks one object per mask
+
+
+# --------------------------------------------------------------------------- model
+
+
+def resolve_model(model: Optional[str], config: Optional[str]) -> tuple[str, Optional[Path]]:
+    """Kdenlive's ``-M``/``-C`` → (our registry name, local checkpoint or None).
+
+    ``-M`` is a checkpoint path (Kdenlive's style) or a model name/alias/Hub repo id (ours);
+    ``-C`` is Kdenlive's config name (``configs/sam2.1/sam2.1_hiera_t.yaml``) and, when given,
+    decides the network. Without either the app config's default model is used.
+
+    Raises:
+        CheckpointError: ``-M`` names a ``.pt`` file that does not exist.
+        UnknownModelError: neither names a known model.
+    """
+    from sam2_web.models import DEFAULT_MODEL
+    from sam2_web.registry import get_model
+
+    checkpoint = None
+    if model:
+        path = Path(model).expanduser()
+        if path.is_file():
+            checkpoint = path.absolute()
+        elif path.suffix.lower() in (".pt", ".pth"):
+            raise CheckpointError(f"the model file {model} does not exist; download it again in Kdenlive's settings")
+    candidates = [c for c in (config, checkpoint.name if checkpoint else model) if c]
+    for candidate in candidates:
+        try:
+            return get_model(candidate).name, checkpoint
+        except UnknownModelError:
+            continue
+    if candidates:
+        raise UnknownModelError(
+            f"cannot tell which SAM 2 model {' / '.join(candidates)} is; pass -C with Kdenlive's config name "
+            "(e.g. configs/sam2.1/sam2.1_hiera_t.yaml) or -M with a model name such as sam2.1_hiera_t"
+        )
+    return DEFAULT_MODEL, None
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def _edge_band(mask: np.ndarray, width: int) -> np.ndarray:
+    from sam2_web.io.matte import grow_shrink
+
+    return mask & ~grow_shrink(mask, -max(1, width))
+
+
+def draw_mask(mask: np.ndarray, style: Style, mode: str = "color") -> np.ndarray:
+    """An (H, W, 4) uint8 RGBA picture of ``mask`` as Kdenlive shows it.
+
+    ``color``: the mask filled with ``style.color`` (and a ``style.border``-wide edge in
+    ``style.border_color``), transparent elsewhere; this is also what rendered frames look like.
+    ``boundary``: only the edge. ``alpha``: opaque black outside the mask, clear inside.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    out = np.zeros((*mask.shape, 4), dtype=np.uint8)
+    if mode == "alpha":
+        out[~mask] = (0, 0, 0, 255)
+        return out
+    if mode == "boundary":
+        color = style.border_color if style.border > 0 else style.color
+        out[_edge_band(mask, max(2, style.border))] = color
+        return out
+    out[mask] = style.color
+    if style.border > 0:
+        out[_edge_band(mask, style.border)] = style.border_color
+    return out
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    """Write an RGBA PNG under a temporary name, then rename: Kdenlive never reads half a file."""
+    from sam2_web.io.export_images import encode_png
+
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_bytes(encode_png(image))
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- the backend
+
+
+class ObjectMaskBackend:
+    """Answers Kdenlive's commands for one clip zone.
+
+    Args:
+        predictor: a sam2_web video predictor.
+        frames_dir: Kdenlive's ``-I`` folder of ``00000.jpg ...``.
+        preview_dir: Kdenlive's ``-O`` folder for ``preview-<frame>.png``.
+        style: initial drawing style.
+        offload: spill image features to disk rather than keeping them in memory.
+        out, err: Kdenlive's stdout (protocol lines) and stderr (progress and logs).
+    """
+
+    def __init__(self, predictor: Any, frames_dir: str, preview_dir: str, style: Style, *, offload: bool = False,
+                 out: TextIO = sys.stdout, err: TextIO = sys.stderr):
+        self.predictor = predictor
+        self.frames_dir = frames_dir
+        self.preview_dir = Path(preview_dir)
+        self.style = style
+        self.offload = offload
+        self.prompts: dict[int, FramePrompts] = {}
+        self._out, self._err = out, err
+        self._session: Any = None
+        self._spill: Optional[tempfile.TemporaryDirectory] = None
+
+    # ---------------------------------------------------------------- protocol output
+
+    def say(self, line: str) -> None:
+        """One protocol line on stdout, flushed (Kdenlive reacts line by line)."""
+        print(line, file=self._out, flush=True)
+
+    def log(self, line: str) -> None:
+        """A line on stderr: Kdenlive shows it if the process fails."""
+        print(line, file=self._err, flush=True)
+
+    # ---------------------------------------------------------------- session
+
+    def session(self) -> Any:
+        """The tracking session on the frames folder, opened on first use.
+
+        Raises:
+            VideoReadError: the folder is missing or holds no frames.
+        """
+        if self._session is None:
+            opts: dict[str, Any] = {}
+            if self.offload:
+                self._spill = tempfile.TemporaryDirectory(prefix="sam2web-kdenlive-")
+                opts["feature_cache_dir"] = self._spill.name
+            self._session = self.predictor.open_session(self.frames_dir, **opts)
+        return self._session
+
+    def close(self) -> None:
+        """Free the session and its temporary files."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+        if self._spill is not None:
+            self._spill.cleanup()
+            self._spill = None
+
+    def _apply(self, session: Any, frame: int, prompt: FramePrompts) -> Any:
+        return session.add_prompt(
+            frame, OBJ_ID,
+            points=np.asarray(prompt.points, np.float32) if prompt.points else None,
+            labels=np.asarray(prompt.labels, np.int32) if prompt.points else None,
+            box=np.asarray(prompt.box, np.float32) if prompt.box is not None else None,
+        )
+
+    # ---------------------------------------------------------------- commands
+
+    def handle(self, command: Command) -> bool:
+        """Run one command; False when the process should exit."""
+        if isinstance(command, Quit):
+            return False
+        if isinstance(command, Edit):
+            self.style = command.style
+        elif isinstance(command, Preview):
+            self.preview(command)
+        elif isinstance(command, Render):
+            self.render(command)
+            return False  # as Kdenlive's own script: one render per process
+        return True
+
+    def preview(self, command: Preview) -> None:
+        """Update the prompts, segment the preview frame, write ``preview-<frame>.png``, say ``preview ok``.
+
+        The line carries the whole state of the preview frame: no clicks and no box for it means
+        the user removed them.
+        """
+        if command.style is not None:
+            self.style = command.style
+        for frame, prompt in command.prompts.items():
+            self.prompts[frame] = prompt
+        if command.frame not in command.prompts:
+            self.prompts.pop(command.frame, None)
+        session = self.session()
+        frame = command.frame
+        mask = np.zeros((session.info.height, session.info.width), dtype=bool)
+        try:
+            prompt = self.prompts.get(frame)
+            if prompt is not None and not prompt.empty():
+                result = self._apply(session, frame, prompt)
+                mask = result.mask(OBJ_ID)
+            elif OBJ_ID in session.object_ids:
+                session.clear_frame(frame, OBJ_ID)
+        except (PromptError, IndexError) as exc:
+            # Kdenlive waits for "preview ok" to leave its busy state: answer with an empty preview.
+            self.prompts.pop(frame, None)
+            self.say(f"INFO:{exc}")
+        self.preview_dir.mkdir(parents=True, exist_ok=True)
+        write_png(self.preview_dir / f"preview-{frame:05d}.png",
+                  draw_mask(mask, self.style, OVERLAY_MODES[self.style.overlay_mode]))
+        self.say(f"preview ok {frame}")
+
+    def render(self, command: Render) -> None:
+        """Track the zone from every prompted frame and write ``<folder>/<frame:05d>.png`` as frames
+        finish, with progress on stdout/stderr; say ``mask ok`` when all are written.
+
+        Raises:
+            PromptError: there is no prompt at all.
+        """
+        prompted = {f: p for f, p in sorted(self.prompts.items()) if not p.empty()}
+        if not prompted:
+            raise PromptError("no clicks or box on any frame; add include points on the first frame, then generate")
+        folder = Path(command.folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        session = self.session()
+        session.reset()  # the prompts below are the whole truth (a rerender follows edits)
+        for frame, prompt in prompted.items():
+            self._apply(session, frame, prompt)
+        total = session.info.num_frames
+        self.say("INFO:Propagating in video")
+        written: set[int] = set()
+        last_percent = [-1]
+
+        def report(done: int, of: int) -> None:
+            self.say(f"frame_done {done}/{of}")
+            percent = int(100 * done / max(1, of))
+            if percent != last_percent[0]:
+                last_percent[0] = percent
+                self.log(f"{percent}%|")
+
+        for result in session.propagate(direction="both", progress=report):
+            write_png(folder / f"{result.frame_idx:05d}.png", draw_mask(result.mask(OBJ_ID), self.style))
+            written.add(result.frame_idx)
+        # Kdenlive encodes %05d.png from 0: every frame must exist, untracked ones transparent.
+        empty = np.zeros((session.info.height, session.info.width, 4), dtype=np.uint8)
+        for frame in range(total):
+            if frame not in written:
+                write_png(folder / f"{frame:05d}.png", empty)
+        self.say("mask ok")
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main(argv: Optional[list[str]] = None, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout,
+         stderr: TextIO = sys.stderr, load: Optional[Callable[..., Any]] = None) -> int:
+    """Run the backend as Kdenlive does: flags on the command line, commands on stdin.
+
+    Returns the process exit code: 0 after ``mask ok``, ``q``/``finish`` or the end of stdin;
+    1 after an error (its message is on stderr, which Kdenlive shows).
+    """
+    args = argument_parser().parse_args(argv)
+
+    def fail(exc: BaseException) -> int:
+        print(f"sam2_web: {exc}", file=stderr, flush=True)
+        return 1
+
+    backend = None
+    try:
+        style = style_from(args, Style())
+        initial = prompts_from(args)
+        name, checkpoint = resolve_model(args.model, args.config)
+        overrides = [f"model={name}"] + ([f"device={args.device}"] if args.device else []) + list(args.overrides)
+        if load is None:
+            from plugins.core.runner import load_model as load
+        predictor = load(overrides, checkpoint=checkpoint)
+        backend = ObjectMaskBackend(predictor, args.inputFolder, args.output, style, offload=args.offload,
+                                    out=stdout, err=stderr)
+        backend.prompts.update(initial)
+        for line in iter(stdin.readline, ""):
+            try:
+                command = parse_command(line, backend.style)
+            except PromptError as exc:  # one garbled line must not end the user's session
+                backend.say(f"INFO:{exc}")
+                continue
+            if command is not None and not backend.handle(command):
+                break
+        return 0
+    except (Sam2WebError, OSError, ValueError) as exc:
+        return fail(exc)
+    finally:
+        if backend is not None:
+            backend.close()
