@@ -181,7 +181,7 @@ def switch_model(session: AppSession, predictor: Any, model: str) -> None:
     session.masks.clear()
     session.tracked.clear()
     for frame_idx, obj_id in dict.fromkeys((p.frame_idx, p.obj_id) for p in session.prompts):
-        _apply(session, frame_idx, obj_id)
+        _apply(session, frame_idx, obj_id, replay=True)
 
 
 def require_clip(session: AppSession | None) -> AppSession:
@@ -338,32 +338,43 @@ def click(session: AppSession | None, frame_idx: int, x: float, y: float) -> Any
     return _apply(session, frame_idx, obj_id)
 
 
-def _apply(session: AppSession, frame_idx: int, obj_id: int) -> Any:
-    """Send every prompt of (frame, object) to the engine at once and store the frame's masks.
+def _prompt_kwargs(prompts: Sequence[Prompt]) -> dict[str, Any]:
+    """``add_prompt`` arguments for a set of prompts (the last box wins: one box per frame)."""
+    points = [p for p in prompts if isinstance(p, PointPrompt)]
+    boxes = [p for p in prompts if isinstance(p, BoxPrompt)]
+    kwargs: dict[str, Any] = {}
+    if points:
+        kwargs["points"] = np.array([[p.x, p.y] for p in points], dtype=np.float32)
+        kwargs["labels"] = np.array([1 if p.positive else 0 for p in points], dtype=np.int32)
+    if boxes:
+        b = boxes[-1]
+        kwargs["box"] = np.array([b.x0, b.y0, b.x1, b.y1], dtype=np.float32)
+    return kwargs
 
-    Sending the full set with ``clear_old_points=True`` keeps undo exact: the engine sees the
-    same prompts as if the undone click had never happened.
+
+def _apply(session: AppSession, frame_idx: int, obj_id: int, *, replay: bool = False) -> Any:
+    """Send the prompts of (frame, object) to the engine and store the frame's masks.
+
+    Every call sends the whole set (``clear_old_points=True``). The engine also refines from the
+    frame's previous mask, so the result depends on the click history, not only on the set;
+    ``replay`` (undo, model switch) clears the frame and re-sends the history one click at a
+    time, which reproduces the masks as if the removed click had never been made.
     """
     engine = session.engine
     mine = [p for p in session.prompts if p.frame_idx == frame_idx and p.obj_id == obj_id]
-    points = [p for p in mine if isinstance(p, PointPrompt)]
-    boxes = [p for p in mine if isinstance(p, BoxPrompt)]
     if not mine:
         if any(p.obj_id == obj_id for p in session.prompts):
             result = engine.clear_frame(frame_idx, obj_id)
         else:
             # The engine refuses to track an object without prompts, so forget it entirely.
-            engine.remove_object(obj_id)
+            if obj_id in engine.object_ids:
+                engine.remove_object(obj_id)
             result = _without(session.masks[frame_idx], obj_id) if frame_idx in session.masks else None
     else:
-        kwargs: dict[str, Any] = {}
-        if points:
-            kwargs["points"] = np.array([[p.x, p.y] for p in points], dtype=np.float32)
-            kwargs["labels"] = np.array([1 if p.positive else 0 for p in points], dtype=np.int32)
-        if boxes:
-            b = boxes[-1]
-            kwargs["box"] = np.array([b.x0, b.y0, b.x1, b.y1], dtype=np.float32)
-        result = engine.add_prompt(frame_idx, obj_id, clear_old_points=True, **kwargs)
+        if replay and obj_id in engine.object_ids:
+            engine.clear_frame(frame_idx, obj_id)
+        for k in range(1 if replay else len(mine), len(mine) + 1):
+            result = engine.add_prompt(frame_idx, obj_id, clear_old_points=True, **_prompt_kwargs(mine[:k]))
     if result is None:
         session.masks.pop(frame_idx, None)
     else:
@@ -386,7 +397,7 @@ def undo(session: AppSession | None) -> int | None:
     if not session.prompts:
         return None
     last = session.prompts.pop()
-    _apply(session, last.frame_idx, last.obj_id)
+    _apply(session, last.frame_idx, last.obj_id, replay=True)
     return last.frame_idx
 
 
@@ -586,12 +597,13 @@ def export_masks(session: AppSession | None, fmt: str, out_dir: Path | None = No
 
         raise ExportError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     info = session.info
-    out_dir = Path(out_dir) if out_dir is not None else session.workdir / "exports"
+    # A folder per format keeps the file named after the clip ("ball.zip", frames "ball_00000.png").
+    out_dir = Path(out_dir) if out_dir is not None else session.workdir / "exports" / fmt
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = Path(session.source_name or "clip").stem or "clip"
     names = {o.obj_id: o.name for o in session.objects}
     return export(
-        fmt, out_dir / f"{stem}_{fmt}", _all_masks(session, ids),
+        fmt, out_dir / stem, _all_masks(session, ids),
         num_frames=info.num_frames, fps=info.fps, width=info.width, height=info.height,
         obj_ids=ids, start_timecode=info.start_timecode, frames=session.engine.frame,
         options=ExportOptions(names=names, **options),

@@ -1,0 +1,361 @@
+"""The web app's logic without a browser: sessions, clicks, objects, tracking, limits, exports.
+
+A real (random-weight, image_size 256) SAM 2.1 tiny runs underneath; the expected masks come
+from driving the engine directly with the same inputs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clips import make_moving_disc_clip
+from appserver import app_checkpoint
+from sam2_web.errors import CancelledError, LimitExceededError, PromptError, UnknownObjectError, VideoReadError
+from sam2_web.io.export_preview import color_of
+from sam2_web.ui import logic, render
+from sam2_web.ui.api import parse_prompts
+from sam2_web.ui.state import BoxPrompt, SessionBusyError, SessionExpiredError, SessionStore
+
+OVERRIDES = ["++model.image_size=256"]
+N_FRAMES = 6
+SIZE = (160, 120)
+DISC_XY = (30.0, 26.0)  # inside the disc on frame 0 (radius 20 from (20, 20))
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory):
+    from sam2_web.build import build_sam2_video_predictor
+
+    ckpt = app_checkpoint(tmp_path_factory.mktemp("ckpt") / "t256.pt")
+    return build_sam2_video_predictor("sam2.1/sam2.1_hiera_t.yaml", ckpt, device="cpu",
+                                      hydra_overrides_extra=OVERRIDES)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    path, _ = make_moving_disc_clip(tmp_path_factory.mktemp("clip") / "disc.mp4", N_FRAMES, SIZE, radius=20)
+    return path
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SessionStore(ttl_s=60, root=tmp_path / "sessions")
+    yield s
+    s.close_all()
+
+
+@pytest.fixture
+def opened(store, predictor, clip):
+    session = store.create("sam2.1_hiera_t")
+    logic.open_clip(session, predictor, clip, logic.Limits())
+    return session
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory, predictor, clip):
+    """A session with one click on frame 0, tracked through the clip (read-only for tests)."""
+    store = SessionStore(ttl_s=600, root=tmp_path_factory.mktemp("tracked"))
+    session = store.create("sam2.1_hiera_t")
+    logic.open_clip(session, predictor, clip, logic.Limits())
+    logic.click(session, 0, *DISC_XY)
+    steps = list(logic.track(session))
+    yield session, steps
+    store.close_all()
+
+
+def _engine_masks(predictor, clip, frame, points, labels, box=None):
+    """The same prompt sent straight to the engine in a fresh session."""
+    with predictor.open_session(str(clip)) as ref:
+        kwargs = {"box": np.asarray(box, np.float32)} if box is not None else {}
+        if points:
+            kwargs.update(points=np.asarray(points, np.float32), labels=np.asarray(labels, np.int32))
+        return ref.add_prompt(frame, 1, **kwargs).masks[0]
+
+
+# --- sessions -----------------------------------------------------------------------------------
+
+def test_idle_sessions_and_their_files_are_removed_after_the_ttl(tmp_path):
+    now = [0.0]
+    store = SessionStore(ttl_s=10, root=tmp_path / "s", clock=lambda: now[0])
+    a, b = store.create("m"), store.create("m")
+    (a.workdir / "upload.mp4").write_bytes(b"x")
+    now[0] = 8.0
+    store.get(b.sid)  # b is used, a is not
+    now[0] = 12.0
+    assert store.sweep() == [a.sid]
+    assert not a.workdir.exists() and b.workdir.exists()
+    with pytest.raises(SessionExpiredError, match="upload the clip again"):
+        store.get(a.sid)
+    b.lock.acquire()  # tracking right now: never swept, however long it runs
+    now[0] = 100.0
+    assert store.sweep() == []
+    b.lock.release()
+    assert store.sweep() == [b.sid] and len(store) == 0
+
+
+def test_two_sessions_do_not_see_each_others_objects_or_masks(store, predictor, clip):
+    one, two = store.create("m"), store.create("m")
+    for s in (one, two):
+        logic.open_clip(s, predictor, clip, logic.Limits())
+    logic.add_object(one, logic.Limits(), "car")
+    logic.click(one, 0, *DISC_XY)
+    assert [o.name for o in one.objects] == ["object 1", "car"]
+    assert [o.name for o in two.objects] == ["object 1"]
+    assert two.prompts == [] and logic.mask_dict(two, 0) == {}
+    assert one.workdir != two.workdir and one.engine is not two.engine
+
+
+# --- upload and limits --------------------------------------------------------------------------
+
+def test_bad_uploads_are_refused_with_a_message(store, predictor, tmp_path):
+    session = store.create("m")
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("these are my shopping notes, not a video\n" * 20)
+    with pytest.raises(VideoReadError) as err:
+        logic.open_clip(session, predictor, fake, logic.Limits())
+    print("text renamed .mp4:", err.value)
+    empty = tmp_path / "empty.mp4"
+    empty.touch()
+    with pytest.raises(VideoReadError, match="empty"):
+        logic.open_clip(session, predictor, empty, logic.Limits())
+    with pytest.raises(VideoReadError, match="upload"):
+        logic.open_clip(session, predictor, None, logic.Limits())
+    assert not session.has_clip
+
+
+@pytest.mark.parametrize("limits, words", [
+    (logic.Limits(max_frames=N_FRAMES - 1), "frames"),
+    (logic.Limits(max_duration_s=0.5), "lasts"),
+    (logic.Limits(max_side=100), "160x120"),
+    (logic.Limits(max_upload_mb=0.001), "MB"),
+])
+def test_clips_over_the_limits_are_refused_saying_which_limit(store, predictor, clip, limits, words):
+    session = store.create("m")
+    with pytest.raises(LimitExceededError, match=words) as err:
+        logic.open_clip(session, predictor, clip, limits)
+    print(err.value)
+    assert not session.has_clip
+
+
+def test_a_still_image_opens_as_a_one_frame_clip(store, predictor, tmp_path):
+    still = tmp_path / "still.png"
+    Image.fromarray(np.full((90, 120, 3), 128, np.uint8)).save(still)
+    session = store.create("m")
+    info = logic.open_clip(session, predictor, still, logic.Limits())
+    assert (info.num_frames, info.width, info.height) == (1, 120, 90)
+
+
+def test_click_or_track_before_any_upload_says_to_upload_first(store):
+    session = store.create("m")
+    with pytest.raises(PromptError, match="upload a clip"):
+        logic.click(session, 0, 10, 10)
+    with pytest.raises(PromptError, match="upload a clip"):
+        next(logic.track(session))
+    with pytest.raises(PromptError, match="upload a clip"):
+        logic.click(None, 0, 10, 10)
+
+
+def test_track_without_prompts_asks_for_a_click(opened):
+    with pytest.raises(PromptError, match="at least one click"):
+        next(logic.track(opened))
+
+
+# --- clicks -------------------------------------------------------------------------------------
+
+def test_a_click_segments_that_frame_only_and_matches_the_engine(opened, predictor, clip):
+    fm = logic.click(opened, 0, *DISC_XY)
+    assert fm.frame_idx == 0 and fm.obj_ids == [1] and fm.masks.shape == (1, SIZE[1], SIZE[0])
+    expected = _engine_masks(predictor, clip, 0, [DISC_XY], [1])
+    print("click mask pixels:", int(fm.masks[0].sum()), "differing from the engine:",
+          int((fm.masks[0] != expected).sum()))
+    assert 0 < fm.masks[0].sum() < fm.masks[0].size and np.array_equal(fm.masks[0], expected)
+    # No whole-clip work: nothing is known on any other frame.
+    assert all(opened.engine.result(i) is None for i in range(1, N_FRAMES))
+    picture = render.frame_image(opened, 0)
+    assert picture.shape == (SIZE[1], SIZE[0], 3)
+    plain = opened.engine.frame(0)  # the overlay colours the mask's pixels
+    changed = np.abs(picture.astype(int) - plain.astype(int)).sum(-1) > 30
+    assert changed[fm.masks[0]].mean() > 0.5
+
+
+def test_negative_points_and_boxes_go_to_the_engine_as_one_prompt(opened, predictor, clip):
+    logic.click(opened, 0, *DISC_XY)
+    logic.set_mode(opened, "negative")
+    logic.click(opened, 0, 100, 90)
+    logic.set_mode(opened, "box")
+    assert logic.click(opened, 0, 5, 5) is None and opened.pending is not None  # first corner
+    fm = logic.click(opened, 0, 50, 45)
+    assert opened.pending is None
+    assert isinstance(opened.prompts[-1], BoxPrompt)
+    # The UI sends the object's whole prompt set on every click, as these engine calls do.
+    with predictor.open_session(str(clip)) as ref:
+        pts, lbl = np.asarray([DISC_XY, (100, 90)], np.float32), np.asarray([1, 0], np.int32)
+        ref.add_prompt(0, 1, points=pts[:1], labels=lbl[:1])
+        ref.add_prompt(0, 1, points=pts, labels=lbl)
+        expected = ref.add_prompt(0, 1, points=pts, labels=lbl, box=np.asarray([5, 5, 50, 45], np.float32))
+    assert np.array_equal(fm.masks[0], expected.masks[0])
+    with pytest.raises(PromptError, match="outside"):
+        logic.click(opened, 0, 500, 5)
+    with pytest.raises(PromptError, match="unknown click mode"):
+        logic.set_mode(opened, "lasso")
+
+
+def test_undo_and_clear_frame(opened, predictor, clip):
+    first = logic.click(opened, 0, *DISC_XY).masks[0].copy()
+    logic.set_mode(opened, "negative")
+    logic.click(opened, 0, 100, 90)
+    assert logic.undo(opened) == 0
+    assert len(opened.prompts) == 1
+    # Undo replays the remaining clicks on a cleared frame: the mask is the one before the undone click.
+    after = logic.mask_dict(opened, 0)[1]
+    print("undo: pixels differing from the single-click mask:", int((after != first).sum()))
+    assert np.array_equal(after, first)
+    assert logic.undo(opened) == 0 and opened.prompts == []
+    assert 1 not in opened.engine.object_ids  # no prompt left: the engine forgets the object
+    assert logic.undo(opened) is None
+    logic.set_mode(opened, "positive")
+    logic.click(opened, 0, *DISC_XY)
+    logic.click(opened, 3, 60, 60)
+    logic.clear_frame(opened, 0)
+    assert [p.frame_idx for p in opened.prompts] == [3]
+    assert logic.mask_dict(opened, 0).get(1, np.zeros(1, bool)).sum() >= 0  # still renders
+    with pytest.raises(PromptError, match="from 0 to 5"):
+        logic.clear_frame(opened, 99)
+
+
+def test_objects_add_select_rename_remove_each_in_its_own_colour(opened):
+    limits = logic.Limits(max_objects=3)
+    second = logic.add_object(opened, limits)
+    third = logic.add_object(opened, limits, "ball")
+    assert [o.obj_id for o in opened.objects] == [1, 2, 3] and opened.current == 3
+    assert len({color_of(o.obj_id) for o in opened.objects}) == 3
+    with pytest.raises(LimitExceededError, match="up to 3 objects"):
+        logic.add_object(opened, limits)
+    logic.select_object(opened, 1)
+    logic.click(opened, 0, *DISC_XY)
+    logic.select_object(opened, second.obj_id)
+    logic.click(opened, 0, 120, 100)
+    logic.rename_object(opened, second.obj_id, "  shadow ")
+    assert opened.object(2).name == "shadow"
+    with pytest.raises(PromptError):
+        logic.rename_object(opened, 2, "   ")
+    assert set(logic.mask_dict(opened, 0)) == {1, 2}
+    logic.remove_object(opened, 2)
+    assert set(logic.mask_dict(opened, 0)) == {1}
+    assert all(p.obj_id != 2 for p in opened.prompts) and opened.current == third.obj_id
+    with pytest.raises(UnknownObjectError, match="no object 2"):
+        logic.select_object(opened, 2)
+    assert "ball" in render.objects_html(opened) and "shadow" not in render.objects_html(opened)
+
+
+# --- tracking -----------------------------------------------------------------------------------
+
+def test_track_reports_progress_and_matches_the_engine(tracked, predictor, clip):
+    session, steps = tracked
+    assert [s.done for s in steps] == list(range(1, len(steps) + 1))
+    assert steps[-1].done == steps[-1].total and {s.frame_idx for s in steps} == set(range(N_FRAMES))
+    assert "frames" in logic.format_step(steps[-1]) and "ETA" in render.progress_html(steps[-1])
+    with predictor.open_session(str(clip)) as ref:
+        ref.add_prompt(0, 1, points=np.asarray([DISC_XY], np.float32), labels=np.asarray([1], np.int32))
+        expected = {fm.frame_idx: fm.masks[0] for fm in ref.propagate()}
+    worst = max(int((logic.mask_dict(session, i)[1] != expected[i]).sum()) for i in range(N_FRAMES))
+    print("tracked frames, worst pixel difference to the engine run:", worst)
+    assert worst == 0 and all(expected[i].any() for i in range(N_FRAMES))
+
+
+def test_cancel_keeps_finished_frames_and_track_again_resumes(opened):
+    logic.click(opened, 0, *DISC_XY)
+    seen = []
+    with pytest.raises(CancelledError):
+        for step in logic.track(opened):
+            seen.append(step.frame_idx)
+            if len(seen) == 3:
+                opened.cancel.set()
+    assert len(seen) == 3 and not opened.cancel.is_set() and not opened.lock.locked()
+    assert all(opened.engine.result(i) is not None for i in seen)
+    rest = list(logic.track(opened))
+    assert {s.frame_idx for s in rest} == set(range(N_FRAMES))
+
+
+def test_a_correction_after_tracking_shows_at_once_and_track_again_updates(opened):
+    logic.click(opened, 0, *DISC_XY)
+    list(logic.track(opened))
+    before = logic.mask_dict(opened, 4)[1].copy()
+    logic.set_mode(opened, "negative")
+    fm = logic.click(opened, 4, 140, 100)
+    assert np.array_equal(logic.mask_dict(opened, 4)[1], fm.masks[0])  # the click's mask, not the old track
+    list(logic.track(opened))
+    print("frame 4 pixels changed by the correction:", int((logic.mask_dict(opened, 4)[1] != before).sum()))
+    assert 4 in opened.tracked
+
+
+def test_edits_are_refused_while_tracking_runs(opened):
+    logic.click(opened, 0, *DISC_XY)
+    run = logic.track(opened)
+    next(run)
+    with pytest.raises(SessionBusyError):
+        next(logic.track(opened))
+    run.close()  # the generator's finally releases the lock
+    assert not opened.lock.locked()
+
+
+# --- outputs ------------------------------------------------------------------------------------
+
+def test_png_zip_export_holds_every_frame_of_every_object(tracked):
+    session, _ = tracked
+    path = logic.export_masks(session, "png_zip")
+    assert path.name == "disc.zip"
+    with zipfile.ZipFile(path) as zf:
+        names = sorted(n for n in zf.namelist() if n.endswith(".png"))
+        assert len(names) == N_FRAMES and all(n.startswith("object_1/disc_") for n in names)
+        for i, name in enumerate(names):
+            matte = np.asarray(Image.open(io.BytesIO(zf.read(name))))
+            assert matte.shape == (SIZE[1], SIZE[0])
+            assert np.array_equal(matte > 127, logic.mask_dict(session, i)[1])
+
+
+def test_export_before_any_click_says_what_to_do(opened):
+    with pytest.raises(PromptError, match="nothing to export"):
+        logic.export_masks(opened, "png_zip")
+
+
+def test_switching_model_replays_the_clicks(opened, predictor):
+    logic.click(opened, 0, *DISC_XY)
+    before = logic.mask_dict(opened, 0)[1].copy()
+    logic.switch_model(opened, predictor, "sam2.1_hiera_t")
+    assert np.array_equal(logic.mask_dict(opened, 0)[1], before)
+
+
+# --- API helpers --------------------------------------------------------------------------------
+
+def test_api_prompts_json_is_parsed_or_refused_with_a_hint():
+    prompts = parse_prompts(json.dumps({"prompts": [
+        {"frame": 2, "object": 3, "points": [[0.5, 0.25]], "labels": [1], "normalized": True, "name": "dog"},
+        {"frame": 0, "object": 1, "box": [1, 2, 30, 40]},
+    ]}), width=200, height=100)
+    assert prompts[0].points == [[100.0, 25.0]] and prompts[0].obj_id == 3 and prompts[0].name == "dog"
+    assert prompts[1].box == [1.0, 2.0, 30.0, 40.0] and prompts[1].points == []
+    for bad in ("not json", "[]", '[{"points": "x"}]', "[1, 2]"):
+        with pytest.raises(PromptError):
+            parse_prompts(bad)
+
+
+def test_set_prompts_checks_labels_and_boxes(opened):
+    logic.ensure_object(opened, 5, logic.Limits(), "kite")
+    with pytest.raises(PromptError, match="labels"):
+        logic.set_prompts(opened, 0, 5, points=[[10, 10]], labels=[])
+    with pytest.raises(PromptError, match="points or a box"):
+        logic.set_prompts(opened, 0, 5)
+    fm = logic.set_prompts(opened, 0, 5, points=[[30, 26]], labels=[1], box=[5, 5, 50, 45])
+    assert 5 in fm.obj_ids and opened.object(5).name == "kite"
+    assert len(logic.prompts_on(opened, 0)) == 2
+    logic.set_prompts(opened, 0, 5, points=[[31, 27]], labels=[1])  # replaces, not appends
+    assert len(logic.prompts_on(opened, 0)) == 1
+
