@@ -530,10 +530,10 @@ class VideoSession:
             track.tracked[frame_idx] = reverse
             preds.append(out.pred_masks.to(self.device))
             scores.append(float(torch.sigmoid(out.object_score_logits).flatten()[0]))
-        if next_frame is not None:
-            keep = self.model._memory_reach(next_frame, reverse, self.num_frames)
-        else:
-            keep = {frame_idx}
+        # Keep what the next frame of the pass reads (after the last frame: what a continuation
+        # in the same direction would read, so a resumed or extended pass finds it in RAM).
+        upcoming = next_frame if next_frame is not None else frame_idx + (-1 if reverse else 1)
+        keep = self.model._memory_reach(upcoming, reverse, self.num_frames)
         for track in self.objects.values():
             track.memory.evict(keep)
         logits = self._to_video_res(torch.cat(preds, dim=0))
