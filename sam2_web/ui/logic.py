@@ -140,9 +140,14 @@ def open_clip(session: AppSession, predictor: Any, path: str | os.PathLike | Non
     from sam2_web.io.frames import open_frames
 
     src = check_upload(path, limits)
+    shown_name = name or src.name
     # Probe first (reads the container index only) so an over-limit clip costs no model work.
-    with open_frames(src) as frames:
-        check_clip(frames.info, limits)
+    try:
+        with open_frames(src) as frames:
+            check_clip(frames.info, limits)
+    except VideoReadError as error:
+        # The user knows their file by its name, not by the server's temp path.
+        raise VideoReadError(str(error).replace(str(src), shown_name)) from None
     kept = _keep_copy(src, session.workdir)
     session.close_engine()
     _reset(session)
@@ -152,7 +157,7 @@ def open_clip(session: AppSession, predictor: Any, path: str | os.PathLike | Non
         kept.unlink(missing_ok=True)
         raise
     session.source_path = kept
-    session.source_name = name or Path(src).name
+    session.source_name = shown_name
     add_object(session, limits)
     return session.engine.info
 

@@ -1,0 +1,182 @@
+"""End to end: ``python app.py`` on loopback, the checkpoint from the loopback Hub, driven with
+``gradio_client`` through the named API endpoints, as an editor plugin or a script would.
+
+The expected masks come from the engine run in this process with the same checkpoint, clip and
+clicks.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from appserver import OVERRIDES, app_checkpoint, run_app
+from clips import make_moving_disc_clip
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+N_FRAMES = 8
+SIZE = (160, 120)
+CLICK = (30.0, 26.0)
+MAX_FRAMES = 10  # the app is started with limits.max_frames=10; the long clip has 12
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("e2e")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(workdir) -> Path:
+    return app_checkpoint(workdir / "ckpt" / "t256.pt")
+
+
+@pytest.fixture(scope="module")
+def clip(workdir) -> Path:
+    return make_moving_disc_clip(workdir / "disc.mp4", N_FRAMES, SIZE, radius=20)[0]
+
+
+@pytest.fixture(scope="module")
+def app(workdir, checkpoint):
+    with run_app(workdir, checkpoint, extra=(f"limits.max_frames={MAX_FRAMES}",)) as running:
+        yield running
+        print(running.log()[-3000:])
+
+
+@pytest.fixture
+def client(app, tmp_path):
+    c = Client(app.url, verbose=False, download_files=str(tmp_path / "downloads"))
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def expected(checkpoint, clip):
+    """The engine in this process: one click on frame 0, tracked through the clip."""
+    from sam2_web.build import build_sam2_video_predictor
+
+    predictor = build_sam2_video_predictor("sam2.1/sam2.1_hiera_t.yaml", checkpoint, device="cpu",
+                                           hydra_overrides_extra=list(OVERRIDES))
+    with predictor.open_session(str(clip)) as session:
+        click = session.add_prompt(0, 1, points=np.asarray([CLICK], np.float32), labels=np.asarray([1], np.int32))
+        tracked = {fm.frame_idx: fm.masks[0].copy() for fm in session.propagate()}
+    return click.masks[0].copy(), tracked
+
+
+def _zip_mattes(path: str) -> dict[str, np.ndarray]:
+    with zipfile.ZipFile(path) as zf:
+        return {n: np.asarray(Image.open(io.BytesIO(zf.read(n)))) for n in sorted(zf.namelist()) if n.endswith(".png")}
+
+
+def _rle_mask(rle: dict) -> np.ndarray:
+    from pycocotools import mask as coco_mask
+
+    return coco_mask.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
+
+
+def test_upload_click_track_download_png_zip(client, clip, expected):
+    click_mask, tracked = expected
+    opened = client.predict(handle_file(str(clip)), "", api_name="/open_clip")
+    assert (opened["num_frames"], opened["width"], opened["height"]) == (N_FRAMES, *SIZE)
+    sid = opened["session"]
+
+    shown = client.predict(sid, 0, 1, json.dumps([CLICK]), "[1]", "", "ball", api_name="/set_prompts")
+    assert [o["object"] for o in shown["objects"]] == [1]
+    got = _rle_mask(shown["objects"][0]["rle"])
+    print("click: mask pixels", int(got.sum()), "differing from the in-process engine", int((got != click_mask).sum()))
+    assert np.array_equal(got, click_mask) and got.any()
+
+    done = client.predict(sid, api_name="/track")
+    assert done == {"frames": N_FRAMES, "total": N_FRAMES}
+
+    path = client.predict(sid, "png_zip", api_name="/export")
+    mattes = _zip_mattes(path)
+    assert len(mattes) == N_FRAMES and all(name.startswith("ball/") for name in mattes)
+    worst = 0
+    for i, (name, matte) in enumerate(mattes.items()):
+        assert matte.shape == (SIZE[1], SIZE[0]) and matte.dtype == np.uint8
+        assert set(np.unique(matte)) <= {0, 255}
+        worst = max(worst, int(((matte > 127) != tracked[i]).sum()))
+    print("png zip: worst pixels differing from the in-process engine over", N_FRAMES, "frames:", worst)
+    assert worst == 0
+    assert client.predict(sid, api_name="/close_clip") == "closed"
+
+
+def test_segment_runs_the_whole_job_in_one_call(client, clip, expected):
+    _, tracked = expected
+    prompts = [{"frame": 0, "object": 1, "points": [list(CLICK)], "labels": [1], "name": "disc"}]
+    path = client.predict(handle_file(str(clip)), json.dumps(prompts), "sam2.1_hiera_t", "coco_rle",
+                          api_name="/segment")
+    document = json.loads(Path(path).read_text())
+    anns = document["annotations"]
+    assert len(anns) == N_FRAMES
+    frame_of = {img["id"]: i for i, img in enumerate(document["images"])}
+    worst = max(int((_rle_mask(a["segmentation"]) != tracked[frame_of[a["image_id"]]]).sum()) for a in anns)
+    print("segment (COCO RLE): worst differing pixels", worst)
+    assert worst == 0
+
+
+def test_models_endpoint_lists_the_eight_models(client):
+    names = {m["name"] for m in client.predict(api_name="/models")}
+    assert len(names) == 8 and "sam2.1_hiera_t" in names and "sam2_hiera_l" in names
+
+
+def test_bad_inputs_get_a_message_not_a_traceback(client, workdir, tmp_path):
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("not a video at all\n" * 50)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    long_clip, _ = make_moving_disc_clip(tmp_path / "long.mp4", MAX_FRAMES + 2, SIZE, radius=20)
+    cases = [
+        ((handle_file(str(fake)), ""), "/open_clip", "cannot be read as a video"),
+        ((handle_file(str(empty)), ""), "/open_clip", "empty"),
+        ((handle_file(str(long_clip)), ""), "/open_clip", f"accepts up to {MAX_FRAMES}"),
+        (("no-such-session", 0, 1, "[[5, 5]]", "[1]", "", ""), "/set_prompts", "upload the clip again"),
+    ]
+    for args, endpoint, words in cases:
+        with pytest.raises(AppError) as err:
+            client.predict(*args, api_name=endpoint)
+        message = str(err.value)
+        print(f"{endpoint}: {message}")
+        assert words in message and "Traceback" not in message
+
+
+def test_track_with_no_prompts_and_bad_prompts_are_refused(client, clip):
+    sid = client.predict(handle_file(str(clip)), "", api_name="/open_clip")["session"]
+    with pytest.raises(AppError, match="at least one click"):
+        client.predict(sid, api_name="/track")
+    with pytest.raises(AppError, match="outside"):
+        client.predict(sid, 0, 1, "[[999, 5]]", "[1]", "", "", api_name="/set_prompts")
+    with pytest.raises(AppError, match="frame 99 is outside"):
+        client.predict(sid, 99, 1, "[[5, 5]]", "[1]", "", "", api_name="/set_prompts")
+    with pytest.raises(AppError, match="unknown format"):
+        client.predict(sid, "gif", api_name="/export")
+
+
+def test_two_sessions_at_once_do_not_see_each_others_objects(app, clip, tmp_path, expected):
+    click_mask, _ = expected
+    one = Client(app.url, verbose=False, download_files=str(tmp_path / "one"))
+    two = Client(app.url, verbose=False, download_files=str(tmp_path / "two"))
+    try:
+        a = one.predict(handle_file(str(clip)), "", api_name="/open_clip")["session"]
+        b = two.predict(handle_file(str(clip)), "", api_name="/open_clip")["session"]
+        assert a != b
+        one.predict(a, 0, 1, json.dumps([CLICK]), "[1]", "", "", api_name="/set_prompts")
+        one.predict(a, 0, 2, json.dumps([[130, 100]]), "[1]", "", "", api_name="/set_prompts")
+        two.predict(b, 0, 7, json.dumps([[130, 100]]), "[1]", "", "", api_name="/set_prompts")
+        seen_a = one.predict(a, 0, api_name="/frame_masks")
+        seen_b = two.predict(b, 0, api_name="/frame_masks")
+        assert [o["object"] for o in seen_a["objects"]] == [1, 2]
+        assert [o["object"] for o in seen_b["objects"]] == [7]
+        assert np.array_equal(_rle_mask(seen_a["objects"][0]["rle"]), click_mask)
+    finally:
+        one.close()
+        two.close()
