@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     mask.add_argument("--prompts", "-p", type=Path, required=True, help="prompts JSON (docs/prompts.schema.json)")
     mask.add_argument("--out", "-o", type=Path, required=True, help="output folder")
     mask.add_argument("--format", "-f", dest="formats", action="append", default=None, metavar="FMT",
-                      help="output format (repeat, or comma-separate, for several); see 'sam2-web formats'. Default: png")
+                      help="output format, repeat or comma-separate for several (see 'sam2-web formats'; default png)")
     mask.add_argument("--name", help="file stem of the outputs (default: the clip's name)")
     mask.add_argument("--feather", type=float, default=0.0, metavar="PX", help="soften matte edges by PX pixels")
     mask.add_argument("--grow", type=int, default=0, metavar="PX", help="grow (>0) or shrink (<0) masks by PX pixels")

@@ -79,7 +79,8 @@ class Staging:
             target = target_path(out_dir, stem, fmt)
             if FORMATS[fmt].extension and target.is_dir():
                 raise ExportError(f"{target} is a folder; remove it or choose another --out / --name")
-            if not FORMATS[fmt].extension and target.is_dir() and any(target.iterdir()) and not (target / MARKER).is_file():
+            ours = (target / MARKER).is_file()
+            if not FORMATS[fmt].extension and target.is_dir() and any(target.iterdir()) and not ours:
                 raise ExportError(f"{target} exists and was not written by sam2-web; choose another --out / --name")
         created = [p for p in [out_dir, *out_dir.parents] if not p.exists()][::-1]
         try:

@@ -121,7 +121,7 @@ def _parse_by_object(data: dict, base_dir: Path) -> PromptSet:
 
 def _parse_object(item: Any, where: str, base_dir: Path, normalized: bool) -> ObjectPrompts:
     if not isinstance(item, dict):
-        raise PromptError(f"{where}: each object must be a JSON object like {{\"id\": 1, \"frames\": [...]}}, got {_kind(item)}")
+        raise PromptError(f"{where}: each object must be like {{\"id\": 1, \"frames\": [...]}}, got {_kind(item)}")
     _no_unknown(item, _OBJECT_KEYS, where)
     if "id" not in item:
         raise PromptError(f"{where}: missing \"id\" (the object's number, e.g. 1)")
@@ -131,19 +131,20 @@ def _parse_object(item: Any, where: str, base_dir: Path, normalized: bool) -> Ob
         raise PromptError(f"{where}.name: must be a non-empty text, got {name!r}")
     raw_frames = item.get("frames", [])
     if not isinstance(raw_frames, list):
-        raise PromptError(f"{where}.frames: must be a list of {{\"frame\": N, \"points\"/\"box\": ...}}, got {_kind(raw_frames)}")
+        raise PromptError(f"{where}.frames: must be a list of {{\"frame\": N, ...}}, got {_kind(raw_frames)}")
     entries = [_parse_frame(entry, f"{where}.frames[{k}]", normalized) for k, entry in enumerate(raw_frames)]
     mask = None
     if item.get("mask") is not None:
         mask = _parse_mask(item["mask"], f"{where}.mask", base_dir)
     if not entries and mask is None:
-        raise PromptError(f"{where}: object {obj_id} has no prompt; give \"frames\" with points or a box, or a \"mask\"")
-    return ObjectPrompts(obj_id=obj_id, name=name.strip() if name else None, frames=_merge(entries, where), start_mask=mask)
+        raise PromptError(f"{where}: object {obj_id} has no prompt; give \"frames\" (points or a box) or a \"mask\"")
+    return ObjectPrompts(obj_id=obj_id, name=name.strip() if name else None, frames=_merge(entries, where),
+                         start_mask=mask)
 
 
 def _parse_frame(entry: Any, where: str, normalized: bool) -> FramePrompt:
     if not isinstance(entry, dict):
-        raise PromptError(f"{where}: must be a JSON object like {{\"frame\": 0, \"points\": [[x, y]]}}, got {_kind(entry)}")
+        raise PromptError(f"{where}: must be like {{\"frame\": 0, \"points\": [[x, y]]}}, got {_kind(entry)}")
     _no_unknown(entry, _FRAME_KEYS, where)
     if "frame" not in entry:
         raise PromptError(f"{where}: missing \"frame\" (the frame index, 0 = first frame)")
@@ -184,7 +185,7 @@ def _parse_flat(items: Any, where: str) -> PromptSet:
     for k, item in enumerate(items):
         here = f"{where}[{k}]"
         if not isinstance(item, dict):
-            raise PromptError(f"{here}: must be a JSON object like {{\"frame\": 0, \"object\": 1, \"points\": [[x, y]]}}")
+            raise PromptError(f"{here}: must be like {{\"frame\": 0, \"object\": 1, \"points\": [[x, y]]}}")
         _no_unknown(item, _FLAT_KEYS, here)
         if "object" in item and "obj_id" in item:
             raise PromptError(f"{here}: give \"object\" or \"obj_id\", not both")
@@ -206,9 +207,8 @@ def _parse_flat(items: Any, where: str) -> PromptSet:
             names[obj_id] = name.strip()
     if len(flags) > 1:
         raise PromptError("mix of normalized and pixel coordinates; use one kind in the whole file")
-    objects = tuple(
-        ObjectPrompts(obj_id=o, name=names.get(o), frames=_merge(entries, f"object {o}")) for o, entries in by_id.items()
-    )
+    objects = tuple(ObjectPrompts(obj_id=o, name=names.get(o), frames=_merge(entries, f"object {o}"))
+                    for o, entries in by_id.items())
     return PromptSet(objects, normalized=flags == {True})
 
 
@@ -273,7 +273,8 @@ def _kind(value: Any) -> str:
 def _no_unknown(item: dict, allowed: set[str], where: str) -> None:
     unknown = sorted(set(item) - allowed)
     if unknown:
-        raise PromptError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(allowed))}")
+        listed = ", ".join(map(repr, unknown))
+        raise PromptError(f"{where}: unknown key(s) {listed}; allowed: {', '.join(sorted(allowed))}")
 
 
 def _whole(value: Any, where: str) -> int:
@@ -327,7 +328,7 @@ def _box(value: Any, where: str, normalized: bool) -> tuple[float, float, float,
         raise PromptError(f"{where}: must be [x0, y0, x1, y1], got {value!r}")
     x0, y0, x1, y1 = (_coordinate(v, f"{where}[{k}]", normalized) for k, v in enumerate(value))
     if x1 <= x0 or y1 <= y0:
-        raise PromptError(f"{where}: [x0, y0, x1, y1] needs x0 < x1 and y0 < y1 (top-left, then bottom-right), got {value}")
+        raise PromptError(f"{where}: [x0, y0, x1, y1] needs x0 < x1 and y0 < y1 (top-left, bottom-right), got {value}")
     return (x0, y0, x1, y1)
 
 

@@ -108,7 +108,7 @@ def argument_parser(exit_on_error: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("-F", "--preview_frame", default=-1, help="frame index of the preview")
     parser.add_argument("-I", "--inputFolder", default="/tmp/src-frames", help="folder of the zone's JPEG frames")
     parser.add_argument("-O", "--output", default="/tmp/", help="folder of the preview images")
-    parser.add_argument("-M", "--model", help="checkpoint (.pt) path, or a sam2_web model name (sam2.1_hiera_t, tiny...)")
+    parser.add_argument("-M", "--model", help="checkpoint (.pt) path, or a model name (sam2.1_hiera_t, tiny...)")
     parser.add_argument("-C", "--config", help="model config as Kdenlive names it (configs/sam2.1/sam2.1_hiera_t.yaml)")
     parser.add_argument("-D", "--device", help="cpu, cuda, cuda:1 or mps (default: the best available)")
     parser.add_argument("--offload", action="store_true", help="keep image features on disk instead of in memory")
@@ -116,7 +116,7 @@ def argument_parser(exit_on_error: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--bordercolor", default=None, help="mask border colour r,g,b,a")
     parser.add_argument("--border", default=None, help="mask border width in pixels")
     parser.add_argument("--overlay-mode", dest="overlay_mode", default=None,
-                        help="preview drawing: 0 colour fill, 1 outline, 2 alpha (the frame outside the mask is hidden)")
+                        help="preview drawing: 0 colour fill, 1 outline, 2 alpha (hide the frame outside)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="sam2_web hydra override of configs/app.yaml (e.g. ++model.image_size=512); repeatable")
     return parser
