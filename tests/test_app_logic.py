@@ -178,7 +178,8 @@ def test_a_click_segments_that_frame_only_and_matches_the_engine(opened, predict
     assert 0 < fm.masks[0].sum() < fm.masks[0].size and np.array_equal(fm.masks[0], expected)
     # No whole-clip work: nothing is known on any other frame.
     assert all(opened.engine.result(i) is None for i in range(1, N_FRAMES))
-    picture = render.frame_image(opened, 0)
+    assert render.frame_image(opened, 0).shape == (480, 640, 3)  # small frames are enlarged to click on
+    picture = render.frame_image(opened, 0, min_side=1)
     assert picture.shape == (SIZE[1], SIZE[0], 3)
     plain = opened.engine.frame(0)  # the overlay colours the mask's pixels
     changed = np.abs(picture.astype(int) - plain.astype(int)).sum(-1) > 30

@@ -243,6 +243,8 @@ def register(api: Api, wrap: Callable[[Callable], Callable], track_limit: int) -
     """
     import gradio as gr
 
+    from sam2_web.ui.layout import INTERACTIVE_LIMIT
+
     with gr.Column(visible=False):
         clip = gr.File(label="clip", type="filepath")
         model = gr.Textbox(label="model")
@@ -262,7 +264,7 @@ def register(api: Api, wrap: Callable[[Callable], Callable], track_limit: int) -
     def endpoint(fn, inputs, outputs, name_, heavy=False):
         gr.on(triggers=[], fn=wrap(fn), inputs=inputs, outputs=outputs, api_name=name_,
               api_description=(fn.__doc__ or "").strip().splitlines()[0],
-              concurrency_limit=track_limit if heavy else 2,
+              concurrency_limit=track_limit if heavy else INTERACTIVE_LIMIT,
               concurrency_id="track" if heavy else "interactive")
 
     endpoint(api.models, [], out_json, "models")

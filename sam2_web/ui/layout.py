@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 EXAMPLES = ("ball.mp4", "crossing.mp4", "grow.mp4", "still.jpg")
+INTERACTIVE_LIMIT = 2  # clicks (one model call each) served at once, across users
 PREVIEW_EVERY_S = 0.5  # while tracking, send a new picture at most this often
 DOWNLOAD_FORMATS = [
     ("PNG matte sequence (.zip)", "png_zip"),
@@ -299,7 +300,7 @@ def build_demo(ctx: AppContext) -> gr.Blocks:
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
                 status = gr.HTML(render.progress_html(None, ""), elem_id="status")
                 with gr.Tab("Preview"):
-                    preview = gr.Video(label="Overlay preview", interactive=False, elem_id="preview")
+                    preview = gr.Video(label="Overlay preview", interactive=False, elem_id="preview", height=400)
                 with gr.Tab("Download"):
                     fmt = gr.Dropdown(DOWNLOAD_FORMATS, value="png_zip", label="Format")
                     feather = gr.Slider(0, 20, value=0, step=0.5, label="Feather edges (px)")
@@ -309,33 +310,38 @@ def build_demo(ctx: AppContext) -> gr.Blocks:
                     effect = gr.Radio(EFFECTS, value="blur", label="Effect")
                     colour = gr.ColorPicker("#00b140", label="Replacement colour")
                     effect_btn = gr.Button("Render effect")
-                    effect_video = gr.Video(label="Effect", interactive=False)
+                    effect_video = gr.Video(label="Effect", interactive=False, height=400)
 
         view = [frame, slider, frame_info]
         objs = [legend, selected]
+        # One model call per click; two may run at once. Whole-clip work shares the track limit.
+        quick = {"concurrency_id": "interactive", "concurrency_limit": INTERACTIVE_LIMIT}
+        heavy = {"concurrency_id": "track", "concurrency_limit": track_limit}
+        on_frame = {"show_progress_on": [frame]}  # spinner (and error badge) on the picture only
         clip.change(w(cb.upload), [clip, model, sid], [sid, *view, *objs, status, preview, download],
-                    concurrency_id="interactive", concurrency_limit=2, **_ui("upload"))
-        model.change(w(cb.change_model), [model, sid], [*view, status], concurrency_id="interactive", **_ui("change_model"))
-        slider.release(w(cb.scrub), [sid, slider], [frame, frame_info], trigger_mode="always_last", **_ui("scrub"))
+                    **quick, **on_frame, **_ui("upload"))
+        model.change(w(cb.change_model), [model, sid], [*view, status], **quick, **on_frame, **_ui("change_model"))
+        slider.release(w(cb.scrub), [sid, slider], [frame, frame_info], trigger_mode="always_last",
+                       show_progress="hidden", **_ui("scrub"))
         slider.input(w(cb.scrub), [sid, slider], [frame, frame_info], trigger_mode="always_last",
                      show_progress="hidden", **_ui("scrub_live"))
-        frame.select(w(on_gpu(cb.click)), [sid, slider], [frame, *objs], concurrency_id="interactive",
-                     concurrency_limit=2, **_ui("click"))
+        frame.select(w(on_gpu(cb.click)), [sid, slider], [frame, *objs], **quick, **on_frame, **_ui("click"))
         mode.change(w(cb.set_mode), [sid, mode], None, **_ui("set_mode"))
-        undo_btn.click(w(cb.undo), [sid], [*view, *objs], concurrency_id="interactive", **_ui("undo"))
-        clear_btn.click(w(cb.clear_frame), [sid, slider], [frame, *objs], concurrency_id="interactive", **_ui("clear_frame"))
-        add_btn.click(w(cb.add_object), [sid, obj_name], [*objs, obj_name], **_ui("add_object"))
-        selected.input(w(cb.select_object), [sid, selected], [legend], **_ui("select_object"))
-        rename_btn.click(w(cb.rename_object), [sid, obj_name], [*objs, obj_name], **_ui("rename_object"))
-        remove_btn.click(w(cb.remove_object), [sid, slider], [frame, *objs], concurrency_id="interactive",
+        undo_btn.click(w(cb.undo), [sid], [*view, *objs], **quick, **on_frame, **_ui("undo"))
+        clear_btn.click(w(cb.clear_frame), [sid, slider], [frame, *objs], **quick, **on_frame, **_ui("clear_frame"))
+        add_btn.click(w(cb.add_object), [sid, obj_name], [*objs, obj_name], show_progress="hidden",
+                      **_ui("add_object"))
+        selected.input(w(cb.select_object), [sid, selected], [legend], show_progress="hidden",
+                       **_ui("select_object"))
+        rename_btn.click(w(cb.rename_object), [sid, obj_name], [*objs, obj_name], show_progress="hidden",
+                         **_ui("rename_object"))
+        remove_btn.click(w(cb.remove_object), [sid, slider], [frame, *objs], **quick, **on_frame,
                          **_ui("remove_object"))
-        track_btn.click(w(on_gpu(cb.track)), [sid], [*view, status, preview], concurrency_id="track",
-                        concurrency_limit=track_limit, show_progress="hidden", **_ui("track"))
+        track_btn.click(w(on_gpu(cb.track)), [sid], [*view, status, preview], show_progress="hidden",
+                        **heavy, **_ui("track"))
         stop_btn.click(w(cb.stop), [sid], None, queue=False, **_ui("stop"))
-        export_btn.click(w(cb.download), [sid, fmt, feather], [download], concurrency_id="track",
-                         concurrency_limit=track_limit, **_ui("download"))
-        effect_btn.click(w(cb.effect), [sid, effect, colour], [effect_video], concurrency_id="track",
-                         concurrency_limit=track_limit, **_ui("effect"))
+        export_btn.click(w(cb.download), [sid, fmt, feather], [download], **heavy, **_ui("download"))
+        effect_btn.click(w(cb.effect), [sid, effect, colour], [effect_video], **heavy, **_ui("effect"))
         register(Api(ctx), w, track_limit)
     return demo
 

@@ -14,28 +14,37 @@ from sam2_web.io.export_preview import color_of, overlay
 from sam2_web.ui.logic import TrackStep, format_step, mask_dict, prompts_on
 from sam2_web.ui.state import AppSession, BoxPrompt, PointPrompt
 
-DISPLAY_MAX_SIDE = 1280  # frames are shown at most this large; clicks are scaled back up
+# Frames are shown with their long side in this range: big ones shrink (less to send per click),
+# small ones grow (a 160 px frame is too small to click on). Clicks are mapped back.
+DISPLAY_MIN_SIDE = 640
+DISPLAY_MAX_SIDE = 1280
 POSITIVE = (40, 220, 80)
 NEGATIVE = (235, 50, 50)
 
 
-def display_scale(width: int, height: int, max_side: int = DISPLAY_MAX_SIDE) -> float:
-    """Original pixels per displayed pixel (1.0 when the frame fits ``max_side``)."""
-    return max(1.0, max(width, height) / max_side)
+def display_scale(width: int, height: int, max_side: int = DISPLAY_MAX_SIDE,
+                  min_side: int = DISPLAY_MIN_SIDE) -> float:
+    """Original pixels per displayed pixel: > 1 for frames shrunk to ``max_side``, < 1 for
+    frames enlarged to ``min_side``, 1.0 in between."""
+    long_side = max(width, height)
+    shown = min(max(long_side, min_side), max_side)
+    return long_side / shown
 
 
-def frame_image(session: AppSession, frame_idx: int, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+def frame_image(session: AppSession, frame_idx: int, max_side: int = DISPLAY_MAX_SIDE,
+                min_side: int = DISPLAY_MIN_SIDE) -> np.ndarray:
     """Frame ``frame_idx`` with every object's mask in its colour and the clicks drawn on top.
 
-    Returned at most ``max_side`` pixels on the long side (see :func:`display_scale`).
+    Returned at the display size (see :func:`display_scale`); clicks are drawn after scaling so
+    they stay crisp.
     """
     frame = session.engine.frame(frame_idx)
     masks = mask_dict(session, frame_idx)
     ids = [o.obj_id for o in session.objects if o.obj_id in masks]
     shown = overlay(frame, masks, ids, alpha=0.5) if ids else np.asarray(frame)
-    scale = display_scale(shown.shape[1], shown.shape[0], max_side)
+    scale = display_scale(shown.shape[1], shown.shape[0], max_side, min_side)
     img = Image.fromarray(shown)
-    if scale > 1.0:
+    if scale != 1.0:
         img = img.resize((round(img.width / scale), round(img.height / scale)), Image.BILINEAR)
     _draw_prompts(img, session, frame_idx, scale)
     return np.asarray(img)
