@@ -278,5 +278,8 @@ def register(api: Api, wrap: Callable[[Callable], Callable], track_limit: int) -
 
 
 def document() -> str:
-    """The text of ``API.md`` (shown on the app's API page too)."""
-    return (Path(__file__).with_name("API.md")).read_text(encoding="utf-8")
+    """The text of ``API.md`` (shown in the app under "Use from a script")."""
+    path = Path(__file__).with_name("API.md")
+    if not path.is_file():  # an install that left the docs out
+        return "See sam2_web/ui/API.md in the repository for the endpoints."
+    return path.read_text(encoding="utf-8")

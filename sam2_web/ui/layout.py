@@ -19,6 +19,7 @@ import gradio as gr
 from sam2_web.errors import CancelledError, Sam2WebError
 from sam2_web.ui import logic, render
 from sam2_web.ui.api import Api, register
+from sam2_web.ui.api import document as api_document
 from sam2_web.ui.context import AppContext
 from sam2_web.ui.gpu import on_gpu
 from sam2_web.ui.state import AppSession, SessionBusyError
@@ -312,6 +313,8 @@ def build_demo(ctx: AppContext) -> gr.Blocks:
                     effect_btn = gr.Button("Render effect")
                     effect_video = gr.Video(label="Effect", interactive=False, height=400)
 
+        with gr.Accordion("Use from a script or an editor plugin (API)", open=False):
+            gr.Markdown(api_document())
         view = [frame, slider, frame_info]
         objs = [legend, selected]
         # One model call per click; two may run at once. Whole-clip work shares the track limit.
