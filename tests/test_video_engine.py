@@ -1,0 +1,404 @@
+"""The video engine's session API: bounded memory, feature-cache reuse, cancel/resume, errors,
+post-processing. A tiny model with random weights at a reduced input size keeps this fast; the
+masks themselves are checked against the reference in test_video_parity.py."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sam2_web.build import build_sam2_video_predictor
+from sam2_web.errors import CancelledError, FrameIndexError, PromptError, UnknownObjectError, VideoReadError
+from sam2_web.video import FrameMasks
+from sam2_web.video.features import FeatureCache
+from sam2_web.video.postprocess import connected_components, fill_holes_and_sprinkles
+from sam2_web.video.store import ResultStore, rle_decode, rle_encode
+from tests.clips import make_audio_only, make_moving_disc_clip, moving_disc_frames
+
+# Memory window of 2 spatial memories + 3 pointers, so a 10-frame clip must evict.
+OVERRIDES = ["++model.image_size=256", "++model.num_maskmem=3", "++model.max_obj_ptrs_in_encoder=4"]
+N_FRAMES = 10
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    torch.manual_seed(0)
+    model = build_sam2_video_predictor("sam2.1_hiera_t", None, device="cpu", hydra_overrides_extra=OVERRIDES)
+    return model
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vengine")
+    folder, masks = make_moving_disc_clip(root / "jpegs", n_frames=N_FRAMES, size=(128, 96), radius=14)
+    mp4, _ = make_moving_disc_clip(root / "disc.mp4", n_frames=N_FRAMES, size=(128, 96), radius=14)
+    return {"folder": str(folder), "mp4": str(mp4), "masks": masks, "root": root}
+
+
+class Counter:
+    """Counts calls of a predictor method (the real method still runs)."""
+
+    def __init__(self, model, name):
+        self.model, self.name, self.calls = model, name, 0
+        self.original = getattr(model, name)
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return self.original(*args, **kwargs)
+
+        setattr(model, name, counted)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        delattr(self.model, self.name)  # back to the class's method
+
+
+def _click(session, frame=0, obj=1):
+    return session.add_prompt(frame, obj, points=[[30, 24]], labels=[1])
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def test_mp4_end_to_end(predictor, clips):
+    with predictor.open_session(clips["mp4"]) as session:
+        assert session.info.num_frames == N_FRAMES
+        assert (session.info.width, session.info.height) == (128, 96)
+        assert session.frame(3).shape == (96, 128, 3)
+        first = _click(session)
+        assert isinstance(first, FrameMasks) and first.masks.shape == (1, 96, 128) and first.masks.dtype == bool
+        out = list(session.propagate(direction="both"))
+        assert sorted(m.frame_idx for m in out) == list(range(N_FRAMES))
+        for m in out:
+            assert m.obj_ids == [1] and m.masks.shape == (1, 96, 128)
+            assert 0.0 <= m.scores[0] <= 1.0
+            np.testing.assert_array_equal(session.result(m.frame_idx).masks, m.masks)
+        assert [r.frame_idx for r in session.iter_results()] == list(range(N_FRAMES))
+
+
+def test_array_source_and_mask_prompt(predictor, clips):
+    frames, masks = moving_disc_frames(4, size=(128, 96), radius=14)
+    with predictor.open_session(frames) as session:
+        got = session.add_mask(0, 5, masks[0])
+        assert got.obj_ids == [5]
+        # A mask prompt is taken as the output (use_mask_input_as_output_without_sam).
+        assert (got.masks[0] == masks[0]).mean() > 0.97
+        assert len(list(session.propagate(direction="forward"))) == 4
+
+
+# ---------------------------------------------------------------- bounded memory
+
+
+@pytest.mark.parametrize("history", ["disk", "ram"])
+def test_memory_keeps_only_the_reachable_window(predictor, clips, history):
+    with predictor.open_session(clips["folder"], history=history) as session:
+        _click(session, 0, 1)
+        _click(session, 0, 2)
+        window = []
+        for m in session.propagate(direction="forward"):
+            window.append(max(len(t.memory.ram_frames()) for t in session.objects.values()))
+        bank = session.objects[1].memory
+        assert bank.frames() == set(range(1, N_FRAMES))  # nothing is lost ...
+        reach = len(predictor._memory_reach(N_FRAMES, False, N_FRAMES))
+        if history == "disk":
+            assert max(window) <= reach  # ... but RAM holds one window, whatever the clip length
+            assert len(bank.ram_frames()) <= reach
+            assert len(list(Path(session._tmp, "memory").glob("*.pt"))) == 2 * (N_FRAMES - 1 - len(bank.ram_frames()))
+        else:
+            assert bank.ram_frames() == set(range(1, N_FRAMES))
+
+
+def test_memory_dtype_option(predictor, clips):
+    for dtype, expected in (("bfloat16", torch.bfloat16), ("float32", torch.float32)):
+        with predictor.open_session(clips["folder"], memory_dtype=dtype) as session:
+            _click(session)
+            list(session.propagate(direction="forward", max_frames=2))
+            assert session.objects[1].memory.get(1).maskmem_features.dtype == expected
+    with pytest.raises(ValueError):
+        predictor.open_session(clips["folder"], memory_dtype="float16")
+
+
+# ---------------------------------------------------------------- feature cache
+
+
+def test_correction_does_not_reencode_frames(predictor, clips):
+    with predictor.open_session(clips["folder"]) as session:
+        _click(session)
+        with Counter(predictor, "forward_image") as enc:
+            list(session.propagate(direction="forward"))
+        assert enc.calls == N_FRAMES - 1  # frame 0 was encoded by the click
+        with Counter(predictor, "forward_image") as enc:
+            session.add_prompt(6, 1, points=[[80, 60]], labels=[1], clear_old_points=False)
+            redone = list(session.propagate(direction="forward"))
+        assert len(redone) == N_FRAMES and enc.calls == 0
+        assert session.features.hits > 0
+
+
+def test_feature_cache_off_reencodes(predictor, clips):
+    with predictor.open_session(clips["folder"], feature_cache_mb=0) as session:
+        _click(session)
+        list(session.propagate(direction="forward", max_frames=3))
+        with Counter(predictor, "forward_image") as enc:
+            list(session.propagate(direction="forward", start_frame=0, max_frames=3))
+        # Nothing to resume (same prompts, same pass): stored frames are yielded, nothing re-run.
+        assert enc.calls == 0
+        session.add_prompt(2, 1, points=[[50, 40]], labels=[1])
+        with Counter(predictor, "forward_image") as enc:
+            list(session.propagate(direction="forward", max_frames=3))
+        assert enc.calls >= 3
+
+
+def test_feature_cache_spills_to_disk(predictor, clips, tmp_path):
+    with predictor.open_session(clips["folder"], feature_cache_mb=1.5, feature_cache_dir=str(tmp_path)) as session:
+        _click(session)
+        list(session.propagate(direction="forward"))
+        assert session.features.ram_bytes <= 1.5 * 2**20
+        assert len(list(tmp_path.glob("*/feat_*.pt"))) > 0
+        session.add_prompt(4, 1, points=[[60, 50]], labels=[1])
+        with Counter(predictor, "forward_image") as enc:
+            list(session.propagate(direction="forward"))
+        assert enc.calls == 0
+    assert not list(tmp_path.glob("*/feat_*.pt"))  # close() removes the spill folder
+
+
+def test_feature_cache_lru_unit():
+    cache = FeatureCache(max_mb=3 * 4 / 2**20 * 100)  # room for three 100-float frames
+    for i in range(5):
+        cache.put(i, [torch.full((100,), float(i))])
+    assert 0 not in cache and 1 not in cache and all(i in cache for i in (2, 3, 4))
+    assert cache.get(2, torch.device("cpu"))[0][0] == 2.0
+    cache.put(5, [torch.zeros(100)])  # evicts 3 (2 was used more recently)
+    assert 3 not in cache and 2 in cache
+
+
+# ---------------------------------------------------------------- progress, cancel, resume
+
+
+def test_cancel_then_resume_without_redoing_frames(predictor, clips):
+    with predictor.open_session(clips["folder"]) as reference_run:
+        _click(reference_run)
+        expected = {m.frame_idx: m.masks for m in reference_run.propagate(direction="forward")}
+
+    with predictor.open_session(clips["folder"]) as session:
+        _click(session)
+        seen = []
+        stop = threading.Event()
+
+        def progress(done, total):
+            seen.append((done, total))
+            if done == 4:
+                stop.set()
+
+        with pytest.raises(CancelledError):
+            for _ in session.propagate(direction="forward", progress=progress, cancel=stop):
+                pass
+        assert seen == [(i, N_FRAMES) for i in range(1, 5)]
+        assert [r.frame_idx for r in session.iter_results()] == [0, 1, 2, 3]
+
+        with Counter(predictor, "track_step") as steps:
+            resumed = list(session.propagate(direction="forward", progress=lambda d, t: seen.append((d, t))))
+        assert steps.calls == N_FRAMES - 4  # only the unfinished frames ran
+        assert seen[-1] == (N_FRAMES, N_FRAMES)
+        assert [m.frame_idx for m in resumed] == list(range(N_FRAMES))
+        for m in resumed:
+            np.testing.assert_array_equal(m.masks, expected[m.frame_idx])
+
+
+def test_cancel_accepts_a_callable(predictor, clips):
+    with predictor.open_session(clips["folder"]) as session:
+        _click(session)
+        with pytest.raises(CancelledError):
+            list(session.propagate(direction="forward", cancel=lambda: True))
+        assert session.result(1) is None
+
+
+# ---------------------------------------------------------------- objects, prompts, errors
+
+
+def test_objects_clear_remove_reset(predictor, clips):
+    with predictor.open_session(clips["folder"]) as session:
+        _click(session, 0, 1)
+        both = session.add_prompt(0, 2, box=[60, 40, 120, 90])
+        assert both.obj_ids == [1, 2] and session.object_ids == [1, 2]
+        list(session.propagate(direction="forward", max_frames=2))
+        session.remove_object(1)
+        assert session.object_ids == [2] and session.result(1).obj_ids == [2]
+        cleared = session.clear_frame(0)
+        assert cleared.obj_ids == [2]
+        session.reset()
+        assert session.object_ids == [] and session.result(0) is None
+
+
+def test_bad_input_errors_and_nothing_is_lost(predictor, clips):
+    with predictor.open_session(clips["folder"]) as session:
+        with pytest.raises(PromptError):
+            list(session.propagate())  # no object yet
+        _click(session)
+        list(session.propagate(direction="forward", max_frames=3))
+        before = {r.frame_idx: r.masks.copy() for r in session.iter_results()}
+
+        with pytest.raises(FrameIndexError):
+            session.add_prompt(N_FRAMES, 1, points=[[1, 1]], labels=[1])
+        with pytest.raises(FrameIndexError):
+            session.add_prompt(-1, 1, points=[[1, 1]], labels=[1])
+        with pytest.raises(FrameIndexError):
+            session.result(N_FRAMES)
+        with pytest.raises(FrameIndexError):
+            list(session.propagate(start_frame=N_FRAMES + 3))
+        with pytest.raises(UnknownObjectError):
+            session.remove_object(42)
+        with pytest.raises(UnknownObjectError):
+            session.clear_frame(0, 42)
+        with pytest.raises(PromptError):
+            session.add_prompt(0, 3, points=[[1, 1]])  # no labels
+        with pytest.raises(PromptError):
+            session.add_prompt(0, 3, points=[[1, 1], [2, 2]], labels=[1])
+        with pytest.raises(PromptError):
+            session.add_prompt(0, 3, box=[1, 2, 3])
+        with pytest.raises(PromptError):
+            session.add_prompt(0, 3, points=[[np.nan, 1]], labels=[1])
+        with pytest.raises(PromptError):
+            session.add_mask(0, 3, np.zeros((2, 3, 4), bool))
+
+        assert session.object_ids == [1]  # no half-created object 3
+        after = {r.frame_idx: r.masks for r in session.iter_results()}
+        assert after.keys() == before.keys()
+        for i in before:
+            np.testing.assert_array_equal(after[i], before[i])
+
+
+def test_unreadable_sources(predictor, clips, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x01 not a video" * 100)
+    audio = make_audio_only(tmp_path / "tone.wav")
+    for source in (empty, corrupt, audio, tmp_path / "missing.mp4"):
+        with pytest.raises(VideoReadError):
+            predictor.open_session(str(source))
+
+
+# ---------------------------------------------------------------- post-processing
+
+
+def _bfs_components(mask):
+    """Definition: 8-connected components by breadth-first search, as (labels, areas)."""
+    h, w = mask.shape
+    labels = np.zeros((h, w), int)
+    areas = np.zeros((h, w), int)
+    n = 0
+    for y in range(h):
+        for x in range(w):
+            if mask[y, x] and not labels[y, x]:
+                n += 1
+                queue, members = deque([(y, x)]), []
+                labels[y, x] = n
+                while queue:
+                    a, b = queue.popleft()
+                    members.append((a, b))
+                    for dy in (-1, 0, 1):
+                        for dx in (-1, 0, 1):
+                            c, d = a + dy, b + dx
+                            if 0 <= c < h and 0 <= d < w and mask[c, d] and not labels[c, d]:
+                                labels[c, d] = n
+                                queue.append((c, d))
+                for a, b in members:
+                    areas[a, b] = len(members)
+    return labels, areas
+
+
+def test_connected_components_match_the_definition():
+    rng = np.random.default_rng(0)
+    for _ in range(25):
+        mask = rng.random((rng.integers(1, 30), rng.integers(1, 30))) < rng.random()
+        labels, areas = connected_components(mask)
+        ref_labels, ref_areas = _bfs_components(mask)
+        np.testing.assert_array_equal(areas, ref_areas)
+        pairs = set(zip(labels[mask].tolist(), ref_labels[mask].tolist()))
+        assert len(pairs) == len(np.unique(ref_labels[mask]))  # same partition
+
+
+def _scores(fg):
+    return torch.from_numpy(np.where(fg, 5.0, -5.0).astype(np.float32))[None, None]
+
+
+def test_holes_up_to_area_are_filled():
+    fg = np.zeros((20, 30), bool)
+    fg[2:18, 2:28] = True
+    fg[5:7, 5:7] = False  # hole of area 4
+    fg[5:8, 15:17] = False  # hole of area 6
+    fg[12, 10] = fg[13, 11] = False  # two diagonal pixels: ONE hole of area 2 (8-connectivity)
+    out = fill_holes_and_sprinkles(_scores(fg), 4, remove_sprinkles=False)[0, 0].numpy()
+    assert np.all(out[5:7, 5:7] == np.float32(0.1))
+    assert np.all(out[5:8, 15:17] == -5.0)  # area 6 > 4 stays
+    assert out[12, 10] == np.float32(0.1) and out[13, 11] == np.float32(0.1)
+    assert np.all(out[0, :] == -5.0)  # the outer background (large) stays
+    assert np.all(out[fg] == 5.0)  # foreground untouched
+    at_n_plus_1 = fill_holes_and_sprinkles(_scores(fg), 5, remove_sprinkles=False)[0, 0].numpy()
+    assert np.all(at_n_plus_1[5:8, 15:17] == -5.0)
+    assert np.all(fill_holes_and_sprinkles(_scores(fg), 6, remove_sprinkles=False)[0, 0].numpy()[5:8, 15:17] == np.float32(0.1))
+
+
+def test_sprinkles_up_to_area_are_removed():
+    fg = np.zeros((20, 30), bool)
+    fg[2:12, 2:12] = True  # the object
+    fg[15, 20] = fg[16, 21] = fg[17, 22] = True  # a diagonal sprinkle of area 3
+    fg[15:17, 26:29] = True  # a speck of area 6
+    out = fill_holes_and_sprinkles(_scores(fg), 3)[0, 0].numpy()
+    assert out[15, 20] == np.float32(-0.1) and out[17, 22] == np.float32(-0.1)
+    assert np.all(out[15:17, 26:29] == 5.0) and np.all(out[2:12, 2:12] == 5.0)
+    kept = fill_holes_and_sprinkles(_scores(fg), 3, remove_sprinkles=False)[0, 0].numpy()
+    assert kept[15, 20] == 5.0
+
+
+def test_fill_matches_definition_on_random_scores():
+    rng = np.random.default_rng(1)
+    scores = torch.from_numpy(rng.normal(size=(2, 1, 24, 24)).astype(np.float32))
+    out = fill_holes_and_sprinkles(scores, 3).numpy()
+    for b in range(2):
+        plane = scores[b, 0].numpy().copy()
+        labels, areas = _bfs_components(plane <= 0)
+        plane[(labels > 0) & (areas <= 3)] = 0.1
+        labels, areas = _bfs_components(plane > 0)
+        plane[(labels > 0) & (areas <= 3)] = -0.1
+        np.testing.assert_array_equal(out[b, 0], plane)
+
+
+def test_engine_applies_fill_and_non_overlap(predictor, clips):
+    with predictor.open_session(clips["folder"], fill_hole_area=8, non_overlap_masks=True) as session:
+        _click(session, 0, 1)
+        session.add_prompt(0, 2, box=[10, 5, 60, 50])
+        for m in session.propagate(direction="forward", max_frames=3):
+            assert not np.any(m.masks[0] & m.masks[1])
+        low_res = session.objects[1].memory.get(2).pred_masks
+        # No background component of area <= 8 is left inside the low-res mask.
+        labels, areas = connected_components(low_res[0, 0].numpy() <= 0)
+        assert not np.any((labels > 0) & (areas <= 8))
+
+
+# ---------------------------------------------------------------- result store
+
+
+def test_result_store_rle_and_png(tmp_path):
+    rng = np.random.default_rng(2)
+    masks = rng.random((2, 17, 23)) < 0.3
+    masks[1, 0, 0] = True
+    for runs_mask in masks:
+        np.testing.assert_array_equal(rle_decode(rle_encode(runs_mask), runs_mask.shape), runs_mask)
+    for png_dir in (None, str(tmp_path / "png")):
+        store = ResultStore(17, 23, png_dir)
+        store.put(FrameMasks(3, [7, 9], masks, np.array([0.9, 0.2], np.float32)))
+        got = store.get(3, [9, 7, 11])
+        np.testing.assert_array_equal(got.masks[0], masks[1])
+        np.testing.assert_array_equal(got.masks[1], masks[0])
+        assert not got.masks[2].any() and got.scores[2] == 0
+        store.drop_object(7)
+        assert store.get(3).obj_ids == [9]
+    assert ResultStore(17, 23).nbytes() == 0
