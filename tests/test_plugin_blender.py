@@ -105,7 +105,8 @@ def blender_session(config_file: str) -> None:
     track.markers.find_frame(clip_frame).co = (CLICK[0] / SIZE[0], 1.0 - CLICK[1] / SIZE[1])
     settings.prompt_source = "MARKERS"
     settings.effect = "MASK"
-    report["markers_result"] = sorted(bpy.ops.sequencer.sam2web_track())
+    # As from the button; without a window the operator runs in place instead of in the background.
+    report["markers_result"] = sorted(bpy.ops.sequencer.sam2web_track("INVOKE_DEFAULT"))
     report["markers"] = _describe(editor, source)
     report["markers_renders"] = _render(scene, source, Path(cfg["out"]) / "render_markers_")
 
@@ -116,6 +117,26 @@ def blender_session(config_file: str) -> None:
     settings.output_dir = cfg["out"] + "_external"
     report["external_result"] = sorted(bpy.ops.sequencer.sam2web_track())
     report["external"] = _describe(editor, source)
+
+    # Esc while tracking: the job stops and publishes nothing, in this process and through the CLI.
+    import importlib
+    import threading
+
+    addon_engine = importlib.import_module(f"{ADDON}.engine")
+    stop = threading.Event()
+    stop.set()
+    report["cancel"] = {}
+    for where, python in (("here", ""), ("external", sys.executable)):
+        spec = addon_engine.JobSpec(clip=Path(cfg["clip"]), prompts=Path(cfg["prompts"]),
+                                    out_dir=Path(cfg["out"] + "_cancel_" + where), name="cancelled",
+                                    checkpoint=cfg["checkpoint"], device="cpu", overrides=(OVERRIDES,))
+        try:
+            addon_engine.run(spec, python=python, cancel=stop)
+            report["cancel"][where] = "not cancelled"
+        except addon_engine.Cancelled as exc:
+            report["cancel"][where] = str(exc)
+        report["cancel"][where + "_files"] = sorted(
+            str(p) for p in spec.out_dir.rglob("*") if not p.name.startswith(".")) if spec.out_dir.exists() else []
     Path(cfg["report"]).write_text(json.dumps(report, indent=1))
 
 
@@ -307,6 +328,13 @@ def test_external_python_runs_the_same_job_through_the_cli(blender_run):
     diff = int((mattes[1:] != oracle[1:]).sum())
     print(f"external run vs engine: {diff} differing pixels")
     assert diff <= 0.001 * oracle[1:].size and not mattes[0].any()
+
+
+def test_cancel_publishes_nothing(blender_run):
+    cancel = blender_run["report"]["cancel"]
+    for where in ("here", "external"):
+        assert "cancelled" in cancel[where], (where, cancel[where])
+        assert cancel[where + "_files"] == [], where
 
 
 def test_save_render_for_the_docs(blender_run):

@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,10 @@ _RUN_CLI = "import sys; from sam2_web.cli import main; sys.exit(main(sys.argv[1:
 
 class SetupError(Exception):
     """A problem the user fixes in the scene or the add-on's settings; the message says how."""
+
+
+class Cancelled(SetupError):
+    """The user stopped the job; nothing was added."""
 
 
 @dataclass(frozen=True)
@@ -127,22 +132,31 @@ def engine_importable() -> bool:
     return True
 
 
-def run(spec: JobSpec, *, python: str = "", remote: str = "", progress: Optional[Progress] = None) -> Mattes:
-    """Run the job and return its mattes.
+def run(spec: JobSpec, *, python: str = "", remote: str = "", progress: Optional[Progress] = None,
+        cancel: Optional[threading.Event] = None) -> Mattes:
+    """Run the job and return its mattes. Safe to call from a worker thread (no bpy here).
 
     Args:
         spec: the job.
         python: another Python with sam2_web to run ``sam2-web mask`` in; "" = this process.
         remote: a sam2_web app URL or Space id to run on (through ``python``'s CLI).
         progress: ``progress(stage, done, total)``.
+        cancel: set it to stop the job between frames (nothing is published then).
     Raises:
+        Cancelled: ``cancel`` was set.
         SetupError: no engine is reachable, or the external command failed (its message).
         sam2_web errors (PromptError, VideoReadError, ...) when running in this process.
     """
+    cancel = cancel or threading.Event()
     if python or remote:
-        folder = _run_external(spec, python or sys.executable, remote, progress)
+        folder = _run_external(spec, python or sys.executable, remote, progress, cancel)
     elif engine_importable():
-        folder = _run_here(spec, progress)
+        from sam2_web.errors import CancelledError
+
+        try:
+            folder = _run_here(spec, progress, cancel)
+        except CancelledError:
+            raise Cancelled("tracking cancelled; nothing was added") from None
     else:
         raise SetupError(
             "sam2_web is not importable in Blender's Python; set the add-on preference 'sam2_web folder' "
@@ -151,7 +165,7 @@ def run(spec: JobSpec, *, python: str = "", remote: str = "", progress: Optional
     return Mattes.read(folder)
 
 
-def _run_here(spec: JobSpec, progress: Optional[Progress]) -> Path:
+def _run_here(spec: JobSpec, progress: Optional[Progress], cancel: threading.Event) -> Path:
     from plugins.core import FrameRange, MaskJob, OutputSpec, load_prompts, parse_prompts, run_job
 
     prompts = load_prompts(spec.prompts) if isinstance(spec.prompts, Path) else parse_prompts(spec.prompts)
@@ -168,7 +182,7 @@ def _run_here(spec: JobSpec, progress: Optional[Progress]) -> Path:
         frame_range=FrameRange(spec.first or 0, spec.last),
         direction=spec.direction,
     )
-    return run_job(job, progress=progress).outputs[MATTE_FORMAT]
+    return run_job(job, progress=progress, cancel=cancel).outputs[MATTE_FORMAT]
 
 
 def cli_arguments(spec: JobSpec, prompts_file: Path, remote: str = "") -> list[str]:
@@ -190,7 +204,8 @@ def cli_arguments(spec: JobSpec, prompts_file: Path, remote: str = "") -> list[s
     return args + list(spec.overrides)
 
 
-def _run_external(spec: JobSpec, python: str, remote: str, progress: Optional[Progress]) -> Path:
+def _run_external(spec: JobSpec, python: str, remote: str, progress: Optional[Progress],
+                  cancel: threading.Event) -> Path:
     with tempfile.TemporaryDirectory(prefix="sam2web-blender-") as tmp:
         if isinstance(spec.prompts, Path):
             prompts_file = spec.prompts
@@ -204,10 +219,13 @@ def _run_external(spec: JobSpec, python: str, remote: str, progress: Optional[Pr
                 process = subprocess.Popen(command, stdout=out, stderr=subprocess.PIPE, text=True)
             except OSError as exc:
                 raise SetupError(f"cannot start the external Python {python!r} ({exc}); fix 'External Python'") from exc
+            threading.Thread(target=_stop_on_cancel, args=(process, cancel), daemon=True).start()
             errors = _follow(process, progress)
             process.wait()
             out.seek(0)
             stdout = out.read()
+        if process.returncode != 0 and cancel.is_set():
+            raise Cancelled("tracking cancelled; nothing was added")
         if process.returncode != 0:
             message = errors[-1] if errors else f"exit code {process.returncode}"
             raise SetupError(f"sam2-web failed: {message.removeprefix('sam2-web: ')}")
@@ -215,6 +233,14 @@ def _run_external(spec: JobSpec, python: str, remote: str, progress: Optional[Pr
     if not folder.is_dir():
         raise SetupError(f"sam2-web reported success but {folder} is missing; its output was:\n{stdout}")
     return folder
+
+
+def _stop_on_cancel(process: subprocess.Popen, cancel: threading.Event) -> None:
+    """Terminate the command once ``cancel`` is set (it then discards its staged outputs)."""
+    while process.poll() is None:
+        if cancel.wait(0.2):
+            process.terminate()
+            return
 
 
 def _follow(process: subprocess.Popen, progress: Optional[Progress]) -> list[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import bpy
@@ -52,25 +54,108 @@ def _prompts(settings, movie: Path):
     return markers.marker_prompts(clip)
 
 
-class _Progress:
-    """Job progress on the window's progress cursor (when there is a window) and the console."""
+@dataclass
+class _Prepared:
+    """Everything a run needs, read from Blender on the main thread before any work starts."""
 
-    def __init__(self, context):
-        self.wm = context.window_manager if context.window is not None else None
-        self.stage = None
-        if self.wm is not None:
-            self.wm.progress_begin(0, 100)
+    spec: engine.JobSpec
+    scene: str
+    source: str
+    effect: str
+    python: str
+    remote: str
 
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if stage != self.stage:
-            print(f"SAM 2: {stage} ...")
-            self.stage = stage
-        if self.wm is not None and total:
-            self.wm.progress_update(int(100 * done / total))
 
-    def close(self) -> None:
-        if self.wm is not None:
-            self.wm.progress_end()
+def _prepare(context) -> _Prepared:
+    """Read the active strip, the settings and the prompts; raises SetupError with what to fix."""
+    scene = context.scene
+    settings = scene.sam2web
+    prefs = preferences(context)
+    engine.add_engine_path(prefs)
+    source = strips.active_movie_strip(scene)
+    movie = _movie_path(source)
+    num_frames = int(source.frame_duration + source.animation_offset_start + source.animation_offset_end)
+    first, last = (None, None) if settings.whole_clip else strips.visible_movie_frames(source, num_frames)
+    spec = engine.JobSpec(
+        clip=movie,
+        prompts=_prompts(settings, movie),
+        out_dir=_matte_dir(settings.output_dir, movie),
+        name=re.sub(r"[^A-Za-z0-9_-]+", "_", source.name).strip("_") or "strip",
+        model=settings.model,
+        checkpoint=bpy.path.abspath(settings.checkpoint) if settings.checkpoint else None,
+        device=settings.device,
+        overrides=tuple(shlex.split(settings.overrides)),
+        first=first,
+        last=last,
+        direction=settings.direction,
+        feather_px=settings.feather_px,
+        grow_px=settings.grow_px,
+        invert=settings.invert,
+    )
+    return _Prepared(spec, scene.name, source.name, settings.effect,
+                     getattr(prefs, "python", ""), getattr(prefs, "remote", ""))
+
+
+def _place(prepared: _Prepared, mattes: engine.Mattes) -> tuple[int, int]:
+    """Matte strips above the source and the modifiers they drive; returns (first channel, count).
+
+    Raises:
+        SetupError: the scene or the strip went away while the job ran.
+    """
+    scene = bpy.data.scenes.get(prepared.scene)
+    editor = scene.sequence_editor if scene is not None else None
+    source = strips.all_strips(editor).get(prepared.source) if editor is not None else None
+    if source is None:
+        raise SetupError(f"strip '{prepared.source}' was removed or renamed while tracking; the mattes are in "
+                         f"{mattes.folder}")
+    strips.remove_previous(editor, source)
+    sequences = dict(mattes.sequences)
+    effect = prepared.effect
+    cut_out_union = effect == "MASK" and len(sequences) > 1
+    if cut_out_union:
+        sequences["all objects"] = mattes.union(mattes.folder.parent / f"{mattes.folder.name}_all")
+    channel = strips.free_channel_above(editor, source, len(sequences))
+    placed = {}
+    for k, (label, files) in enumerate(sequences.items()):
+        placed[label] = strips.add_matte_strip(editor, source, files, channel + k, f"SAM2 {label}")
+    if effect == "MASK":
+        strips.attach_modifier(source, "MASK", placed["all objects" if cut_out_union else next(iter(placed))], "cut out")
+    elif effect != "NONE":
+        for label, matte in placed.items():
+            strips.attach_modifier(source, effect, matte, label)
+    return channel, len(placed)
+
+
+class _Worker:
+    """The job on a background thread, so Blender keeps drawing and Esc can stop it."""
+
+    def __init__(self, prepared: _Prepared):
+        self.prepared = prepared
+        self.cancel = threading.Event()
+        self.status = "starting"
+        self.fraction = 0.0
+        self.mattes: engine.Mattes | None = None
+        self.error: Exception | None = None
+        self.thread = threading.Thread(target=self._run, name="sam2web-track", daemon=True)
+        self.thread.start()
+
+    def _progress(self, stage: str, done: int, total: int) -> None:
+        # Plain attribute writes: the modal timer reads them on the main thread.
+        self.status = f"{stage} {done}/{total}" if total else stage
+        self.fraction = done / total if total else 0.0
+
+    def _run(self) -> None:
+        p = self.prepared
+        try:
+            self.mattes = engine.run(p.spec, python=p.python, remote=p.remote, progress=self._progress,
+                                     cancel=self.cancel)
+        except Exception as exc:  # handed to the main thread, which reports it
+            self.error = exc
+
+
+def _console_progress(stage: str, done: int, total: int) -> None:
+    if done in (0, 1) or done == total:
+        print(f"SAM 2: {stage} {done}/{total}")
 
 
 class SEQUENCER_OT_sam2web_track(bpy.types.Operator):
@@ -85,65 +170,61 @@ class SEQUENCER_OT_sam2web_track(bpy.types.Operator):
         return _poll_movie_strip(cls, context)
 
     def execute(self, context):
-        progress = _Progress(context)
+        """Blocking run: scripts, headless Blender, and redo."""
         try:
-            channel, count = self._track(context, progress)
+            prepared = _prepare(context)
+            mattes = engine.run(prepared.spec, python=prepared.python, remote=prepared.remote,
+                                progress=_console_progress)
+            channel, count = _place(prepared, mattes)
         except Exception as exc:  # the UI edge: every failure becomes a report the user can read
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        finally:
-            progress.close()
         self.report({"INFO"}, f"SAM 2: {count} matte strip(s) on channel {channel} and up")
         return {"FINISHED"}
 
-    def _track(self, context, progress) -> tuple[int, int]:
-        scene = context.scene
-        settings = scene.sam2web
-        prefs = preferences(context)
-        engine.add_engine_path(prefs)
-        source = strips.active_movie_strip(scene)
-        movie = _movie_path(source)
-        num_frames = int(source.frame_duration + source.animation_offset_start + source.animation_offset_end)
-        first, last = (None, None) if settings.whole_clip else strips.visible_movie_frames(source, num_frames)
-        spec = engine.JobSpec(
-            clip=movie,
-            prompts=_prompts(settings, movie),
-            out_dir=_matte_dir(settings.output_dir, movie),
-            name=re.sub(r"[^A-Za-z0-9_-]+", "_", source.name).strip("_") or "strip",
-            model=settings.model,
-            checkpoint=bpy.path.abspath(settings.checkpoint) if settings.checkpoint else None,
-            device=settings.device,
-            overrides=tuple(shlex.split(settings.overrides)),
-            first=first,
-            last=last,
-            direction=settings.direction,
-            feather_px=settings.feather_px,
-            grow_px=settings.grow_px,
-            invert=settings.invert,
-        )
-        mattes = engine.run(spec, python=getattr(prefs, "python", ""), remote=getattr(prefs, "remote", ""),
-                            progress=progress)
-        return self._place(scene, source, mattes, settings.effect)
+    def invoke(self, context, event):
+        """From the button: track in the background, progress in the status bar, Esc cancels."""
+        if context.window is None:
+            return self.execute(context)
+        try:
+            self._worker = _Worker(_prepare(context))
+        except Exception as exc:  # the UI edge, as in execute
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.25, window=context.window)
+        wm.progress_begin(0, 100)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
 
-    @staticmethod
-    def _place(scene, source, mattes: engine.Mattes, effect: str) -> tuple[int, int]:
-        """Matte strips above ``source`` and the modifiers they drive; returns (first channel, count)."""
-        editor = scene.sequence_editor
-        strips.remove_previous(editor, source)
-        sequences = dict(mattes.sequences)
-        cut_out_union = effect == "MASK" and len(sequences) > 1
-        if cut_out_union:
-            sequences["all objects"] = mattes.union(mattes.folder.parent / f"{mattes.folder.name}_all")
-        channel = strips.free_channel_above(editor, source, len(sequences))
-        placed = {}
-        for k, (label, files) in enumerate(sequences.items()):
-            placed[label] = strips.add_matte_strip(editor, source, files, channel + k, f"SAM2 {label}")
-        if effect == "MASK":
-            strips.attach_modifier(source, "MASK", placed["all objects" if cut_out_union else next(iter(placed))], "cut out")
-        elif effect != "NONE":
-            for label, matte in placed.items():
-                strips.attach_modifier(source, effect, matte, label)
-        return channel, len(placed)
+    def modal(self, context, event):
+        worker = self._worker
+        if event.type == "ESC":
+            worker.cancel.set()  # the job stops after the current frame; we wait for the thread
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        if worker.thread.is_alive():
+            context.window_manager.progress_update(int(100 * worker.fraction))
+            note = "stopping..." if worker.cancel.is_set() else "Esc to cancel"
+            context.workspace.status_text_set(f"SAM 2: {worker.status} ({note})")
+            return {"PASS_THROUGH"}
+        self._finish(context)
+        if worker.error is not None:
+            self.report({"WARNING" if isinstance(worker.error, engine.Cancelled) else "ERROR"}, str(worker.error))
+            return {"CANCELLED"}
+        try:
+            channel, count = _place(worker.prepared, worker.mattes)
+        except Exception as exc:  # the UI edge
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"SAM 2: {count} matte strip(s) on channel {channel} and up")
+        return {"FINISHED"}
+
+    def _finish(self, context) -> None:
+        wm = context.window_manager
+        wm.event_timer_remove(self._timer)
+        wm.progress_end()
+        context.workspace.status_text_set(None)
 
 
 class SEQUENCER_OT_sam2web_remove(bpy.types.Operator):
