@@ -320,8 +320,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             import traceback
 
             traceback.print_exc()
-        prefix = "cancelled" if code == EXIT_CANCELLED else "error"
-        print(f"sam2-web: {prefix}: {exc}", file=sys.stderr)
+        if code == EXIT_CANCELLED:  # the engine's own wording is about resuming in Python
+            print("sam2-web: cancelled; nothing was written", file=sys.stderr)
+        else:
+            print(f"sam2-web: error: {exc}", file=sys.stderr)
         return code
 
 
