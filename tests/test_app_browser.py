@@ -147,7 +147,7 @@ def test_upload_click_see_mask_track_see_progress_and_result(app, clip, browser)
     page.close()
 
 
-def test_bad_upload_and_early_click_show_messages_and_tabs_are_separate(app, clip, browser, tmp_path):
+def test_messages_for_bad_input_examples_and_separate_tabs(app, clip, browser, tmp_path):
     expect = playwright_api.expect
     page = browser.new_page()
     page.goto(app.url)
@@ -160,6 +160,10 @@ def test_bad_upload_and_early_click_show_messages_and_tabs_are_separate(app, cli
     expect(page.get_by_text("holiday.mp4 cannot be read as a video", exact=False).first).to_be_visible(
         timeout=TIMEOUT_MS)
     _shot(page, "5_bad_upload")
+    # The shipped examples open with one click.
+    page.get_by_text("ball.mp4", exact=True).first.click()
+    expect(page.locator("#frame-info")).to_contain_text("24 frames at 12 fps, 320×192", timeout=TIMEOUT_MS)
+    _shot(page, "6_example")
 
     # Two tabs at once: a click in one does not show up in the other.
     one, two = browser.new_page(), browser.new_page()

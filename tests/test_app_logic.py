@@ -16,8 +16,17 @@ import pytest
 from PIL import Image
 
 from clips import make_moving_disc_clip
-from appserver import app_checkpoint
-from sam2_web.errors import CancelledError, LimitExceededError, PromptError, UnknownObjectError, VideoReadError
+from appserver import FILENAME, REPO_ID, app_checkpoint
+from hubserver import serve_hub
+from sam2_web.errors import (
+    CancelledError,
+    CheckpointError,
+    LimitExceededError,
+    PromptError,
+    UnknownModelError,
+    UnknownObjectError,
+    VideoReadError,
+)
 from sam2_web.io.export_preview import color_of
 from sam2_web.ui import logic, render
 from sam2_web.ui.api import parse_prompts
@@ -30,10 +39,14 @@ DISC_XY = (30.0, 26.0)  # inside the disc on frame 0 (radius 20 from (20, 20))
 
 
 @pytest.fixture(scope="module")
-def predictor(tmp_path_factory):
+def ckpt(tmp_path_factory) -> Path:
+    return app_checkpoint(tmp_path_factory.mktemp("ckpt") / "t256.pt")
+
+
+@pytest.fixture(scope="module")
+def predictor(ckpt):
     from sam2_web.build import build_sam2_video_predictor
 
-    ckpt = app_checkpoint(tmp_path_factory.mktemp("ckpt") / "t256.pt")
     return build_sam2_video_predictor("sam2.1/sam2.1_hiera_t.yaml", ckpt, device="cpu",
                                       hydra_overrides_extra=OVERRIDES)
 
@@ -360,3 +373,26 @@ def test_set_prompts_checks_labels_and_boxes(opened):
     logic.set_prompts(opened, 0, 5, points=[[31, 27]], labels=[1])  # replaces, not appends
     assert len(logic.prompts_on(opened, 0)) == 1
 
+
+
+# --- models -------------------------------------------------------------------------------------
+
+def test_the_model_comes_from_the_hub_with_byte_progress_and_stays_cached(ckpt, tmp_path, monkeypatch):
+    from sam2_web.ui.context import AppContext
+
+    data = ckpt.read_bytes()
+    with serve_hub({(REPO_ID, "main", FILENAME): data}) as hub:
+        hub.use(monkeypatch, tmp_path)
+        ctx = AppContext.from_overrides([*OVERRIDES, "device=cpu"])
+        seen: list[tuple[int, int | None]] = []
+        first = ctx.predictor(on_progress=lambda done, total: seen.append((done, total)))
+        print("download progress calls:", len(seen), "last:", seen[-1])
+        assert seen[-1] == (len(data), len(data))
+        assert all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
+        gets = len(hub.requests.paths("GET"))
+        assert ctx.predictor("tiny") is first and len(hub.requests.paths("GET")) == gets  # cached
+        with pytest.raises(UnknownModelError, match="pick one of"):
+            ctx.predictor("sam3_hiera_xl")
+        with pytest.raises(CheckpointError):  # a model this Hub does not have
+            ctx.predictor("sam2_hiera_s")
+    ctx.store.close_all()
