@@ -68,20 +68,16 @@ class AppContext:
         Raises:
             UnknownModelError, HubUnavailableError, CheckpointError.
         """
-        from sam2_web.hub import fetch_checkpoint
         from sam2_web.models import compose_app_config, load_from_app_config
         from sam2_web.registry import get_model
 
         name = get_model(model).name if model else self.default_model
         # A local checkpoint given on the command line belongs to the configured model only.
-        dropped = ("model=",) if name == self.default_model else ("model=", "checkpoint=", "+checkpoint=", "++checkpoint=")
+        dropped = ("model=",)
+        if name != self.default_model:
+            dropped += ("checkpoint=", "+checkpoint=", "++checkpoint=")
         overrides = [o for o in self.overrides if not o.startswith(dropped)] + [f"model={name}"]
         cfg = compose_app_config(overrides) if name != self.default_model else self.cfg
         # One load at a time: two users picking the same new model must not download it twice.
         with self._load_lock:
-            if cfg.get("checkpoint") is None:
-                hub = cfg.get("hub") or {}
-                # Fetch here to get byte progress; the loader below then finds the file cached.
-                fetch_checkpoint(name, revision=hub.get("revision"), cache_dir=hub.get("cache_dir"),
-                                 progress=False, on_progress=on_progress)
-            return load_from_app_config(cfg, kind="video", overrides=overrides, progress=False)
+            return load_from_app_config(cfg, kind="video", overrides=overrides, progress=on_progress or False)

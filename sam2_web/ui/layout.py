@@ -162,11 +162,13 @@ class Callbacks:
         return render.frame_image(session, int(frame_idx)), *self._objects(session)
 
     def set_mode(self, sid: str | None, mode: str) -> None:
+        """The click-mode radio changed: positive point, negative point or box."""
         session = self._session(sid)
         if session is not None:
             logic.set_mode(session, mode)
 
     def undo(self, sid: str | None):
+        """Undo the last click (or a half-drawn box) and show its frame."""
         session = logic.require_clip(self._session(sid))
         with _holding(session):
             frame_idx = logic.undo(session)
@@ -176,6 +178,7 @@ class Callbacks:
         return (*self._view(session, frame_idx), *self._objects(session))
 
     def clear_frame(self, sid: str | None, frame_idx: float):
+        """Remove every click on the shown frame."""
         session = logic.require_clip(self._session(sid))
         with _holding(session):
             logic.clear_frame(session, int(frame_idx))
@@ -183,11 +186,13 @@ class Callbacks:
 
     # -- objects -------------------------------------------------------------------------------
     def add_object(self, sid: str | None, name: str):
+        """Add an object (named from the text box, if filled) and select it."""
         session = logic.require_clip(self._session(sid))
         logic.add_object(session, self.ctx.limits, name)
         return (*self._objects(session), "")
 
     def select_object(self, sid: str | None, obj_id: int | None):
+        """Send the next clicks to another object."""
         session = self._session(sid)
         if session is None or obj_id is None:
             return gr.skip()
@@ -195,11 +200,13 @@ class Callbacks:
         return render.objects_html(session)
 
     def rename_object(self, sid: str | None, name: str):
+        """Rename the selected object."""
         session = logic.require_clip(self._session(sid))
         logic.rename_object(session, session.current, name)
         return (*self._objects(session), "")
 
     def remove_object(self, sid: str | None, frame_idx: float):
+        """Remove the selected object with its clicks and masks."""
         session = logic.require_clip(self._session(sid))
         with _holding(session):
             logic.remove_object(session, session.current)
@@ -237,11 +244,13 @@ class Callbacks:
 
     # -- outputs -------------------------------------------------------------------------------
     def download(self, sid: str | None, fmt: str, feather: float):
+        """Export the masks in the chosen format and offer the file."""
         session = logic.require_clip(self._session(sid))
         with _holding(session):
             return str(logic.export_masks(session, fmt, feather_px=float(feather or 0)))
 
     def effect(self, sid: str | None, kind: str, colour: str):
+        """Render a background effect video from the masks."""
         session = logic.require_clip(self._session(sid))
         with _holding(session):
             return str(logic.export_masks(session, f"effect_{kind}", background=logic.hex_colour(colour)))
