@@ -183,6 +183,63 @@ def test_bad_prompts_are_reported_before_any_tracking(nodes, model, clip, inputs
         run_node(nodes, "SAM2WebVideoSegment", **args)
 
 
+class FakeComfy:
+    """Stand-ins for the two ComfyUI hooks the segmenter calls: the progress bar and the
+    interrupt flag (ComfyUI's own modules are not installed here)."""
+
+    class Interrupted(Exception):
+        pass
+
+    def __init__(self, interrupt_after: int | None = None):
+        self.updates: list[tuple[int, int]] = []
+        self.checks = 0
+        self.interrupt_after = interrupt_after
+
+    def install(self, monkeypatch) -> None:
+        import types
+
+        fake = self
+
+        class ProgressBar:
+            def __init__(self, total):
+                self.total = total
+
+            def update_absolute(self, value, total=None):
+                fake.updates.append((value, total))
+
+        def interrupted() -> bool:
+            fake.checks += 1
+            return fake.interrupt_after is not None and fake.checks > fake.interrupt_after
+
+        def throw_if_interrupted() -> None:
+            if fake.interrupt_after is not None and fake.checks > fake.interrupt_after:
+                raise FakeComfy.Interrupted()
+
+        comfy = types.ModuleType("comfy")
+        utils = types.ModuleType("comfy.utils")
+        utils.ProgressBar = ProgressBar
+        management = types.ModuleType("comfy.model_management")
+        management.processing_interrupted = interrupted
+        management.throw_exception_if_processing_interrupted = throw_if_interrupted
+        comfy.utils, comfy.model_management = utils, management
+        for name, module in (("comfy", comfy), ("comfy.utils", utils), ("comfy.model_management", management)):
+            monkeypatch.setitem(sys.modules, name, module)
+
+
+def test_progress_reaches_comfyuis_bar_and_cancel_stops_between_frames(nodes, model, clip, monkeypatch):
+    inputs = dict(sam2_model=model, images=as_image(clip), prompts="", direction="forward", points="40,28", frame=0)
+    host = FakeComfy()
+    host.install(monkeypatch)
+    run_node(nodes, "SAM2WebVideoSegment", **inputs)
+    assert host.updates and host.updates[-1][0] == host.updates[-1][1] == len(clip)
+    # Cancel after two frames: ComfyUI's own interrupt exception comes out, not a failure.
+    host = FakeComfy(interrupt_after=2)
+    host.install(monkeypatch)
+    with pytest.raises(FakeComfy.Interrupted):
+        run_node(nodes, "SAM2WebVideoSegment", **inputs)
+    assert len(host.updates) == 2
+
+
 # --------------------------------------------------------------------------- exporting
 
 

@@ -119,7 +119,8 @@ def _place(prepared: _Prepared, mattes: engine.Mattes) -> tuple[int, int]:
     for k, (label, files) in enumerate(sequences.items()):
         placed[label] = strips.add_matte_strip(editor, source, files, channel + k, f"SAM2 {label}")
     if effect == "MASK":
-        strips.attach_modifier(source, "MASK", placed["all objects" if cut_out_union else next(iter(placed))], "cut out")
+        mask = placed["all objects"] if cut_out_union else next(iter(placed.values()))
+        strips.attach_modifier(source, "MASK", mask, "cut out")
     elif effect != "NONE":
         for label, matte in placed.items():
             strips.attach_modifier(source, effect, matte, label)

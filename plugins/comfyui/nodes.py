@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from sam2_web.errors import ExportError, PromptError, UnknownObjectError
+from sam2_web.errors import CancelledError, ExportError, PromptError, UnknownObjectError
 from sam2_web.io.exports import FORMATS, ExportOptions, export, overlay
 
 from plugins.core.job import ObjectPrompts
@@ -132,7 +132,9 @@ def read_prompts(prompts: str, points: str, labels: str, box: str, frame: int, o
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise PromptError(f"prompts is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+            raise PromptError(
+                f"prompts is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+            ) from None
         parsed = parse_prompts(data)
         for obj in parsed.objects:
             if parsed.normalized:  # fractions of the frame -> pixels, as the engine takes them
@@ -170,6 +172,15 @@ def _interrupted() -> bool:
     except ImportError:
         return False
     return bool(processing_interrupted())
+
+
+def _raise_comfy_interrupt() -> None:
+    """Inside ComfyUI, raise its own interrupt exception, which it shows as "stopped", not failed."""
+    try:
+        from comfy.model_management import throw_exception_if_processing_interrupted
+    except ImportError:
+        return
+    throw_exception_if_processing_interrupted()
 
 
 def _output_dir() -> Path:
@@ -233,7 +244,8 @@ class SAM2WebVideoSegment:
                 "sam2_model": (MODEL_TYPE,),
                 "images": ("IMAGE",),
                 "prompts": ("STRING", {"multiline": True, "default": "",
-                                       "tooltip": "prompts JSON (see plugins/README.md); may stay empty when points/box are set"}),
+                                       "tooltip": "prompts JSON (see plugins/README.md); "
+                                                  "may stay empty when points/box are set"}),
                 "direction": (DIRECTIONS, {"default": "both"}),
             },
             "optional": {
@@ -258,7 +270,8 @@ class SAM2WebVideoSegment:
 
         Raises:
             PromptError: bad prompts; UnknownObjectError: ``object_id`` has no prompt;
-            CancelledError: the user cancelled the queue.
+            ComfyUI's InterruptProcessingException (CancelledError outside ComfyUI): the user
+            cancelled the queue.
         """
         frames = images_to_frames(images)
         num, height, width = frames.shape[:3]
@@ -275,6 +288,9 @@ class SAM2WebVideoSegment:
                 picked = result.masks if object_id == ALL_OBJECTS else result.masks[[result.obj_ids.index(object_id)]]
                 out[result.frame_idx] = torch.from_numpy(picked.any(axis=0))
                 preview[result.frame_idx] = overlay(frames[result.frame_idx], result.masks, result.obj_ids)
+        except CancelledError:
+            _raise_comfy_interrupt()
+            raise
         finally:
             session.close()
         return (out, torch.from_numpy(preview).float() / 255.0)
@@ -289,7 +305,8 @@ class SAM2WebMatteExport:
             "required": {
                 "masks": ("MASK",),
                 "format": (list(FORMATS), {"default": "png"}),
-                "folder": ("STRING", {"default": "sam2_web", "tooltip": "relative paths go under ComfyUI's output folder"}),
+                "folder": ("STRING", {"default": "sam2_web",
+                                      "tooltip": "relative paths go under ComfyUI's output folder"}),
                 "filename_prefix": ("STRING", {"default": "matte"}),
                 "fps": ("FLOAT", {"default": 24.0, "min": 0.001, "max": 1000.0, "step": 0.001}),
             },
