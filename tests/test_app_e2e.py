@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from appserver import OVERRIDES, app_checkpoint, run_app
+from appserver import OVERRIDES, REPO, app_checkpoint, run_app
 from clips import make_moving_disc_clip
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -180,3 +182,11 @@ def test_two_sessions_at_once_do_not_see_each_others_objects(app, clip, tmp_path
     finally:
         one.close()
         two.close()
+
+
+def test_a_bad_override_exits_with_the_valid_choices():
+    run = subprocess.run([sys.executable, str(REPO / "app.py"), "model=sam9_huge"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    print(run.stderr[-600:])
+    assert run.returncode == 2
+    assert "sam2.1_hiera_t" in run.stderr and "Traceback" not in run.stderr

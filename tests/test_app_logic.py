@@ -335,6 +335,16 @@ def test_png_zip_export_holds_every_frame_of_every_object(tracked):
             assert np.array_equal(matte > 127, logic.mask_dict(session, i)[1])
 
 
+@pytest.mark.parametrize("fmt, suffix", [
+    ("matte_mp4", ".mp4"), ("webm", ".webm"), ("prores", ".mov"), ("coco_rle", ".json"),
+    ("overlay_mp4", ".mp4"), ("effect_blur", ".mp4"), ("effect_replace", ".mp4"),
+])
+def test_every_offered_format_is_written(tracked, fmt, suffix):
+    session, _ = tracked
+    path = logic.export_masks(session, fmt, background=logic.hex_colour("rgba(10, 20, 30, 1)"))
+    assert path.suffix == suffix and path.stat().st_size > 0
+
+
 def test_export_before_any_click_says_what_to_do(opened):
     with pytest.raises(PromptError, match="nothing to export"):
         logic.export_masks(opened, "png_zip")
