@@ -114,6 +114,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """Parse ``argv``; ``KEY=VALUE`` overrides may come before, between or after the options.
+
+    Raises:
+        SystemExit: (from argparse) on a usage error or ``--help``.
+    """
+    # argparse alone stops collecting a positional list at the first option.
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a or args.command != "mask"]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def _split_overrides(overrides: Sequence[str]) -> tuple[Optional[str], Optional[str], Optional[str], list[str]]:
     """Pull ``model=``, ``checkpoint=`` and ``device=`` out of the overrides (they get registry
     lookup and path handling); return (model, checkpoint, device, the rest)."""
@@ -295,13 +311,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``sam2-web`` console script; returns the exit code (see ``--help``)."""
     parser = build_parser()
     try:
-        # Overrides may follow the options too; argparse alone would stop at the first option.
-        args, extra = parser.parse_known_args(argv)
-        stray = [a for a in extra if a.startswith("-") or "=" not in a or args.command != "mask"]
-        if stray:
-            parser.error(f"unrecognized arguments: {' '.join(stray)}")
-        if extra:
-            args.overrides = [*args.overrides, *extra]
+        args = parse_args(parser, argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors and 0 on --help
         return int(exc.code or 0)
     debug = args.debug

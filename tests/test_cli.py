@@ -207,6 +207,31 @@ def test_unknown_model_and_missing_checkpoint_exit_4(tmp_path, clip, prompts_fil
     assert not out.exists()
 
 
+def test_a_bad_override_exits_2(tmp_path, clip, prompts_file, capsys):
+    out = tmp_path / "out"
+    assert main(["mask", str(clip), "-p", str(prompts_file), "-o", str(out), "engine.no_such_option=1"]) == 2
+    assert "engine.no_such_option" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_arguments_become_the_job(tmp_path, prompts_file):
+    from sam2_web.cli import _job_from_args, build_parser, parse_args
+
+    args = parse_args(build_parser(), [
+        "mask", "shot.mov", "-p", str(prompts_file), "-o", str(tmp_path), "-f", "png,exr", "--format", "prores",
+        "--feather", "2.5", "--grow", "-3", "--invert", "--bit-depth", "16", "--start", "4", "--end", "9",
+        "--direction", "forward", "--name", "take2",
+        "model=small", "++checkpoint=/w/s.pt", "device=cuda", "++model.image_size=512",
+    ])
+    job = _job_from_args(args)
+    assert job.output == OutputSpec(tmp_path, ("png", "exr", "prores"), feather_px=2.5, grow_px=-3, invert=True,
+                                    bit_depth=16, name="take2")
+    assert (job.model, job.checkpoint, job.device) == ("small", Path("/w/s.pt"), "cuda")
+    assert job.overrides == ("++model.image_size=512",) and job.frame_range == FrameRange(4, 9)
+    assert job.direction == "forward" and job.obj_ids == [1, 5]
+    assert job.app_overrides() == ["model=sam2.1_hiera_s", "device=cuda", "++model.image_size=512"]
+
+
 def test_output_folder_not_writable_exits_5(tmp_path, clip, prompts_file):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")  # root can write anywhere, but not below a regular file
