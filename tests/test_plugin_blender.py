@@ -142,6 +142,12 @@ def blender_session(config_file: str) -> None:
         report["cancel"]["external"] = "not cancelled"
     except addon_engine.Cancelled as exc:
         report["cancel"]["external"] = f"{type(exc).__name__}: {exc}"
+    # A click on a frame outside the strip's handles widens the tracked range to reach it.
+    early = {"version": 1, "objects": [{"id": 1, "frames": [{"frame": 0, "points": [[5, 5]], "labels": [1]}]}]}
+    args = addon_engine.cli_arguments(
+        addon_engine.JobSpec(clip=Path(cfg["clip"]), prompts=early, out_dir=Path("out"), name="x", first=1, last=3),
+        Path("prompts.json"))
+    report["widened_args"] = [args[args.index("--start") + 1], args[args.index("--end") + 1]]
     for where in ("here", "external"):
         out = Path(cfg["out"] + "_cancel_" + where)
         report["cancel"][where + "_files"] = sorted(
@@ -337,6 +343,10 @@ def test_external_python_runs_the_same_job_through_the_cli(blender_run):
     diff = int((mattes[1:] != oracle[1:]).sum())
     print(f"external run vs engine: {diff} differing pixels")
     assert diff <= 0.001 * oracle[1:].size and not mattes[0].any()
+
+
+def test_a_click_outside_the_handles_widens_the_tracked_range(blender_run):
+    assert blender_run["report"]["widened_args"] == ["0", "3"]
 
 
 def test_cancel_publishes_nothing(blender_run):

@@ -50,7 +50,8 @@ class JobSpec:
         out_dir: folder receiving ``<name>_png/``.
         name: file stem of the outputs.
         model, checkpoint, device, overrides: which model runs where (see ``plugins.core.MaskJob``).
-        first, last: inclusive movie frames to track (None: the clip's ends).
+        first, last: inclusive movie frames to track (None: the clip's ends); widened to take
+            in every prompted frame, so a click just outside the strip's handles still counts.
         direction: ``both``, ``forward`` or ``backward``.
         feather_px, grow_px, invert: matte edge options.
     """
@@ -169,6 +170,7 @@ def _run_here(spec: JobSpec, progress: Optional[Progress], cancel: threading.Eve
     from plugins.core import FrameRange, MaskJob, OutputSpec, load_prompts, parse_prompts, run_job
 
     prompts = load_prompts(spec.prompts) if isinstance(spec.prompts, Path) else parse_prompts(spec.prompts)
+    first, last = widened(spec.first, spec.last, [f for o in prompts.objects for f in o.prompted_frames()])
     job = MaskJob(
         clip=spec.clip,
         objects=prompts.objects,
@@ -179,7 +181,7 @@ def _run_here(spec: JobSpec, progress: Optional[Progress], cancel: threading.Eve
         checkpoint=Path(spec.checkpoint) if spec.checkpoint else None,
         device=spec.device,
         overrides=tuple(spec.overrides),
-        frame_range=FrameRange(spec.first or 0, spec.last),
+        frame_range=FrameRange(first or 0, last),
         direction=spec.direction,
     )
     return run_job(job, progress=progress, cancel=cancel).outputs[MATTE_FORMAT]
@@ -192,16 +194,32 @@ def cli_arguments(spec: JobSpec, prompts_file: Path, remote: str = "") -> list[s
             "--feather", repr(float(spec.feather_px)), "--grow", str(int(spec.grow_px)), "--progress", "lines"]
     if spec.invert:
         args.append("--invert")
-    if spec.first is not None:
-        args += ["--start", str(spec.first)]
-    if spec.last is not None:
-        args += ["--end", str(spec.last)]
+    # Only prompts we built (markers) can be read here without the engine; a file is checked by the CLI.
+    frames = _prompted_frames(spec.prompts) if isinstance(spec.prompts, dict) else []
+    first, last = widened(spec.first, spec.last, frames)
+    if first is not None:
+        args += ["--start", str(first)]
+    if last is not None:
+        args += ["--end", str(last)]
     if remote:
         args += ["--remote", remote]
     args += [f"model={spec.model}", f"device={spec.device}"]
     if spec.checkpoint:
         args.append(f"checkpoint={spec.checkpoint}")
     return args + list(spec.overrides)
+
+
+def widened(first: Optional[int], last: Optional[int], frames: list[int]) -> tuple[Optional[int], Optional[int]]:
+    """``(first, last)`` stretched to include ``frames`` (None bounds stay open)."""
+    if frames:
+        first = None if first is None else min(first, min(frames))
+        last = None if last is None else max(last, max(frames))
+    return first, last
+
+
+def _prompted_frames(data: dict) -> list[int]:
+    """Frames of a by-object prompts dict (the shape :func:`markers.marker_prompts` builds)."""
+    return [int(entry["frame"]) for obj in data.get("objects", []) for entry in obj.get("frames", [])]
 
 
 def _run_external(spec: JobSpec, python: str, remote: str, progress: Optional[Progress],
