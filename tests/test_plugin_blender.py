@@ -13,6 +13,7 @@ bpy runs in a subprocess because it is heavy and process-global (one scene, one 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -28,7 +29,9 @@ from PIL import Image
 from tests.clips import make_moving_disc_clip
 from tests.parity import build_reference, save_official_checkpoint
 
-pytest.importorskip("bpy", reason="Blender as a Python module (pip install bpy==4.5.4, Python 3.11)")
+# Looked up, not imported: bpy is process-global and heavy, it only ever loads in the subprocess.
+if importlib.util.find_spec("bpy") is None:
+    pytest.skip("needs Blender as a Python module: pip install bpy==4.5.4 (Python 3.11)", allow_module_level=True)
 
 REPO = Path(__file__).resolve().parents[1]
 ADDON = "sam2web_blender"
