@@ -57,9 +57,19 @@ def blender_session(config_file: str) -> None:
 
     cfg = json.loads(Path(config_file).read_text())
     report: dict = {}
-    assert bpy.ops.preferences.addon_install(filepath=cfg["zip"], overwrite=True) == {"FINISHED"}
+    # The legacy add-on install (a zip holding the package folder) registers and unregisters cleanly...
+    assert bpy.ops.preferences.addon_install(filepath=cfg["legacy_zip"], overwrite=True) == {"FINISHED"}
     assert bpy.ops.preferences.addon_enable(module=ADDON) == {"FINISHED"}
-    bpy.context.preferences.addons[ADDON].preferences.engine_path = cfg["repo"]
+    report["legacy_registered"] = hasattr(bpy.types.Scene, "sam2web") and hasattr(bpy.ops.sequencer, "sam2web_track")
+    assert bpy.ops.preferences.addon_disable(module=ADDON) == {"FINISHED"}
+    report["legacy_unregistered"] = not hasattr(bpy.types.Scene, "sam2web")
+    # ...and the rest runs on the extension install (Blender 4.2+: Install from Disk with a manifest).
+    assert bpy.ops.extensions.package_install_files(
+        filepath=cfg["extension_zip"], repo="user_default", enable_on_install=True) == {"FINISHED"}
+    module = f"bl_ext.user_default.{ADDON}"
+    report["extension_enabled"] = module in bpy.context.preferences.addons
+    addon_prefs = bpy.context.preferences.addons[module].preferences
+    addon_prefs.engine_path = cfg["repo"]
 
     scene = bpy.context.scene
     scene.render.fps, scene.render.fps_base = FPS, 1.0
@@ -114,7 +124,7 @@ def blender_session(config_file: str) -> None:
     report["markers_renders"] = _render(scene, source, Path(cfg["out"]) / "render_markers_")
 
     # Through the sam2-web command of "another" Python (this one), as when Blender lacks torch.
-    bpy.context.preferences.addons[ADDON].preferences.python = sys.executable
+    addon_prefs.python = sys.executable
     settings.prompt_source = "FILE"
     settings.effect = "NONE"
     settings.output_dir = cfg["out"] + "_external"
@@ -126,10 +136,10 @@ def blender_session(config_file: str) -> None:
     import importlib
     import threading
 
-    operators = importlib.import_module(f"{ADDON}.operators")
-    addon_engine = importlib.import_module(f"{ADDON}.engine")
+    operators = importlib.import_module(f"{module}.operators")
+    addon_engine = importlib.import_module(f"{module}.engine")
     report["cancel"] = {}
-    bpy.context.preferences.addons[ADDON].preferences.python = ""
+    addon_prefs.python = ""
     settings.output_dir = cfg["out"] + "_cancel_here"
     worker = operators._Worker(operators._prepare(bpy.context))
     worker.cancel.set()
@@ -195,7 +205,9 @@ def run_blender(config: dict, tmp: Path) -> tuple[dict, str]:
     config_file = tmp / "blender.json"
     config_file.write_text(json.dumps(config))
     paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = dict(os.environ, BLENDER_USER_SCRIPTS=str(tmp / "blender_scripts"), PYTHONPATH=os.pathsep.join(paths))
+    # Installs go to the test's folder, never to the user's Blender configuration.
+    env = dict(os.environ, BLENDER_USER_SCRIPTS=str(tmp / "blender_scripts"),
+               BLENDER_USER_RESOURCES=str(tmp / "blender_resources"), PYTHONPATH=os.pathsep.join(paths))
     code = "import sys; from tests.test_plugin_blender import blender_session; blender_session(sys.argv[1])"
     done = subprocess.run([sys.executable, "-c", code, str(config_file)], cwd=tmp, env=env,
                           capture_output=True, text=True, timeout=1800)
@@ -204,13 +216,16 @@ def run_blender(config: dict, tmp: Path) -> tuple[dict, str]:
     return json.loads(Path(config["report"]).read_text()), console
 
 
-def addon_zip(tmp: Path) -> Path:
-    """The add-on folder zipped as a user downloads it: one top-level package folder."""
-    path = tmp / f"{ADDON}.zip"
-    with zipfile.ZipFile(path, "w") as zf:
-        for file in sorted((REPO / "plugins" / "blender").glob("*.py")):
-            zf.write(file, f"{ADDON}/{file.name}")
-    return path
+def addon_zips(tmp: Path) -> tuple[Path, Path]:
+    """The add-on zipped both ways users get it: as an extension (files at the top, with
+    ``blender_manifest.toml``) and as a legacy add-on (one top-level package folder)."""
+    files = sorted(f for f in (REPO / "plugins" / "blender").iterdir() if f.suffix in (".py", ".toml"))
+    extension, legacy = tmp / f"{ADDON}_extension.zip", tmp / f"{ADDON}.zip"
+    with zipfile.ZipFile(extension, "w") as ext_zip, zipfile.ZipFile(legacy, "w") as legacy_zip:
+        for file in files:
+            ext_zip.write(file, file.name)
+            legacy_zip.write(file, f"{ADDON}/{file.name}")
+    return extension, legacy
 
 
 def oracle_masks(clip: Path, checkpoint: Path) -> np.ndarray:
@@ -244,7 +259,8 @@ def blender_run(tmp_path_factory):
     bad = tmp / "bad_prompts.json"
     bad.write_text(json.dumps({"objects": [{"id": 1, "frames": [{"frame": 0, "points": [[5, 5]]}]}],
                                "colour": "red"}))
-    config = {"zip": str(addon_zip(tmp)), "repo": str(REPO), "clip": str(clip), "checkpoint": str(checkpoint),
+    extension_zip, legacy_zip = addon_zips(tmp)
+    config = {"extension_zip": str(extension_zip), "legacy_zip": str(legacy_zip), "repo": str(REPO), "clip": str(clip), "checkpoint": str(checkpoint),
               "prompts": str(prompts), "bad_prompts": str(bad), "out": str(tmp / "mattes"),
               "report": str(tmp / "report.json")}
     report, console = run_blender(config, tmp)
@@ -261,6 +277,12 @@ def movie_frame(scene_frame: int) -> int:
 
 def read(path) -> np.ndarray:
     return np.asarray(Image.open(path))
+
+
+def test_addon_installs_as_extension_and_as_legacy_addon(blender_run):
+    report = blender_run["report"]
+    assert report["legacy_registered"] and report["legacy_unregistered"]
+    assert report["extension_enabled"]
 
 
 def test_bad_prompts_file_is_reported_and_adds_nothing(blender_run):
