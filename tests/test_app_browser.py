@@ -144,6 +144,12 @@ def test_upload_click_see_mask_track_see_progress_and_result(app, clip, browser)
     print("status:", status)
     assert "s/frame" in status and "ETA" in status
     _shot(page, "4_tracked")
+
+    page.get_by_role("tab", name="Download").click()
+    page.locator("#export").click()  # PNG matte zip is the default format
+    link = page.locator("#download a[href*='.zip']").first
+    expect(link).to_be_visible(timeout=TIMEOUT_MS)
+    assert link.get_attribute("href").endswith("disc.zip")
     page.close()
 
 
