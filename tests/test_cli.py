@@ -121,7 +121,8 @@ def test_flat_api_form_is_accepted():
 
 @pytest.mark.parametrize("data, words", [
     ({"objects": [{"id": 1, "frames": [{"frame": 0, "point": [[1, 2]]}]}]}, ["objects[0].frames[0]", "'point'"]),
-    ({"objects": [{"id": 1, "colour": "red", "frames": [{"frame": 0, "box": [0, 0, 5, 5]}]}]}, ["objects[0]", "'colour'"]),
+    ({"objects": [{"id": 1, "colour": "red", "frames": [{"frame": 0, "box": [0, 0, 5, 5]}]}]},
+     ["objects[0]", "'colour'"]),
     ({"objs": []}, ["'objs'", "objects"]),
     ({"objects": [{"id": 1, "frames": [{"frame": 0, "points": [[-3, 4]]}]}]}, ["points[0][0]", "negative"]),
     ({"objects": [{"id": 1, "frames": [{"frame": 0, "box": [10, 10, 5, 20]}]}]}, ["box", "x0 < x1"]),
@@ -129,7 +130,8 @@ def test_flat_api_form_is_accepted():
     ({"objects": [{"frames": [{"frame": 0, "points": [[3, 4]]}]}]}, ["objects[0]", "missing \"id\""]),
     ({"objects": [{"id": 1, "frames": [{"frame": 0}]}]}, ["frames[0]", "points", "box"]),
     ({"objects": [{"id": 1, "frames": [{"frame": "0", "points": [[3, 4]]}]}]}, ["frame", "whole number"]),
-    ({"objects": [{"id": 1, "frames": [{"frame": 0, "points": [[3, 4]], "labels": [1, 0]}]}]}, ["2 labels for 1 points"]),
+    ({"objects": [{"id": 1, "frames": [{"frame": 0, "points": [[3, 4]], "labels": [1, 0]}]}]},
+     ["2 labels for 1 points"]),
     ({"objects": [{"id": 1, "frames": [{"frame": 0, "points": [[3, 4]], "labels": [2]}]}]}, ["labels[0]", "1", "0"]),
     ({"objects": [{"id": 1, "frames": [{"frame": 0, "points": [[3, "4"]]}]}]}, ["points[0][1]", "number"]),
     ({"objects": [{"id": 1, "frames": [{"frame": 0, "box": [0, 0, 4, 4]}, {"frame": 0, "box": [1, 1, 5, 5]}]}]},
@@ -183,6 +185,16 @@ def test_prompt_outside_the_frame_range_and_bad_range(tmp_path, clip, capsys):
     assert main(["mask", str(clip), "-p", str(prompts), "-o", str(tmp_path / "o"), "--start", "2", "--end", "1"]) == 2
     assert "--start must be <= --end" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_help_documents_the_exit_codes(capsys):
+    assert main(["mask", "--help"]) == 0
+    text = capsys.readouterr().out
+    for line in ("2    usage error", "3    the clip cannot be read", "4    model problem", "5    output problem",
+                 "130  cancelled"):
+        assert line in text
+    assert main(["formats"]) == 0 and "prores" in capsys.readouterr().out
+    assert main(["models"]) == 0 and "facebook/sam2.1-hiera-tiny" in capsys.readouterr().out
 
 
 def test_usage_errors_exit_2(tmp_path, clip, prompts_file, capsys):
@@ -369,7 +381,8 @@ def test_remote_run_writes_the_same_files(work, checkpoint, clip, prompts_file, 
         assert all((a == b).all() for a, b in zip(local, remote)), label
     local_coco = json.loads((local_out / "disc_coco_rle.json").read_text())
     remote_coco = json.loads((out / "disc_coco_rle.json").read_text())
-    assert [a["segmentation"] for a in local_coco["annotations"]] == [a["segmentation"] for a in remote_coco["annotations"]]
+    segmentations = [[a["segmentation"] for a in doc["annotations"]] for doc in (local_coco, remote_coco)]
+    assert segmentations[0] == segmentations[1]
 
 
 def test_remote_refuses_what_only_a_local_run_can_do(tmp_path, clip, prompts_file, capsys):
