@@ -185,8 +185,7 @@ class _ProgressView:
                 self._stage = stage
             if total and self._bar.total != total:
                 self._bar.total = total
-            self._bar.n = done
-            self._bar.refresh()
+            self._bar.update(done - self._bar.n)  # update() keeps tqdm's rate estimate right
 
     def close(self) -> None:
         """Finish the current bar (if any)."""
