@@ -120,6 +120,15 @@ def test_model_dropdown_lists_the_registry(nodes):
     assert options["default"] == "sam2.1_hiera_t"
 
 
+def test_loader_builds_the_model_as_the_app_config_says(model):
+    from sam2_web.models import compose_app_config
+
+    engine = compose_app_config([]).engine
+    assert model.predictor.image_size == 256  # the override reached the network
+    assert model.predictor.default_options.fill_hole_area == engine.fill_hole_area
+    assert model.predictor.default_options.read_ahead == engine.read_ahead
+
+
 def test_images_round_trip_to_uint8_exactly(nodes, clip):
     module = sys.modules["sam2_web_nodes.nodes"]
     assert np.array_equal(module.images_to_frames(as_image(clip)), clip)

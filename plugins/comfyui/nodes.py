@@ -209,7 +209,8 @@ class SAM2WebModelLoader:
             },
             "optional": {
                 "checkpoint": ("STRING", {"default": "", "tooltip": "a local .pt instead of the Hub download"}),
-                "overrides": ("STRING", {"default": "", "tooltip": "hydra overrides, e.g. ++model.image_size=512"}),
+                "overrides": ("STRING", {"default": "", "tooltip": "hydra overrides of configs/app.yaml, "
+                                                                   "e.g. engine.read_ahead=8 ++model.image_size=512"}),
             },
         }
 
@@ -220,17 +221,23 @@ class SAM2WebModelLoader:
     DESCRIPTION = "Load a SAM 2 video model (cached in memory; fetched from the Hub the first time)."
 
     def load(self, model: str, device: str = "auto", checkpoint: str = "", overrides: str = ""):
-        """Return ``(LoadedModel,)``; raises UnknownModelError, HubUnavailableError, CheckpointError."""
-        from sam2_web.models import load_predictor
+        """Return ``(LoadedModel,)``: the model built as the CLI and the web app build it
+        (``configs/app.yaml`` with this model, device and overrides, engine options included).
 
-        predictor = load_predictor(
-            model,
-            kind="video",
-            checkpoint=checkpoint.strip() or None,
-            device=None if device == "auto" else device,
-            overrides=shlex.split(overrides or ""),
-            progress=False,
-        )
+        Raises:
+            UnknownModelError, HubUnavailableError, CheckpointError; hydra's errors for a bad override.
+        """
+        from omegaconf import open_dict
+
+        from sam2_web.models import compose_app_config, load_from_app_config
+        from sam2_web.registry import get_model
+
+        settings = [f"model={get_model(model).name}", f"device={device}", *shlex.split(overrides or "")]
+        cfg = compose_app_config(settings)
+        if checkpoint.strip():
+            with open_dict(cfg):
+                cfg.checkpoint = str(Path(checkpoint.strip()).expanduser().absolute())
+        predictor = load_from_app_config(cfg, kind="video", overrides=settings, progress=False)
         return (LoadedModel(predictor, model),)
 
 
