@@ -25,6 +25,16 @@ OVERRIDES = ["++model.image_size=256", "++model.num_maskmem=3", "++model.max_obj
 N_FRAMES = 10
 
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    # On a shared CPU, OpenMP threads spin-waiting for each other make small ops ~10x slower
+    # than with one thread; these tests use tiny inputs, so one thread is fastest everywhere.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 @pytest.fixture(scope="module")
 def predictor():
     torch.manual_seed(0)
@@ -80,7 +90,7 @@ def test_mp4_end_to_end(predictor, clips):
             assert m.obj_ids == [1] and m.masks.shape == (1, 96, 128)
             assert 0.0 <= m.scores[0] <= 1.0
             np.testing.assert_array_equal(session.result(m.frame_idx).masks, m.masks)
-        assert [r.frame_idx for r in session.iter_results()] == list(range(N_FRAMES))
+        assert [r.frame_idx for r in session.results()] == list(range(N_FRAMES))
 
 
 def test_array_source_and_mask_prompt(predictor, clips):
@@ -200,7 +210,7 @@ def test_cancel_then_resume_without_redoing_frames(predictor, clips):
             for _ in session.propagate(direction="forward", progress=progress, cancel=stop):
                 pass
         assert seen == [(i, N_FRAMES) for i in range(1, 5)]
-        assert [r.frame_idx for r in session.iter_results()] == [0, 1, 2, 3]
+        assert [r.frame_idx for r in session.results()] == [0, 1, 2, 3]
 
         with Counter(predictor, "track_step") as steps:
             resumed = list(session.propagate(direction="forward", progress=lambda d, t: seen.append((d, t))))
@@ -242,7 +252,7 @@ def test_bad_input_errors_and_nothing_is_lost(predictor, clips):
             list(session.propagate())  # no object yet
         _click(session)
         list(session.propagate(direction="forward", max_frames=3))
-        before = {r.frame_idx: r.masks.copy() for r in session.iter_results()}
+        before = {r.frame_idx: r.masks.copy() for r in session.results()}
 
         with pytest.raises(FrameIndexError):
             session.add_prompt(N_FRAMES, 1, points=[[1, 1]], labels=[1])
@@ -268,7 +278,7 @@ def test_bad_input_errors_and_nothing_is_lost(predictor, clips):
             session.add_mask(0, 3, np.zeros((2, 3, 4), bool))
 
         assert session.object_ids == [1]  # no half-created object 3
-        after = {r.frame_idx: r.masks for r in session.iter_results()}
+        after = {r.frame_idx: r.masks for r in session.results()}
         assert after.keys() == before.keys()
         for i in before:
             np.testing.assert_array_equal(after[i], before[i])
@@ -284,6 +294,23 @@ def test_unreadable_sources(predictor, clips, tmp_path):
         with pytest.raises(VideoReadError):
             predictor.open_session(str(source))
 
+
+
+def test_clear_non_cond_mem_around_input(predictor, clips):
+    with predictor.open_session(clips["folder"], clear_non_cond_mem_around_input=True) as session:
+        _click(session)
+        list(session.propagate(direction="forward"))
+        session.add_prompt(6, 1, points=[[80, 60]], labels=[1])
+        session.preflight()
+        # num_maskmem (3) * stride (1) frames each side of the corrected frame are dropped.
+        bank = session.objects[1].memory
+        assert bank.frames() == {1, 2} and set(bank.cond) == {0, 6}
+    with predictor.open_session(clips["folder"]) as session:
+        _click(session)
+        list(session.propagate(direction="forward"))
+        session.add_prompt(6, 1, points=[[80, 60]], labels=[1])
+        session.preflight()
+        assert session.objects[1].memory.frames() == set(range(1, N_FRAMES)) - {6}
 
 # ---------------------------------------------------------------- post-processing
 

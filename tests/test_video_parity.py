@@ -33,6 +33,16 @@ SIZE = ("++model.image_size=256",)
 SHORT_REACH = SIZE + ("++model.num_maskmem=3", "++model.max_obj_ptrs_in_encoder=4")
 
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    # On a shared CPU, OpenMP threads spin-waiting for each other make small ops ~10x slower
+    # than with one thread; these tests use tiny inputs, so one thread is fastest everywhere.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """A JPEG folder (00000.jpg ...) of a disc moving over texture, 128x96, 8 frames."""

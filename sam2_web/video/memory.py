@@ -4,17 +4,22 @@ The reference keeps every tracked frame's output (spatial memory, mask logits, o
 in RAM forever. What the tracker actually reads when it processes frame ``f`` is:
 
 * every conditioning (prompted) frame's output: few, user-made, always kept in RAM;
-* the non-conditioning outputs in ``memory_reach(f)``: the last ``num_maskmem - 1`` frames at
-  the memory stride and the last ``max_obj_ptrs_in_encoder - 1`` object pointers, on the side
-  the pass comes from (before ``f`` going forward, after it going backward).
+* the non-conditioning outputs of the frames ``SAM2Base.memory_frame_indices(f)`` (the last
+  ``num_maskmem - 1`` frames at the memory stride) and ``SAM2Base.obj_ptr_frame_indices(f)``
+  (the last ``max_obj_ptrs_in_encoder - 1`` frames, for their object pointers), on the side the
+  pass comes from (before ``f`` going forward, after it going backward).
 
-So after each propagated frame the bank keeps in RAM the outputs the *next* frame of the pass
-will read and evicts the rest. Evicted outputs are not thrown away: a later correction click
-on a tracked frame, a pass started from a frame in the middle, or the masks returned by a click
-read the outputs of earlier passes around that frame, and the reference would find them. With
-``history="disk"`` (the default) evicted outputs go to one small file each in the session's
-temporary folder and are read back on demand, so results stay identical to the reference while
-RAM stays bounded; ``history="ram"`` keeps them in RAM as the reference does.
+The rule: after each propagated frame, the bank keeps in RAM exactly the non-conditioning
+outputs the *next* frame of the pass will read (after the last frame of a pass: what a frame one
+step further would read, so a resumed or extended pass finds them in RAM) and evicts the rest;
+conditioning outputs and the outputs of clicks not yet propagated stay in RAM. Evicted outputs
+are not thrown away: a later correction click on a tracked frame, a pass started from a frame
+in the middle, or the masks returned by a click read the outputs of earlier passes around that
+frame, and the reference would find them. With ``history="disk"`` (the default) evicted outputs
+go to one small file each in the session's temporary folder and are read back on demand, so
+results stay identical to the reference while RAM stays bounded (disk use grows by about one
+spatial memory + one low-res mask per frame and object, and is freed by ``close()``);
+``history="ram"`` keeps them in RAM as the reference does.
 """
 
 from __future__ import annotations
