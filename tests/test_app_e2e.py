@@ -190,3 +190,22 @@ def test_a_bad_override_exits_with_the_valid_choices():
     print(run.stderr[-600:])
     assert run.returncode == 2
     assert "sam2.1_hiera_t" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_stop_tracking_keeps_finished_frames_and_track_resumes(client, clip):
+    sid = client.predict(handle_file(str(clip)), "", api_name="/open_clip")["session"]
+    client.predict(sid, 0, 1, json.dumps([CLICK]), "[1]", "", "", api_name="/set_prompts")
+    assert client.predict(sid, api_name="/stop_tracking") == "not tracking"
+    job = client.submit(sid, api_name="/track")
+    answer = "not tracking"
+    while not job.done():  # ask until the run has started (or already ended on a fast machine)
+        answer = client.predict(sid, api_name="/stop_tracking")
+        if answer == "stopping":
+            break
+    print("stop answered:", answer)
+    if answer == "stopping":
+        with pytest.raises(AppError, match="stopped after"):
+            job.result()
+    else:
+        assert job.result()["frames"] == N_FRAMES
+    assert client.predict(sid, api_name="/track") == {"frames": N_FRAMES, "total": N_FRAMES}

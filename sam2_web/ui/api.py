@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sam2_web.errors import ExportError, PromptError
+from sam2_web.errors import CancelledError, ExportError, PromptError
 from sam2_web.ui import logic
 from sam2_web.ui.context import AppContext
 from sam2_web.ui.state import AppSession
@@ -161,9 +161,24 @@ class Api:
         """Track every prompted object through the clip; returns ``{"frames", "total"}``."""
         session = self.ctx.store.get(session_id)
         last = None
-        for last in logic.track(session):
-            session.last_used = self.ctx.store._clock()  # a long run is not idleness
+        try:
+            for last in logic.track(session):
+                self.ctx.store.touch(session)  # a long run is not idleness
+        except CancelledError:
+            done = 0 if last is None else last.done
+            raise CancelledError(
+                f"tracking stopped after {done} frames on request; they are kept: call /track again to resume"
+            ) from None
         return {"frames": 0 if last is None else last.done, "total": session.info.num_frames}
+
+    def stop_tracking(self, session_id: str) -> str:
+        """Ask a running ``/track`` on this session to stop after the current frame (it then
+        fails with "stopped"; finished frames are kept and ``/track`` again resumes)."""
+        session = self.ctx.store.get(session_id)
+        if not session.lock.locked():
+            return "not tracking"
+        session.cancel.set()
+        return "stopping"
 
     def frame_masks(self, session_id: str, frame: int) -> dict:
         """Masks of one frame as COCO RLE: ``{"frame", "objects": [{"object", "area", "bbox", "rle"}]}``."""
@@ -197,7 +212,7 @@ class Api:
                 logic.set_prompts(session, p.frame, p.obj_id, points=p.points, labels=p.labels, box=p.box)
             if session.info.num_frames > 1:
                 for _ in logic.track(session):
-                    session.last_used = self.ctx.store._clock()
+                    self.ctx.store.touch(session)
             return str(logic.export_masks(session, fmt))
         finally:
             # The file stays (Gradio copies it after we return); the model state goes now.
@@ -271,6 +286,7 @@ def register(api: Api, wrap: Callable[[Callable], Callable], track_limit: int) -
     endpoint(api.open_clip, [clip, model], out_json, "open_clip")
     endpoint(api.set_prompts, [session_id, frame, obj_id, points, labels, box, name], out_json, "set_prompts")
     endpoint(api.track, [session_id], out_json, "track", heavy=True)
+    endpoint(api.stop_tracking, [session_id], out_text, "stop_tracking")
     endpoint(api.frame_masks, [session_id, frame], out_json, "frame_masks")
     endpoint(api.export, [session_id, fmt], out_file, "export", heavy=True)
     endpoint(api.close_clip, [session_id], out_text, "close_clip")

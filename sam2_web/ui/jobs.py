@@ -46,6 +46,7 @@ def track(session: AppSession | None, direction: str = "both") -> Iterator[Track
         raise PromptError("add at least one click on an object before tracking")
     if not session.lock.acquire(blocking=False):
         raise SessionBusyError("tracking is already running for this clip; wait for it or press Stop")
+    session.cancel.clear()  # a Stop pressed before this run (e.g. during an export) is not for it
     total = [session.info.num_frames]
 
     def on_progress(done: int, of: int) -> None:

@@ -221,7 +221,7 @@ class Callbacks:
         yield gr.skip(), gr.skip(), gr.skip(), render.progress_html(None, "Starting…"), gr.skip()
         try:
             for step in logic.track(session):
-                session.last_used = time.monotonic()
+                self.ctx.store.touch(session)
                 now = time.monotonic()
                 if now - last_picture >= PREVIEW_EVERY_S or step.done == step.total:
                     last_picture = now
@@ -233,7 +233,8 @@ class Callbacks:
             yield (*self._view(session, session.frame_idx), render.progress_html(step, "stopped"), gr.skip())
             return
         yield gr.skip(), gr.skip(), gr.skip(), render.progress_html(step, "rendering the preview…"), gr.skip()
-        preview = logic.export_masks(session, "overlay_mp4")
+        with _holding(session):
+            preview = logic.export_masks(session, "overlay_mp4")
         yield gr.skip(), gr.skip(), gr.skip(), render.progress_html(step, "done"), str(preview)
 
     def stop(self, sid: str | None) -> None:

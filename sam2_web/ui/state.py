@@ -200,6 +200,10 @@ class SessionStore:
         session.last_used = self._clock()
         return session
 
+    def touch(self, session: AppSession) -> None:
+        """Mark ``session`` used now (long jobs call this so the TTL counts from their end)."""
+        session.last_used = self._clock()
+
     def find(self, sid: str | None) -> AppSession | None:
         """The session ``sid`` (marked used) or None; for callers where "no session yet" is normal."""
         try:
