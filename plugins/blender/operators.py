@@ -61,6 +61,7 @@ class _Prepared:
     spec: engine.JobSpec
     scene: str
     source: str
+    num_frames: int  # frames Blender counts in the movie
     effect: str
     python: str
     remote: str
@@ -92,7 +93,7 @@ def _prepare(context) -> _Prepared:
         grow_px=settings.grow_px,
         invert=settings.invert,
     )
-    return _Prepared(spec, scene.name, source.name, settings.effect,
+    return _Prepared(spec, scene.name, source.name, num_frames, settings.effect,
                      getattr(prefs, "python", ""), getattr(prefs, "remote", ""))
 
 
@@ -108,6 +109,14 @@ def _place(prepared: _Prepared, mattes: engine.Mattes) -> tuple[int, int]:
     if source is None:
         raise SetupError(f"strip '{prepared.source}' was removed or renamed while tracking; the mattes are in "
                          f"{mattes.folder}")
+    decoded = len(next(iter(mattes.sequences.values())))
+    if decoded != prepared.num_frames:
+        # Variable frame rate or odd timestamps: a matte would drift against the picture.
+        raise SetupError(
+            f"Blender counts {prepared.num_frames} frames in {prepared.spec.clip.name} but the engine decoded "
+            f"{decoded}; convert the movie to a constant frame rate (e.g. ffmpeg -i in.mp4 -fps_mode cfr "
+            "out.mp4), use that in the strip, and track again"
+        )
     strips.remove_previous(editor, source)
     sequences = dict(mattes.sequences)
     effect = prepared.effect

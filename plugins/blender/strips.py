@@ -40,6 +40,11 @@ def active_movie_strip(scene):
     if strip is None or strip.type != "MOVIE":
         kind = "nothing" if strip is None else f"a {strip.type.lower()} strip"
         raise SetupError(f"the active strip is {kind}; click a movie strip in the Sequencer first")
+    if strips_of(editor).get(strip.name) != strip:
+        raise SetupError(
+            f"strip '{strip.name}' is inside a meta strip; ungroup it first (Strip > Meta > UnMeta), track, "
+            "and group again"
+        )
     if len(getattr(strip, "retiming_keys", ())) > 0:
         raise SetupError(
             f"strip '{strip.name}' is retimed; a matte cannot follow retiming keys yet, remove them "
