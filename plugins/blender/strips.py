@@ -33,7 +33,8 @@ def active_movie_strip(scene):
     """The scene's active strip if it is a movie strip.
 
     Raises:
-        SetupError: no sequencer, no active strip, or the active strip is not a movie.
+        SetupError: no sequencer, no active strip, the active strip is not a movie, lies inside
+            a meta strip, or is retimed.
     """
     editor = scene.sequence_editor
     strip = editor.active_strip if editor is not None else None
