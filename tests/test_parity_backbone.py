@@ -108,6 +108,18 @@ def test_training_path_and_batch_match_reference(parity_dir):
         assert plain_diff <= TOL and fast_diff <= TOL
 
 
+def test_autocast_bfloat16_matches_reference(parity_dir):
+    """Under autocast the inference shortcuts step aside; outputs keep the reference's dtypes."""
+    ref, ours = _build_pair(_encoder_node("sam2.1_hiera_t"), parity_dir / "encoder-autocast.pt")
+    image = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        want, got = ref(image), ours(image)
+    for level, (w, g) in enumerate(zip(want["backbone_fpn"], got["backbone_fpn"])):
+        diff = _worst(w.float(), g.float())
+        print(f"autocast level {level} ({g.dtype}): {diff:.2e}")
+        assert g.dtype == w.dtype and diff <= 1e-3
+
+
 def test_image_size_not_multiple_of_32_is_refused():
     from sam2_web.modeling.backbones.hieradet import Hiera
 

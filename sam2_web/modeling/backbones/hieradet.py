@@ -29,9 +29,13 @@ from sam2_web.modeling.backbones.utils import (
 from sam2_web.modeling.common import MLP, DropPath
 
 
-# Tokens per chunk on the banded/chunked inference paths: large enough for efficient matmuls,
-# small enough that the temporaries (qkv, 4x-wide MLP hidden) stay in cache.
-_BAND_TOKENS = 4096
+# Chunk sizes of the inference paths. Smaller chunks keep the temporaries (qkv, attention,
+# the 4x-wide MLP hidden) cache-resident and win on an idle CPU, but every op is an OpenMP
+# parallel region, and on a busy machine each region can wait a scheduler slice for its
+# threads: tiny chunks (2k tokens) were 2x slower there. These sizes were the best measured
+# compromise (tiny model, 1024 px, 2 threads, idle and loaded).
+_BAND_TOKENS = 32768  # tokens per band of windows
+_MLP_HIDDEN_FLOATS = 6_291_456  # elements of one MLP hidden chunk (24 MB of float32)
 
 
 def _pool_stride(pool: Optional[nn.Module]) -> Optional[Tuple[int, int]]:
@@ -140,15 +144,19 @@ class MultiScaleBlock(nn.Module):
         self.attn = MultiScaleAttention(dim, dim_out, num_heads=num_heads, q_pool=self.pool)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = norm_layer(dim_out)
-        self.mlp = MLP(dim_out, int(dim_out * mlp_ratio), dim_out, num_layers=2, activation=act_layer)
+        self.mlp = MLP(
+            dim_out, int(dim_out * mlp_ratio), dim_out, num_layers=2, activation=act_layer
+        )
         if dim != dim_out:
             self.proj = nn.Linear(dim, dim_out)
 
     def _fast(self) -> bool:
         """True when the copy-avoiding path is exact: no autograd, no active stochastic depth,
-        and the standard two-layer GELU MLP."""
+        no autocast (its in-place/out= ops would mix dtypes), the standard two-layer GELU MLP."""
         return (
             not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cuda")
+            and not torch.is_autocast_enabled("cpu")
             and (isinstance(self.drop_path, nn.Identity) or not self.training)
             and self.mlp.num_layers == 2
             and not self.mlp.sigmoid_output
@@ -158,7 +166,7 @@ class MultiScaleBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, dim) -> (B, H', W', dim_out); H', W' halve at a pooling block."""
         fast = self._fast()
-        if fast and self.window_size > 0 and self.pool is None and self.dim == self.dim_out:
+        if fast and self._can_band():
             return self._forward_bands(x)
 
         normed = self.norm1(x)
@@ -189,26 +197,43 @@ class MultiScaleBlock(nn.Module):
         self._mlp_residual_into(x, out)
         return out
 
-    def _forward_bands(self, x: torch.Tensor) -> torch.Tensor:
-        """Inference path of a windowed block that keeps size and width.
+    def _can_band(self) -> bool:
+        """Whether the block is window-local, so it can run band by band (see _forward_bands)."""
+        if self.window_size <= 0:
+            return False
+        if self.pool is None:
+            return True
+        stride = _pool_stride(self.pool)
+        # Bands are whole rows of windows; they must also be whole rows of pooling cells.
+        return stride is not None and all(self.window_size % s == 0 for s in stride)
 
-        Every op of such a block is local to one window, so the whole block runs band by band
-        (a few rows of windows at a time). The qkv, attention and MLP temporaries then stay
-        small and cache-resident instead of being activation-sized fresh allocations, which on
-        CPU cost as much in page faults as the arithmetic does. Per token the ops are the same.
+    def _forward_bands(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference path of a windowed block.
+
+        Every op of such a block is local to one window (norms and MLP per token, attention
+        and query pooling per window), so the whole block runs band by band, a few rows of
+        windows at a time. The qkv, attention and MLP temporaries then stay small and
+        cache-resident instead of being activation-sized fresh allocations, which on CPU cost
+        about as much as the arithmetic. Per token the ops are the same as the plain path.
         """
-        b, h, w, c = x.shape
+        b, h, w, _ = x.shape
         ws = self.window_size
+        sy, sx = _pool_stride(self.pool) or (1, 1)
         x = x.contiguous()
-        out = torch.empty_like(x)
-        window_rows = max(1, _BAND_TOKENS // (ws * w))
-        band_h = ws * window_rows
+        out = x.new_empty((b, h // sy, w // sx, self.dim_out))
+        band_h = ws * max(1, _BAND_TOKENS // (ws * w))
         for i in range(b):
             for top in range(0, h, band_h):
                 band = x[i : i + 1, top : top + band_h]
-                windows, _ = window_partition(self.norm1(band), ws)
-                mixed = add_windows(band, self.attn(windows), ws)
-                self._mlp_residual_into(mixed, out[i : i + 1, top : top + band_h])
+                normed = self.norm1(band)
+                shortcut = band
+                if self.dim != self.dim_out:
+                    shortcut = _apply_pool(self.proj(normed), self.pool)
+                windows, _ = window_partition(normed, ws)
+                attended = self.attn(windows)
+                mixed = add_windows(shortcut, attended, attended.shape[1])
+                rows = slice(top // sy, top // sy + mixed.shape[1])
+                self._mlp_residual_into(mixed, out[i : i + 1, rows])
         return out
 
     def _mlp_residual_into(self, x: torch.Tensor, out: torch.Tensor) -> None:
@@ -221,7 +246,7 @@ class MultiScaleBlock(nn.Module):
         c = x.shape[-1]
         rows_in = x.reshape(-1, c)
         rows_out = out.view(-1, c)
-        step = max(64, _BAND_TOKENS * 384 // fc1.out_features)  # hidden chunk ~6 MB
+        step = max(64, _MLP_HIDDEN_FLOATS // fc1.out_features)
         for top in range(0, rows_in.shape[0], step):
             chunk = rows_in[top : top + step]
             hidden = F.linear(self.norm2(chunk), fc1.weight, fc1.bias)
@@ -272,7 +297,9 @@ class Hiera(nn.Module):
         """
         super().__init__()
         if len(stages) != len(window_spec):
-            raise ValueError("Hiera needs one window size per stage (len(window_spec) == len(stages)).")
+            raise ValueError(
+                "Hiera needs one window size per stage (len(window_spec) == len(stages))."
+            )
         if not 0 <= q_pool <= len(stages) - 1:
             raise ValueError(f"q_pool must be between 0 and {len(stages) - 1}, got {q_pool}.")
         if weights_path is not None:

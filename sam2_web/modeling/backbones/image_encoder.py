@@ -88,7 +88,9 @@ class FpnNeck(nn.Module):
             lateral = nn.Sequential()
             lateral.add_module(
                 "conv",
-                nn.Conv2d(channels, d_model, kernel_size=kernel_size, stride=stride, padding=padding),
+                nn.Conv2d(
+                    channels, d_model, kernel_size=kernel_size, stride=stride, padding=padding
+                ),
             )
             self.convs.append(lateral)
         self.fpn_interp_model = fpn_interp_model
