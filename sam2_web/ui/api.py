@@ -258,6 +258,7 @@ def register(api: Api, wrap: Callable[[Callable], Callable], track_limit: int) -
     """
     import gradio as gr
 
+    from sam2_web.ui.gpu import on_gpu
     from sam2_web.ui.layout import INTERACTIVE_LIMIT
 
     with gr.Column(visible=False):
@@ -277,7 +278,8 @@ def register(api: Api, wrap: Callable[[Callable], Callable], track_limit: int) -
         out_text = gr.Textbox(label="status")
 
     def endpoint(fn, inputs, outputs, name_, heavy=False):
-        gr.on(triggers=[], fn=wrap(fn), inputs=inputs, outputs=outputs, api_name=name_,
+        run = wrap(on_gpu(fn) if heavy or name_ == "set_prompts" else fn)
+        gr.on(triggers=[], fn=run, inputs=inputs, outputs=outputs, api_name=name_,
               api_description=(fn.__doc__ or "").strip().splitlines()[0],
               concurrency_limit=track_limit if heavy else INTERACTIVE_LIMIT,
               concurrency_id="track" if heavy else "interactive")
