@@ -66,9 +66,9 @@ def open_clip(session: AppSession, predictor: Any, path: str | os.PathLike | Non
     except VideoReadError as error:
         # The user knows their file by its name, not by the server's temp path.
         raise VideoReadError(str(error).replace(str(src), shown_name)) from None
-    kept = _keep_copy(src, session.workdir)
     session.close_engine()
     _reset(session)
+    kept = _keep_copy(src, session.workdir)
     try:
         session.engine = predictor.open_session(str(kept), temp_dir=str(session.workdir))
     except Exception:
@@ -81,6 +81,8 @@ def open_clip(session: AppSession, predictor: Any, path: str | os.PathLike | Non
 
 
 def _reset(session: AppSession) -> None:
+    session.source_path = None
+    session.source_name = ""
     session.objects.clear()
     session.prompts.clear()
     session.masks.clear()
