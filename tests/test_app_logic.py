@@ -406,3 +406,12 @@ def test_the_model_comes_from_the_hub_with_byte_progress_and_stays_cached(ckpt, 
         with pytest.raises(CheckpointError):  # a model this Hub does not have
             ctx.predictor("sam2_hiera_s")
     ctx.store.close_all()
+
+
+def test_display_scale_shrinks_big_frames_and_enlarges_small_ones():
+    assert render.display_scale(3840, 2160) == 3.0  # 4K shown 1280 wide: a click maps back x3
+    assert render.display_scale(800, 600) == 1.0
+    assert render.display_scale(160, 120) == 0.25
+    assert logic.hex_colour("#00b140") == (0, 177, 64) and logic.hex_colour("rgb(1, 2.4, 3)") == (1, 2, 3)
+    with pytest.raises(PromptError, match="rrggbb"):
+        logic.hex_colour("green")
