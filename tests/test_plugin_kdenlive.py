@@ -118,6 +118,8 @@ def test_a_kdenlive_session_end_to_end(work, checkpoint, frames_dir):
     # The user adds an exclude point (sendPreviewCommand: the frame's whole state), then a box on frame 2.
     kdenlive.send("preview=-F 0 -P 0=30,28,100,80 -L 0=1,0 --border 0 --color 255,100,100,180 --overlay-mode 0")
     assert kdenlive.wait_for("preview ok") == "preview ok 0"
+    kdenlive.send("preview=-F two")  # a garbled line is reported, the session goes on
+    assert "cannot read the preview line" in kdenlive.wait_for("INFO:")
     kdenlive.send("preview=-F 2 -B 2=70,50,120,90 --border 2 --bordercolor 0,0,255,255 "
                   "--color 255,100,100,180 --overlay-mode 0")
     assert kdenlive.wait_for("preview ok") == "preview ok 2"
