@@ -2,7 +2,8 @@
 
     python -m bench.image_encoder [--model sam2.1_hiera_t] [--size 1024] [--repeats 7] [--warmup 2]
 
-Prints a markdown table of median seconds per forward and the ratio ours/reference (target <= 1.05).
+Prints a markdown table of seconds per forward and the ratios ours/reference of the medians and of the
+minimums (target <= 1.05; on a busy machine the minimum is the steadier figure).
 Runs alternate between the two models so background load affects both alike.
 """
 
@@ -55,7 +56,9 @@ def main(argv=None) -> int:
     print(f"image encoder, {args.model} at {args.size}x{args.size}, CPU, {torch.get_num_threads()} threads, "
           f"{args.repeats} repeats after {args.warmup} warm-up; max |diff| of FPN outputs {diff:.2e}\n")
     print(markdown_table(["implementation", "median s", "min s", "max s"], rows))
-    print(f"\nratio ours/reference (median): {our_s / ref_s:.3f}  (target <= 1.05)")
+    ref_min, our_min = min(times["reference (sam2 1.1.0)"]), min(times["sam2_web"])
+    # On a shared machine the minimum is the least disturbed run; report both.
+    print(f"\nratio ours/reference: median {our_s / ref_s:.3f}, min {our_min / ref_min:.3f}  (target <= 1.05)")
     return 0
 
 
