@@ -1,7 +1,7 @@
 """Video tracking: ours against the reference video predictor, same weights, clip and clicks.
 
     python -m bench.video [--model sam2.1_hiera_t] [--size 256] [--frames 20]
-                          [--rss-size 128] [--rss-frames 50 500] [--skip-reference-rss]
+                          [--rss-size 256] [--rss-frames 50 500] [--threads 1]
 
 Prints one markdown table:
 * steady-state seconds per frame (one object, median over the frames after the memory is full);
@@ -10,12 +10,15 @@ Prints one markdown table:
   really changes every frame and both must recompute them; ours re-uses cached features);
 * peak RSS of a fresh process that tracks one object through 50 and through 500 frames.
 
-Every measurement runs in a fresh subprocess (so peak RSS is that run's own), the reference and
-ours one after the other. Random weights (seeded), both loaded from the same official-format
-checkpoint. Reduced input sizes keep it to minutes on a 2-core CPU; the RSS runs use a smaller
-input size than the speed runs because they push hundreds of frames through the tracker; the
-reference's growth comes from holding every decoded frame at the model's input size plus every
-frame's memory, so at 1024 px it grows 64x faster per frame than at 128 px.
+The speed runs put both predictors in one fresh process and interleave their frames (ref,
+ours, ref, ours ...) so load from other processes hits both alike. Each RSS run is a fresh
+process of its own, so its peak RSS is that run's. Random weights (seeded), both loaded from the
+same official-format checkpoint. Reduced input sizes keep it to minutes on a 2-core CPU
+(``--rss-size`` can be lowered for slower machines). The reference's growth comes from holding
+every decoded frame at the model's input size plus every frame's memory, so at 1024 px it grows
+16x faster per frame than at 256 px. Our
+feature cache is bounded by its budget (``--rss-feature-cache-mb``), not by clip length; with the
+app's default of 1024 MB a short clip at a small input size would simply fit in it.
 """
 
 from __future__ import annotations
@@ -84,36 +87,55 @@ def _build(impl: str, model: str, size: int, ckpt: str):
     return predictor
 
 
-def worker(args) -> dict:
-    """One measurement in this process; returns a JSON-able dict."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    predictor = _build(args.impl, args.model, args.size, args.ckpt)
+def _propagate_timed(predictor, state, **kwargs):
+    """A generator over propagation that yields the seconds each frame took."""
+    start = time.perf_counter()
+    for _ in predictor.propagate_in_video(state, **kwargs):
+        yield time.perf_counter() - start
+        start = time.perf_counter()  # the other predictor ran while this one was suspended
+
+
+def speed_worker(args) -> dict:
+    """Both predictors in this process, their frames interleaved (ref, ours, ref, ours ...) so
+    that load from other processes hits both alike."""
+    models = {impl: _build(impl, args.model, args.size, args.ckpt) for impl in ("ref", "ours")}
     masks = np.load(args.masks)
     result: dict = {}
     with torch.inference_mode():
+        states = {impl: m.init_state(args.clip) for impl, m in models.items()}
+        for impl, m in models.items():
+            m.add_new_points_or_box(states[impl], 0, 1, points=_click_at(masks[0]), labels=[1])
+        gens = {impl: _propagate_timed(m, states[impl]) for impl, m in models.items()}
+        times = {impl: [] for impl in models}
+        for _ in range(len(masks)):
+            for impl in models:
+                times[impl].append(next(gens[impl]))
+        mid = len(masks) // 2
+        repro = {impl: 0.0 for impl in models}
+        for impl, m in models.items():
+            m.add_new_points_or_box(states[impl], mid, 1, points=_click_at(masks[mid]), labels=[1], clear_old_points=False)
+            gens[impl] = _propagate_timed(m, states[impl])
+        for _ in range(len(masks)):
+            for impl in models:
+                repro[impl] += next(gens[impl])
+        for impl, m in models.items():
+            # Frame 0 is the prompted frame; the memory is full after num_maskmem frames.
+            steady = times[impl][m.num_maskmem + 1 :] or times[impl][1:]
+            result[impl] = {"s_per_frame": median(steady), "repropagate_s": repro[impl]}
+    return result
+
+
+def rss_worker(args) -> dict:
+    """One predictor tracks one object through the whole clip; reports this process's peak RSS."""
+    predictor = _build(args.impl, args.model, args.size, args.ckpt)
+    if args.impl == "ours":
+        predictor.default_options = predictor.default_options.replace(feature_cache_mb=args.rss_feature_cache_mb)
+    masks = np.load(args.masks)
+    with torch.inference_mode():
         state = predictor.init_state(args.clip)
         predictor.add_new_points_or_box(state, 0, 1, points=_click_at(masks[0]), labels=[1])
-        times, last = [], time.perf_counter()
-        for _ in predictor.propagate_in_video(state):
-            now = time.perf_counter()
-            times.append(now - last)
-            last = now
-        result["frames"] = len(times)
-        if args.task == "speed":
-            # Frame 0 is the prompted frame; the memory is full after num_maskmem frames.
-            steady = times[predictor.num_maskmem + 1 :] or times[1:]
-            result["s_per_frame"] = median(steady)
-            mid = len(times) // 2
-            predictor.add_new_points_or_box(
-                state, mid, 1, points=_click_at(masks[mid]), labels=[1], clear_old_points=False
-            )
-            start = time.perf_counter()
-            for _ in predictor.propagate_in_video(state):
-                pass
-            result["repropagate_s"] = time.perf_counter() - start
-    result["peak_rss_mb"] = _peak_rss_mb()
-    return result
+        frames = sum(1 for _ in predictor.propagate_in_video(state))
+    return {"frames": frames, "peak_rss_mb": _peak_rss_mb()}
 
 
 def _run_worker(impl: str, task: str, clip: str, masks: str, ckpt: str, args) -> dict:
@@ -121,6 +143,7 @@ def _run_worker(impl: str, task: str, clip: str, masks: str, ckpt: str, args) ->
         sys.executable, "-m", "bench.video", "--worker", "--impl", impl, "--task", task, "--clip", clip,
         "--masks", masks, "--ckpt", ckpt, "--model", args.model, "--threads", str(args.threads),
         "--size", str(args.size if task == "speed" else args.rss_size),
+        "--rss-feature-cache-mb", str(args.rss_feature_cache_mb),
     ]
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ, PYTHONPATH=str(root))
@@ -136,8 +159,12 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="sam2.1_hiera_t")
     ap.add_argument("--size", type=int, default=256, help="model image_size for the speed runs")
     ap.add_argument("--frames", type=int, default=20, help="clip length for the speed runs")
-    ap.add_argument("--rss-size", type=int, default=128, help="model image_size for the RSS runs")
+    ap.add_argument("--rss-size", type=int, default=256, help="model image_size for the RSS runs")
     ap.add_argument("--rss-frames", type=int, nargs="+", default=[50, 500])
+    ap.add_argument(
+        "--rss-feature-cache-mb", type=float, default=64,
+        help="our feature-cache budget in the RSS runs (the cache is bounded by this, not by clip length)",
+    )
     ap.add_argument("--skip-reference-rss", action="store_true", help="measure the reference's RSS at the shortest clip only")
     ap.add_argument(
         "--threads", type=int, default=1,
@@ -145,14 +172,16 @@ def main(argv=None) -> int:
     )
     # Worker mode (internal).
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--impl", choices=["ref", "ours"], help=argparse.SUPPRESS)
+    ap.add_argument("--impl", choices=["ref", "ours", "both"], help=argparse.SUPPRESS)
     ap.add_argument("--task", choices=["speed", "rss"], help=argparse.SUPPRESS)
     ap.add_argument("--clip", help=argparse.SUPPRESS)
     ap.add_argument("--masks", help=argparse.SUPPRESS)
     ap.add_argument("--ckpt", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args)))
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        print(json.dumps(speed_worker(args) if args.task == "speed" else rss_worker(args)))
         return 0
 
     from tests.parity import build_reference, save_official_checkpoint
@@ -172,7 +201,7 @@ def main(argv=None) -> int:
             return clip, str(tmp / f"masks{n}.npy")
 
         clip, masks = clip_of(args.frames)
-        speed = {impl: _run_worker(impl, "speed", clip, masks, ckpts[args.size], args) for impl in ("ref", "ours")}
+        speed = _run_worker("both", "speed", clip, masks, ckpts[args.size], args)
         rss: dict = {}
         for n in args.rss_frames:
             clip, masks = clip_of(n)
@@ -199,7 +228,7 @@ def main(argv=None) -> int:
         ref_mb = rss.get(("ref", n), {}).get("peak_rss_mb")
         ours_mb = rss[("ours", n)]["peak_rss_mb"]
         rows.append([
-            f"peak RSS, {n} frames ({args.rss_size} px) (MB)",
+            f"peak RSS, {n} frames ({args.rss_size} px; our feature cache {args.rss_feature_cache_mb:g} MB) (MB)",
             f"{ref_mb:.0f}" if ref_mb else "-", f"{ours_mb:.0f}", ratio(ours_mb, ref_mb),
         ])
     lo, hi = min(args.rss_frames), max(args.rss_frames)

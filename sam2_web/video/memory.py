@@ -19,7 +19,9 @@ frame, and the reference would find them. With ``history="disk"`` (the default) 
 go to one small file each in the session's temporary folder and are read back on demand, so
 results stay identical to the reference while RAM stays bounded (disk use grows by about one
 spatial memory + one low-res mask per frame and object, and is freed by ``close()``);
-``history="ram"`` keeps them in RAM as the reference does.
+``history="ram"`` keeps them in RAM as the reference does; ``history="drop"`` discards them
+(bounded RAM and disk for very long clips, at the price that a correction or a pass reading
+memories of an earlier pass sees fewer memories than the reference would).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import torch
 
 from sam2_web.video.state import FrameOutput
 
-HISTORY_MODES = ("disk", "ram")
+HISTORY_MODES = ("disk", "ram", "drop")
 
 
 class MemoryBank:
@@ -40,7 +42,8 @@ class MemoryBank:
     Args:
         uid: a session-unique number naming this object's spill files (object ids can be
             reused after removal, uids are not).
-        history: ``"disk"`` spills evicted outputs to ``spill_dir``; ``"ram"`` keeps them.
+        history: ``"disk"`` spills evicted outputs to ``spill_dir``; ``"ram"`` keeps them;
+            ``"drop"`` discards them.
         spill_dir: folder for spilled outputs (created on first use); required for "disk".
     """
 
@@ -103,7 +106,9 @@ class MemoryBank:
         if self.history == "ram":
             return
         for frame_idx in [t for t in self._recent if t not in keep]:
-            self._save(frame_idx, self._recent.pop(frame_idx))
+            out = self._recent.pop(frame_idx)
+            if self.history == "disk":
+                self._save(frame_idx, out)
 
     def ram_frames(self) -> set[int]:
         """Frames whose non-conditioning output is currently held in RAM."""

@@ -41,7 +41,8 @@ class SAM2VideoPredictor(SAM2Base):
             opened with :meth:`open_session` default to True.
         remove_sprinkles: with ``fill_hole_area``, also delete small foreground specks.
         memory_dtype: "bfloat16" (as the reference; half the memory) or "float32".
-        history: where evicted memories of earlier frames go: "disk" (bounded RAM) or "ram".
+        history: where evicted memories of earlier frames go: "disk" (bounded RAM, exact),
+            "ram" (as the reference) or "drop" (bounded RAM and disk, see ``memory.py``).
         feature_cache_mb: RAM budget of the image-feature cache.
         feature_cache_dir: spill the feature cache to a temp folder under this path.
         read_ahead: frames decoded ahead of the tracker.

@@ -56,7 +56,8 @@ def point_prompt(
         points: (N, 2) or (1, N, 2) x, y; labels: (N,) or (1, N) (1 positive, 0 negative).
         box: 4 numbers x0, y0, x1, y1, prepended as two points labelled 2 and 3.
         clear_old_points: must be True with a box (a box has to come before any click).
-        normalize_coords: coordinates are pixels of the clip (``video_size`` = (width, height)).
+        normalize_coords: coordinates are pixels of the clip (``video_size`` = (width, height));
+            False means they are already divided by it (0..1).
         image_size: the model's square input size.
     Raises:
         PromptError: missing/mismatched points and labels, bad shapes, unknown labels.

@@ -49,7 +49,9 @@ class SessionOptions:
         fill_hole_area, remove_sprinkles, non_overlap_masks, clear_non_cond_mem_around_input,
         add_all_frames_to_correct_as_cond: see :class:`SAM2VideoPredictor`.
         memory_dtype: "bfloat16" or "float32" storage of spatial memories.
-        history: "disk" or "ram" for memories evicted from the tracking window.
+        history: where memories evicted from the tracking window go: "disk" (exact, bounded
+            RAM), "ram" (as the reference) or "drop" (bounded RAM and disk; corrections on
+            long-tracked frames then see fewer memories than the reference would).
         feature_cache_mb: RAM budget for cached image features.
         feature_cache_dir: parent folder for spilled features (None: RAM only).
         result_dir: keep result masks as PNGs in this folder (None: run lengths in RAM).
@@ -214,7 +216,8 @@ class VideoSession(TrackingFlow):
             points: (N, 2) pixel (x, y) in the clip's resolution; labels: (N,) 1 = positive, 0 = negative.
             box: (4,) x0, y0, x1, y1 pixels.
             clear_old_points: replace the object's earlier clicks on this frame (else append).
-            normalize_coords: coordinates are pixels of the clip (False: already in model pixels).
+            normalize_coords: coordinates are pixels of the clip (False: already divided by the
+                clip's width and height, i.e. in 0..1).
         Returns:
             The masks of all objects on that frame (one model call, no clip-wide work).
         Raises:
