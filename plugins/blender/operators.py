@@ -210,7 +210,8 @@ class SEQUENCER_OT_sam2web_track(bpy.types.Operator):
     def modal(self, context, event):
         worker = self._worker
         if event.type == "ESC":
-            worker.cancel.set()  # the job stops after the current frame; we wait for the thread
+            worker.cancel.set()  # the job stops after the current frame; the timer sees the thread end
+            return {"RUNNING_MODAL"}  # Esc is ours while tracking (not the playback's or a menu's)
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
         if worker.thread.is_alive():
