@@ -822,9 +822,11 @@ class SAM2Base(nn.Module):
             ``run_mem_encoder=False`` skips encoding this frame's memory (e.g. while the user is
             still clicking); ``prev_sam_mask_logits`` are earlier low-res logits to refine.
         Returns:
-            The frame's output: ``point_inputs``, ``mask_inputs``, ``pred_masks`` (B, 1, h/4...)
-            low-res logits, ``pred_masks_high_res``, ``obj_ptr`` (B, C), ``object_score_logits``
-            (B, 1), ``maskmem_features`` and ``maskmem_pos_enc`` (None if not encoded).
+            The frame's output (the reference's keys): ``point_inputs``, ``mask_inputs``,
+            ``pred_masks`` (B, 1, image_size/4, image_size/4) low-res logits,
+            ``pred_masks_high_res`` (B, 1, image_size, image_size), ``obj_ptr`` (B, C),
+            ``object_score_logits`` (B, 1), ``maskmem_features`` (B, mem_dim, h, w) and
+            ``maskmem_pos_enc`` ([tensor]); the last two are None when not encoded.
         """
         current_out, sam_outputs, _, _ = self._track_step(
             frame_idx,
