@@ -18,7 +18,7 @@ from sam2_web.video import FrameMasks
 from sam2_web.video.features import FeatureCache
 from sam2_web.video.postprocess import connected_components, fill_holes_and_sprinkles
 from sam2_web.video.store import ResultStore, rle_decode, rle_encode
-from tests.clips import make_audio_only, make_moving_disc_clip, moving_disc_frames
+from tests.clips import make_audio_only, make_moving_disc_clip, make_zero_frame_video, moving_disc_frames
 
 # Memory window of 2 spatial memories + 3 pointers, so a 10-frame clip must evict.
 OVERRIDES = ["++model.image_size=256", "++model.num_maskmem=3", "++model.max_obj_ptrs_in_encoder=4"]
@@ -293,7 +293,8 @@ def test_unreadable_sources(predictor, clips, tmp_path):
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(b"\x00\x01 not a video" * 100)
     audio = make_audio_only(tmp_path / "tone.wav")
-    for source in (empty, corrupt, audio, tmp_path / "missing.mp4"):
+    zero = make_zero_frame_video(tmp_path / "zero.mkv", clips["mp4"])
+    for source in (empty, corrupt, audio, zero, tmp_path / "missing.mp4"):
         with pytest.raises(VideoReadError):
             predictor.open_session(str(source))
 

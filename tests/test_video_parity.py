@@ -158,6 +158,17 @@ def test_correction_then_repropagate(parity_dir, clip):
     both.report("correction + re-propagation")
 
 
+def test_max_cond_frames_in_attn(parity_dir, clip):
+    # Three prompted frames, attention limited to the two closest: the third still counts as a
+    # recent memory when it is in the window.
+    both = Both(_pair(parity_dir, SHORT_REACH + ("++model.max_cond_frames_in_attn=2",)), clip[0])
+    for frame in (0, 3, 6):
+        cx, cy = np.argwhere(clip[1][frame]).mean(axis=0)[::-1]
+        both.call("add_new_points_or_box", frame, 1, points=[[cx, cy]], labels=[1])
+    both.propagate()
+    both.report("max_cond_frames_in_attn=2")
+
+
 def test_remove_object(parity_dir, clip):
     both = Both(_pair(parity_dir, SHORT_REACH), clip[0])
     both.call("add_new_points_or_box", 0, 1, points=[[26, 22]], labels=[1])
