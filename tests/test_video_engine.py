@@ -417,6 +417,14 @@ def test_engine_applies_fill_and_non_overlap(predictor, clips):
 # ---------------------------------------------------------------- result store
 
 
+def test_png_results_in_session(predictor, clips, tmp_path):
+    with predictor.open_session(clips["folder"], result_dir=str(tmp_path)) as session:
+        first = _click(session)
+        assert len(list(tmp_path.glob("masks-*/*.png"))) == 1
+        np.testing.assert_array_equal(session.result(0).masks, first.masks)
+    assert tmp_path.exists() and not list(tmp_path.glob("masks-*"))
+
+
 def test_result_store_rle_and_png(tmp_path):
     rng = np.random.default_rng(2)
     masks = rng.random((2, 17, 23)) < 0.3

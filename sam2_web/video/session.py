@@ -54,7 +54,8 @@ class SessionOptions:
             long-tracked frames then see fewer memories than the reference would).
         feature_cache_mb: RAM budget for cached image features.
         feature_cache_dir: parent folder for spilled features (None: RAM only).
-        result_dir: keep result masks as PNGs in this folder (None: run lengths in RAM).
+        result_dir: keep result masks as PNGs in a temp subfolder of this folder (None: run
+            lengths in RAM).
         temp_dir: parent folder of the session's temp files (None: the system's).
         read_ahead: frames decoded ahead of the tracker.
     """
@@ -119,7 +120,9 @@ class VideoSession(TrackingFlow):
         if options.feature_cache_dir is not None:
             feature_dir = tempfile.mkdtemp(prefix="features-", dir=options.feature_cache_dir)
         self.features = FeatureCache(options.feature_cache_mb, feature_dir)
-        self.store = ResultStore(self.height, self.width, options.result_dir)
+        # Our own subfolder of result_dir: close() deletes it, never the folder the user gave.
+        png_dir = None if options.result_dir is None else tempfile.mkdtemp(prefix="masks-", dir=options.result_dir)
+        self.store = ResultStore(self.height, self.width, png_dir)
         self.objects: dict[int, ObjectTrack] = {}
         self.vision_pos_enc: Optional[list[torch.Tensor]] = None
         self._maskmem_pos_enc: Optional[list[torch.Tensor]] = None

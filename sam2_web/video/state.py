@@ -7,10 +7,13 @@ consumes them); everything that leaves the engine (``FrameMasks``) is numpy.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:  # memory.py imports this module
+    from sam2_web.video.memory import MemoryBank
 
 
 @dataclass
@@ -95,7 +98,7 @@ class ObjectTrack:
 
     obj_id: int
     uid: int
-    memory: "object"  # sam2_web.video.memory.MemoryBank (kept untyped to avoid an import cycle)
+    memory: MemoryBank
     points: dict[int, PointPrompt] = field(default_factory=dict)
     masks: dict[int, torch.Tensor] = field(default_factory=dict)
     pending_cond: dict[int, FrameOutput] = field(default_factory=dict)
