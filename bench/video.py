@@ -70,7 +70,9 @@ def _build(impl: str, model: str, size: int, ckpt: str):
     if impl == "ref":
         from sam2.build_sam import build_sam2_video_predictor
 
-        predictor = build_sam2_video_predictor(reference_config(model), ckpt, device="cpu", hydra_overrides_extra=overrides)
+        predictor = build_sam2_video_predictor(
+            reference_config(model), ckpt, device="cpu", hydra_overrides_extra=overrides
+        )
         # The reference's memory is all-bf16 when no float pointer joins it; cast as the tests do.
         forward = predictor.memory_attention.forward
 
@@ -82,7 +84,9 @@ def _build(impl: str, model: str, size: int, ckpt: str):
     else:
         from sam2_web.build import build_sam2_video_predictor
 
-        predictor = build_sam2_video_predictor(reference_config(model), ckpt, device="cpu", hydra_overrides_extra=overrides)
+        predictor = build_sam2_video_predictor(
+            reference_config(model), ckpt, device="cpu", hydra_overrides_extra=overrides
+        )
     predictor.add_all_frames_to_correct_as_cond = True
     return predictor
 
@@ -113,7 +117,9 @@ def speed_worker(args) -> dict:
         mid = len(masks) // 2
         repro = {impl: 0.0 for impl in models}
         for impl, m in models.items():
-            m.add_new_points_or_box(states[impl], mid, 1, points=_click_at(masks[mid]), labels=[1], clear_old_points=False)
+            m.add_new_points_or_box(
+                states[impl], mid, 1, points=_click_at(masks[mid]), labels=[1], clear_old_points=False
+            )
             gens[impl] = _propagate_timed(m, states[impl])
         for _ in range(len(masks)):
             for impl in models:
@@ -165,10 +171,13 @@ def main(argv=None) -> int:
         "--rss-feature-cache-mb", type=float, default=64,
         help="our feature-cache budget in the RSS runs (the cache is bounded by this, not by clip length)",
     )
-    ap.add_argument("--skip-reference-rss", action="store_true", help="measure the reference's RSS at the shortest clip only")
+    ap.add_argument(
+        "--skip-reference-rss", action="store_true", help="measure the reference's RSS at the shortest clip only"
+    )
     ap.add_argument(
         "--threads", type=int, default=1,
-        help="torch threads for both (0 = torch's default); on a shared machine OpenMP spinning makes more threads slower",
+        help="torch threads for both (0 = torch's default); "
+        "on a shared machine OpenMP spinning makes more threads slower",
     )
     # Worker mode (internal).
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -232,7 +241,10 @@ def main(argv=None) -> int:
             f"{ref_mb:.0f}" if ref_mb else "-", f"{ours_mb:.0f}", ratio(ours_mb, ref_mb),
         ])
     lo, hi = min(args.rss_frames), max(args.rss_frames)
-    growth = {impl: ratio(rss.get((impl, hi), {}).get("peak_rss_mb"), rss.get((impl, lo), {}).get("peak_rss_mb")) for impl in ("ref", "ours")}
+    growth = {
+        impl: ratio(rss.get((impl, hi), {}).get("peak_rss_mb"), rss.get((impl, lo), {}).get("peak_rss_mb"))
+        for impl in ("ref", "ours")
+    }
     rows.append([f"RSS growth {hi} / {lo} frames", growth["ref"], growth["ours"], "-"])
     print(f"model {args.model}, random weights, clip {CLIP_SIZE[0]}x{CLIP_SIZE[1]} JPEG folder, "
           f"torch threads {args.threads or torch.get_num_threads()}, total {time.perf_counter() - started:.0f} s\n")

@@ -374,7 +374,8 @@ def test_holes_up_to_area_are_filled():
     assert np.all(out[fg] == 5.0)  # foreground untouched
     at_n_plus_1 = fill_holes_and_sprinkles(_scores(fg), 5, remove_sprinkles=False)[0, 0].numpy()
     assert np.all(at_n_plus_1[5:8, 15:17] == -5.0)
-    assert np.all(fill_holes_and_sprinkles(_scores(fg), 6, remove_sprinkles=False)[0, 0].numpy()[5:8, 15:17] == np.float32(0.1))
+    at_6 = fill_holes_and_sprinkles(_scores(fg), 6, remove_sprinkles=False)[0, 0].numpy()
+    assert np.all(at_6[5:8, 15:17] == np.float32(0.1))
 
 
 def test_sprinkles_up_to_area_are_removed():

@@ -46,7 +46,8 @@ def _one_torch_thread():
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """A JPEG folder (00000.jpg ...) of a disc moving over texture, 128x96, 8 frames."""
-    path, masks = make_moving_disc_clip(tmp_path_factory.mktemp("vparity") / "clip", n_frames=8, size=(128, 96), radius=14)
+    folder = tmp_path_factory.mktemp("vparity") / "clip"
+    path, masks = make_moving_disc_clip(folder, n_frames=8, size=(128, 96), radius=14)
     return str(path), masks
 
 

@@ -32,7 +32,10 @@ def check_frame(frame_idx: Any, num_frames: int) -> int:
 
 def _as_float_tensor(value: Any, what: str) -> torch.Tensor:
     try:
-        tensor = value.detach().float().cpu() if isinstance(value, torch.Tensor) else torch.tensor(value, dtype=torch.float32)
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().float().cpu()
+        else:
+            tensor = torch.tensor(value, dtype=torch.float32)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise PromptError(f"{what} must be numbers, got {value!r}") from exc
     if not torch.isfinite(tensor).all():
@@ -83,7 +86,8 @@ def point_prompt(
             point_labels = point_labels.unsqueeze(0)
         if point_labels.shape != coords.shape[:2]:
             raise PromptError(
-                f"got {coords.shape[1]} points but labels of shape {tuple(point_labels.shape)}; give one label per point"
+                f"got {coords.shape[1]} points but labels of shape {tuple(point_labels.shape)}; "
+                "give one label per point"
             )
         bad = [int(v) for v in point_labels.flatten() if int(v) not in _KNOWN_LABELS]
         if bad:
