@@ -287,6 +287,25 @@ def test_bad_input_errors_and_nothing_is_lost(predictor, clips):
             np.testing.assert_array_equal(after[i], before[i])
 
 
+def test_decode_error_mid_pass_keeps_results_and_resumes(predictor, clips, tmp_path):
+    import shutil
+
+    folder = Path(shutil.copytree(clips["folder"], tmp_path / "frames"))
+    victim = folder / "00005.jpg"
+    good = victim.read_bytes()
+    victim.write_bytes(good[: len(good) // 3])  # header intact, pixels truncated
+    with predictor.open_session(str(folder)) as session:
+        _click(session)
+        with pytest.raises(VideoReadError):
+            for _ in session.propagate(direction="forward"):
+                pass
+        assert [r.frame_idx for r in session.results()] == [0, 1, 2, 3, 4]
+        victim.write_bytes(good)  # the user fixes the file
+        with Counter(predictor, "track_step") as steps:
+            done = list(session.propagate(direction="forward"))
+        assert len(done) == N_FRAMES and steps.calls == N_FRAMES - 5
+
+
 def test_unreadable_sources(predictor, clips, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
