@@ -172,9 +172,9 @@ def build_sam2(
     Raises:
         ConfigNotFoundError, sam2_web.errors.CheckpointError.
     """
-    overrides = list(hydra_overrides_extra)
-    if apply_postprocessing:
-        overrides += _IMAGE_POSTPROCESSING
+    # The user's overrides go last so they win over the post-processing defaults.
+    overrides = list(_IMAGE_POSTPROCESSING) if apply_postprocessing else []
+    overrides += list(hydra_overrides_extra)
     cfg = compose_config(config_file, overrides)
     return _instantiate(cfg, ckpt_path, device, mode)
 
@@ -197,9 +197,11 @@ def build_sam2_video_predictor(
     the predictor's constructor (e.g. ``memory_dtype``, ``feature_cache_mb``).
     """
     overrides = ["++model.compile_image_encoder=true"] if vos_optimized else []
-    overrides += list(hydra_overrides_extra)
     if apply_postprocessing:
         overrides += _VIDEO_POSTPROCESSING
+    # The user's overrides go last so they win (e.g. ``++model.fill_hole_area=0``); the reference
+    # appends its defaults after them, silently replacing the user's value.
+    overrides += list(hydra_overrides_extra)
     cfg = compose_config(config_file, overrides)
     # Model configs name SAM2Base; the video predictor is that plus the tracking engine.
     cfg.model["_target_"] = VIDEO_PREDICTOR_TARGET
