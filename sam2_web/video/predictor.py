@@ -16,6 +16,7 @@ from typing import Any, Iterator, Optional
 
 import torch
 
+from sam2_web.device import PRECISIONS
 from sam2_web.modeling.sam2_base import SAM2Base
 from sam2_web.video.postprocess import fill_holes_and_sprinkles
 from sam2_web.video.session import SessionOptions, VideoSession
@@ -62,9 +63,14 @@ class SAM2VideoPredictor(SAM2Base):
         feature_cache_mb: float = 1024,
         feature_cache_dir: Optional[str] = None,
         read_ahead: int = 6,
+        precision: str = "fp32",
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        # bf16 autocast on CUDA only (opt-in: it changes numbers); CPU stays float32.
+        self.precision = precision
         self.fill_hole_area = fill_hole_area
         self.non_overlap_masks = non_overlap_masks
         self.clear_non_cond_mem_around_input = clear_non_cond_mem_around_input

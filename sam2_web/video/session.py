@@ -14,6 +14,7 @@ a compact result store. Two faces share it:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import tempfile
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Union
 import numpy as np
 import torch
 
+from sam2_web.device import autocast_context
 from sam2_web.errors import CancelledError
 from sam2_web.io.frames import FrameSource, open_frames
 from sam2_web.video.features import FeatureCache
@@ -163,6 +165,13 @@ class VideoSession(TrackingFlow):
         """Frame ``frame_idx`` as (H, W, 3) uint8 RGB; raises FrameIndexError outside the clip."""
         return self.frames.get(check_frame(frame_idx, self.num_frames))
 
+    def _compute(self) -> contextlib.ExitStack:
+        """Inference mode plus the model's autocast (bf16 on CUDA when asked for; no-op on CPU)."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(autocast_context(self.model.device, getattr(self.model, "precision", "fp32")))
+        return stack
+
     def warm_up(self) -> None:
         """Encode frame 0 now (the frame users click first), as the reference's init_state does."""
         with torch.inference_mode():
@@ -227,7 +236,7 @@ class VideoSession(TrackingFlow):
             FrameIndexError: ``frame_idx`` is outside the clip.
             PromptError: malformed points/labels/box. Nothing changes on error.
         """
-        with self._lock, torch.inference_mode():
+        with self._lock, self._compute():
             logits, scores = self.add_points_logits(
                 frame_idx, obj_id, points, labels, box, clear_old_points, normalize_coords
             )
@@ -238,7 +247,7 @@ class VideoSession(TrackingFlow):
 
         Raises FrameIndexError / PromptError (mask not 2-D or empty). Nothing changes on error.
         """
-        with self._lock, torch.inference_mode():
+        with self._lock, self._compute():
             logits, scores = self.add_mask_logits(frame_idx, obj_id, mask)
             return self._store(frame_idx, logits, scores)
 
@@ -247,7 +256,7 @@ class VideoSession(TrackingFlow):
 
         Raises FrameIndexError, UnknownObjectError.
         """
-        with self._lock, torch.inference_mode():
+        with self._lock, self._compute():
             check_frame(frame_idx, self.num_frames)
             ids = self.object_ids if obj_id is None else [self._track(obj_id).obj_id]
             for oid in ids:
@@ -257,7 +266,7 @@ class VideoSession(TrackingFlow):
 
     def remove_object(self, obj_id: int) -> None:
         """Stop tracking ``obj_id`` and drop its results; raises UnknownObjectError."""
-        with self._lock, torch.inference_mode():
+        with self._lock, self._compute():
             self.remove_object_logits(obj_id, strict=True, need_output=False)
 
     def reset(self) -> None:
@@ -311,7 +320,7 @@ class VideoSession(TrackingFlow):
         reverses = {"forward": [False], "backward": [True], "both": [False, True]}[direction]
         # The lock and inference mode are taken per frame, not across yields: the caller's code
         # between frames must not run in inference mode or block other threads' clicks.
-        with self._lock, torch.inference_mode():
+        with self._lock, self._compute():
             self.preflight()
             start = self._default_start() if start_frame is None else start_frame
             orders = [self._pass_order(start, max_frames, rev) for rev in reverses]
@@ -329,7 +338,7 @@ class VideoSession(TrackingFlow):
                         raise CancelledError(
                             f"tracking stopped after {done} of {total} frames; call propagate() again to resume"
                         )
-                    with self._lock, torch.inference_mode():
+                    with self._lock, self._compute():
                         upcoming = order[pos + 1] if pos + 1 < len(order) else None
                         step = self._track_frame(frame_idx, reverse, upcoming)
                         masks = self._store(frame_idx, step.logits, step.scores)
