@@ -390,3 +390,12 @@ def test_remote_refuses_what_only_a_local_run_can_do(tmp_path, clip, prompts_fil
                  "http://127.0.0.1:9/", "--direction", "forward"])
     assert code == 2 and "both directions" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_unreachable_server_exits_4(tmp_path, clip, prompts_file, capsys):
+    from appserver import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/"  # nothing listens there
+    assert main(["mask", str(clip), "-p", str(prompts_file), "-o", str(tmp_path / "o"), "--remote", url]) == 4
+    assert f"cannot reach a sam2_web server at {url}" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

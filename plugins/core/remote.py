@@ -121,21 +121,16 @@ def _refuse_unsupported(job: MaskJob) -> None:
 
 
 def _client(url: str, token: Optional[str], download_dir: Path) -> Any:
+    import httpx
     from gradio_client import Client
 
     try:
         # analytics off: a plugin must not phone home on the user's behalf.
         return Client(url, token=token, verbose=False, download_files=str(download_dir), analytics_enabled=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, httpx.HTTPError) as exc:  # Hub errors for a Space id are httpx errors too
         raise HubUnavailableError(
             f"cannot reach a sam2_web server at {url} ({exc}); check the URL and that the app is running"
         ) from exc
-    except Exception as exc:  # gradio_client raises bare httpx/huggingface errors on a bad address
-        if type(exc).__module__.split(".")[0] in ("httpx", "httpcore", "huggingface_hub", "gradio_client"):
-            raise HubUnavailableError(
-                f"cannot reach a sam2_web server at {url} ({exc}); check the URL and that the app is running"
-            ) from exc
-        raise
 
 
 def _wait(job: Any, is_cancelled, progress: Optional[Progress]) -> Any:
