@@ -33,7 +33,7 @@ exit codes:
   1    unexpected error (run with --debug for the traceback)
   2    usage error: bad arguments, prompts JSON or frame range
   3    the clip cannot be read (missing, corrupt, no video stream)
-  4    model problem: unknown model, bad checkpoint, Hub unreachable
+  4    model problem: unknown model, bad checkpoint, Hub or --remote server unreachable
   5    output problem: folder not writable, export failed
   130  cancelled (Ctrl-C); nothing is written
 """
