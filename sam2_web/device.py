@@ -34,6 +34,17 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
+def check_precision(precision: str) -> str:
+    """Return ``precision`` if it is one of :data:`PRECISIONS`.
+
+    Raises:
+        ValueError: an unknown precision name.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision
+
+
 def autocast_context(device: torch.device, precision: str = "fp32") -> ContextManager:
     """Return the autocast context for ``precision`` on ``device``.
 
@@ -43,9 +54,7 @@ def autocast_context(device: torch.device, precision: str = "fp32") -> ContextMa
     Raises:
         ValueError: an unknown precision name.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "bf16" and device.type == "cuda":
+    if check_precision(precision) == "bf16" and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from sam2_web import transforms as T
+from sam2_web.device import autocast_context, check_precision
 from sam2_web.errors import PromptError
 
-PRECISIONS = ("fp32", "bf16")
 _PREDICTOR_KWARGS = ("mask_threshold", "max_hole_area", "max_sprinkle_area", "precision")
 _LOW_RES_LOGIT_CLAMP = 32.0  # keeps returned low-res logits usable as the next mask_input
 
@@ -183,13 +183,11 @@ class SAM2ImagePredictor:
         Raises:
             ValueError: an unknown precision.
         """
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.model = sam_model
         self.mask_threshold = mask_threshold
         self.max_hole_area = max_hole_area
         self.max_sprinkle_area = max_sprinkle_area
-        self.precision = precision
+        self.precision = check_precision(precision)
         self._features: Optional[ImageEmbedding] = None
         self._is_batch = False
 
@@ -230,9 +228,7 @@ class SAM2ImagePredictor:
         self._is_batch = False
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "bf16" and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast_context(self.device, self.precision)
 
     # -------------------------------------------------------------- embedding
 

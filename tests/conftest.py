@@ -11,6 +11,21 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tiny-input tests on one torch thread, then restore the count.
+
+    With small tensors, OpenMP threads mostly spin-wait for each other; on a shared 2-core
+    machine that made such tests up to ~10x slower than one thread.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def parity_dir(tmp_path_factory):
     """A session folder for generated checkpoints shared by the parity tests."""

@@ -25,6 +25,17 @@ def reference_config(name: str) -> str:
     return f"configs/{family}/{name}.yaml"
 
 
+def as_reference(node):
+    """A config subtree with our ``_target_``s pointed at the reference's classes."""
+    if isinstance(node, dict):
+        return {k: as_reference(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [as_reference(v) for v in node]
+    if isinstance(node, str) and node.startswith("sam2_web."):
+        return "sam2." + node[len("sam2_web.") :]
+    return node
+
+
 @torch.no_grad()
 def perturb(model: torch.nn.Module, seed: int = 0, scale: float = 0.02) -> None:
     """Add seeded Gaussian noise to every float parameter and buffer, in place."""

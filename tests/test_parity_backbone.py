@@ -20,7 +20,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from parity import MODEL_NAMES, perturb, reference_config, save_official_checkpoint
+from parity import MODEL_NAMES, as_reference, perturb, reference_config, save_official_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TOL = 1e-4
@@ -28,15 +28,6 @@ TOL = 1e-4
 IMAGE_SIZE = {"t": 1024, "s": 1024, "b+": 512, "l": 512}
 
 
-def _as_reference(node):
-    """A config subtree with our ``_target_``s pointed at the reference's classes."""
-    if isinstance(node, dict):
-        return {k: _as_reference(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_as_reference(v) for v in node]
-    if isinstance(node, str) and node.startswith("sam2_web."):
-        return "sam2." + node[len("sam2_web.") :]
-    return node
 
 
 def _encoder_node(name: str) -> dict:
@@ -47,7 +38,7 @@ def _encoder_node(name: str) -> dict:
 def _build_pair(node: dict, ckpt: Path) -> Tuple[torch.nn.Module, torch.nn.Module]:
     """(reference, ours) encoders with the same perturbed seeded weights, in eval mode."""
     torch.manual_seed(0)
-    ref = instantiate(_as_reference(node)).eval()
+    ref = instantiate(as_reference(node)).eval()
     perturb(ref, seed=0)
     save_official_checkpoint(ref, ckpt)
     ours = instantiate(node).eval()

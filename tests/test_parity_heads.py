@@ -16,7 +16,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from parity import perturb, save_official_checkpoint
+from parity import as_reference, perturb, save_official_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs/sam2.1/sam2.1_hiera_t.yaml"
@@ -37,25 +37,10 @@ MEM_DIM = 64
 # --- helpers -------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These inputs are tiny: with the CPU shared, extra OpenMP threads only spin (8x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 
-def _as_reference(node):
-    """A config subtree with our ``_target_``s pointed at the reference's classes."""
-    if isinstance(node, dict):
-        return {k: _as_reference(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_as_reference(v) for v in node]
-    if isinstance(node, str) and node.startswith("sam2_web."):
-        return "sam2." + node[len("sam2_web.") :]
-    return node
 
 
 def _model_cfg(path: Path = CONFIG) -> dict:
@@ -313,7 +298,7 @@ def _memory_attentions(tmp_path, feat: int = FEAT):
     for attn in ("self_attention", "cross_attention"):
         cfg["layer"][attn]["feat_sizes"] = [feat, feat]
     torch.manual_seed(0)
-    ref = instantiate(_as_reference(cfg), _convert_="all")
+    ref = instantiate(as_reference(cfg), _convert_="all")
     ours = instantiate(cfg, _convert_="all")
     assert type(ours).__module__ == "sam2_web.modeling.memory_attention"
     return _pair(ref, ours, tmp_path)
@@ -403,7 +388,7 @@ def test_rope_attention_rejects_unplaceable_tokens():
 def test_memory_encoder(skip_mask_sigmoid, tmp_path):
     cfg = _model_cfg()["memory_encoder"]
     torch.manual_seed(0)
-    ref = instantiate(_as_reference(cfg), _convert_="all")
+    ref = instantiate(as_reference(cfg), _convert_="all")
     ours = instantiate(cfg, _convert_="all")
     assert type(ours).__module__ == "sam2_web.modeling.memory_encoder"
     ref, ours = _pair(ref, ours, tmp_path)

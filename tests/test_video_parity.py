@@ -34,14 +34,7 @@ SHORT_REACH = SIZE + ("++model.num_maskmem=3", "++model.max_obj_ptrs_in_encoder=
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # On a shared CPU, OpenMP threads spin-waiting for each other make small ops ~10x slower
-    # than with one thread; these tests use tiny inputs, so one thread is fastest everywhere.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Optional
 
 import torch
 
-from sam2_web.device import PRECISIONS
+from sam2_web.device import check_precision
 from sam2_web.modeling.sam2_base import SAM2Base
 from sam2_web.video.postprocess import fill_holes_and_sprinkles
 from sam2_web.video.session import SessionOptions, VideoSession
@@ -67,10 +67,8 @@ class SAM2VideoPredictor(SAM2Base):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         # bf16 autocast on CUDA only (opt-in: it changes numbers); CPU stays float32.
-        self.precision = precision
+        self.precision = check_precision(precision)
         self.fill_hole_area = fill_hole_area
         self.non_overlap_masks = non_overlap_masks
         self.clear_non_cond_mem_around_input = clear_non_cond_mem_around_input
