@@ -7,32 +7,30 @@ state across frames lives with them, not here.
 Inference only: training-time switches of the published configs are accepted (so the official
 YAMLs instantiate) and evaluation semantics are always used.
 
-Memory lookups (:meth:`SAM2Base._prepare_memory_conditioned_features`) go through the
-:class:`MemoryBank` protocol, so a video engine can keep a bounded window of past frames instead
-of every frame's outputs. For frame ``f`` the model reads:
-
-* the conditioning (prompted) frames: all of them, or the ``max_cond_frames_in_attn`` closest;
-* the non-conditioning memories of the frames given by :meth:`SAM2Base.memory_frame_indices`
-  (``num_maskmem - 1`` frames: ``f-1`` and then every ``memory_temporal_stride_for_eval``-th
-  frame before it; mirrored when tracking in reverse);
-* object pointers of the frames given by :meth:`SAM2Base.obj_ptr_frame_indices`
-  (up to ``max_obj_ptrs_in_encoder - 1`` frames immediately before ``f``) plus those of the
-  selected conditioning frames (only the ones in the past with ``only_obj_ptrs_in_the_past_for_eval``).
+Memory reading (which other frames a frame attends to, and gathering their memories and object
+pointers into tokens) lives in :mod:`sam2_web.modeling.memory_bank`; the methods here delegate to
+it with the model's current settings and weights.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
+import dataclasses
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.init import trunc_normal_
 
-from sam2_web.modeling.common import MLP, get_1d_sine_pe, select_closest_cond_frames
+from sam2_web.modeling import memory_bank
+from sam2_web.modeling.common import MLP
+from sam2_web.modeling.memory_bank import MemoryBank, OutputDictMemory, entry_field
 from sam2_web.modeling.sam.mask_decoder import MaskDecoder
 from sam2_web.modeling.sam.prompt_encoder import PromptEncoder
 from sam2_web.modeling.sam.transformer import TwoWayTransformer
+
+# MemoryBank / OutputDictMemory are re-exported: callers import the memory protocol from here.
+__all__ = ["NO_OBJ_SCORE", "MemoryBank", "OutputDictMemory", "SAM2Base"]
 
 # Logit given to every pixel of a frame where the object is judged absent.
 NO_OBJ_SCORE = -1024.0
@@ -41,59 +39,12 @@ NO_OBJ_SCORE = -1024.0
 _MASK_AS_OUTPUT_SCALE, _MASK_AS_OUTPUT_BIAS = 20.0, -10.0
 
 
-class MemoryBank(Protocol):
-    """What :meth:`SAM2Base._prepare_memory_conditioned_features` reads about past frames.
-
-    An entry (a frame's output) may be a mapping or an object; it must provide
-    ``maskmem_features`` (B, mem_dim, h, w), ``maskmem_pos_enc`` (a list whose last element is
-    the (B, mem_dim, h, w) position encoding, or that tensor itself) and ``obj_ptr`` (B, C).
-    """
-
-    def cond_frame_outputs(self) -> Mapping[int, Any]:
-        """All conditioning (prompted) frames' entries, keyed by frame index."""
-        ...
-
-    def non_cond_frame_output(self, frame_idx: int) -> Optional[Any]:
-        """The tracked (non-prompted) frame's entry, or None if it is not held."""
-        ...
-
-
-class OutputDictMemory:
-    """:class:`MemoryBank` over the reference's ``{"cond_frame_outputs": {t: out},
-    "non_cond_frame_outputs": {t: out}}`` dict (the reference-compatible API passes this)."""
-
-    def __init__(self, output_dict: Mapping[str, Mapping[int, Any]]) -> None:
-        self._cond = output_dict["cond_frame_outputs"]
-        self._non_cond = output_dict["non_cond_frame_outputs"]
-
-    def cond_frame_outputs(self) -> Mapping[int, Any]:
-        """The ``cond_frame_outputs`` dict itself."""
-        return self._cond
-
-    def non_cond_frame_output(self, frame_idx: int) -> Optional[Any]:
-        """``non_cond_frame_outputs.get(frame_idx)``."""
-        return self._non_cond.get(frame_idx)
-
-
-def _as_memory_bank(output_dict: Union[MemoryBank, Mapping[str, Any]]) -> MemoryBank:
-    if isinstance(output_dict, Mapping):
-        return OutputDictMemory(output_dict)
-    return output_dict
-
-
-def _field(entry: Any, name: str) -> Any:
-    """Read ``name`` from a frame entry that is either a mapping or an object."""
-    if isinstance(entry, Mapping):
-        return entry[name]
-    return getattr(entry, name)
-
-
 def _points_of(point_inputs: Any) -> Tuple[torch.Tensor, torch.Tensor]:
     """(coords, labels) from a ``{"point_coords", "point_labels"}`` mapping, an object with those
     attributes, or a ``(coords, labels)`` pair."""
     if isinstance(point_inputs, (tuple, list)):
         return point_inputs[0], point_inputs[1]
-    return _field(point_inputs, "point_coords"), _field(point_inputs, "point_labels")
+    return entry_field(point_inputs, "point_coords"), entry_field(point_inputs, "point_labels")
 
 
 def _tokens_to_map(x: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
@@ -485,52 +436,34 @@ class SAM2Base(nn.Module):
             and self.multimask_min_pt_num <= num_pts <= self.multimask_max_pt_num
         )
 
-    # ------------------------------------------------------------------ memory
+    # ------------------------------------------------------------------ memory (see memory_bank.py)
+
+    def _memory_config(self) -> memory_bank.MemoryReadConfig:
+        """The memory-reading switches as they are now (built per call: callers may change them);
+        its fields are named after this model's attributes."""
+        names = (f.name for f in dataclasses.fields(memory_bank.MemoryReadConfig))
+        return memory_bank.MemoryReadConfig(**{name: getattr(self, name) for name in names})
+
+    def _memory_weights(self) -> memory_bank.MemoryWeights:
+        """This model's learnt pieces used to read memory (references, not copies)."""
+        names = (f.name for f in dataclasses.fields(memory_bank.MemoryWeights))
+        return memory_bank.MemoryWeights(**{name: getattr(self, name) for name in names})
 
     def memory_frame_indices(self, frame_idx: int, track_in_reverse: bool = False) -> List[Tuple[int, int]]:
-        """Past frames whose non-conditioning memory frame ``frame_idx`` attends to.
-
-        Returns ``[(t_pos, frame)]`` for ``t_pos = 1 .. num_maskmem - 1``: ``t_pos`` selects the
-        temporal encoding (``num_maskmem - 1`` is the adjacent frame). The adjacent frame is
-        always used; the others are every ``memory_temporal_stride_for_eval``-th frame before it
-        (after it, when tracking in reverse). Frames may be negative or past the clip's end;
-        such frames simply have no memory.
-        """
-        stride = self.memory_temporal_stride_for_eval
-        picked = []
-        for t_pos in range(1, self.num_maskmem):
-            frames_back = self.num_maskmem - t_pos
-            if frames_back == 1:
-                t = frame_idx + 1 if track_in_reverse else frame_idx - 1
-            elif not track_in_reverse:
-                # Nearest multiple of the stride at or before frame_idx - 2, then further back.
-                t = ((frame_idx - 2) // stride) * stride - (frames_back - 2) * stride
-            else:
-                t = -(-(frame_idx + 2) // stride) * stride + (frames_back - 2) * stride
-            picked.append((t_pos, t))
-        return picked
+        """``[(t_pos, frame)]`` whose non-conditioning memory frame ``frame_idx`` attends to
+        (see :meth:`memory_bank.MemoryReadConfig.memory_frame_indices`)."""
+        return self._memory_config().memory_frame_indices(frame_idx, track_in_reverse)
 
     def obj_ptr_frame_indices(
         self, frame_idx: int, num_frames: Optional[int], track_in_reverse: bool = False
     ) -> List[Tuple[int, int]]:
-        """Non-conditioning frames whose object pointers frame ``frame_idx`` attends to.
-
-        Returns ``[(t_diff, frame)]``: the up to ``max_obj_ptrs_in_encoder - 1`` frames right
-        before ``frame_idx`` (after it in reverse), stopping at the clip's ends.
-        """
-        limit = self._max_obj_ptrs(num_frames)
-        picked = []
-        for t_diff in range(1, limit):
-            t = frame_idx + t_diff if track_in_reverse else frame_idx - t_diff
-            if t < 0 or (num_frames is not None and t >= num_frames):
-                break
-            picked.append((t_diff, t))
-        return picked
+        """``[(t_diff, frame)]`` whose object pointers frame ``frame_idx`` attends to
+        (see :meth:`memory_bank.MemoryReadConfig.obj_ptr_frame_indices`)."""
+        return self._memory_config().obj_ptr_frame_indices(frame_idx, num_frames, track_in_reverse)
 
     def _max_obj_ptrs(self, num_frames: Optional[int]) -> int:
-        if num_frames is None:
-            return self.max_obj_ptrs_in_encoder
-        return min(num_frames, self.max_obj_ptrs_in_encoder)
+        """Size of the object-pointer window for a clip of ``num_frames`` (None: unknown)."""
+        return self._memory_config().max_obj_ptrs(num_frames)
 
     def _prepare_memory_conditioned_features(
         self,
@@ -543,51 +476,24 @@ class SAM2Base(nn.Module):
         num_frames: Optional[int],
         track_in_reverse: bool = False,
     ) -> torch.Tensor:
-        """Fuse the current frame's lowest-resolution features with the memory of past frames.
+        """(B, C, h, w) features of ``frame_idx`` fused with the memory of other frames.
 
-        Args:
-            frame_idx: the frame being segmented.
-            is_init_cond_frame: a prompted frame with no earlier memory (no memory attention).
-            current_vision_feats / current_vision_pos_embeds: (HW, B, C) tokens; the last is used.
-            feat_sizes: (h, w) per level; the last is used.
-            output_dict: a :class:`MemoryBank` or the reference's output dict (see module doc).
-            num_frames: clip length (bounds the pointer window), or None if unknown.
-            track_in_reverse: tracking towards earlier frames.
-        Returns:
-            (B, C, h, w) memory-conditioned features.
-        Raises:
-            ValueError: a non-initial frame without any conditioning frame in memory.
+        ``output_dict`` is a :class:`MemoryBank` or the reference's output dict; the last of
+        ``feat_sizes`` is the (h, w) of the last (HW, B, C) feature tokens. Other arguments and
+        the ValueError raised are those of :func:`memory_bank.condition_on_memory`.
         """
-        feats, pos = current_vision_feats[-1], current_vision_pos_embeds[-1]
-        hw = feat_sizes[-1]
-        batch, device = feats.size(1), feats.device
-        if self.num_maskmem == 0:  # SAM-on-images mode: no memory at all
-            return _tokens_to_map(feats, hw)
-
-        if is_init_cond_frame:
-            if self.directly_add_no_mem_embed:
-                return _tokens_to_map(feats + self.no_mem_embed, hw)
-            # A dummy memory token, since attention needs at least one key.
-            memory = self.no_mem_embed.expand(1, batch, self.mem_dim)
-            memory_pos = self.no_mem_pos_enc.expand(1, batch, self.mem_dim)
-            num_obj_ptr_tokens = 0
-        else:
-            memory, memory_pos, num_obj_ptr_tokens = self._gather_memory(
-                frame_idx, _as_memory_bank(output_dict), num_frames, track_in_reverse, batch, device
-            )
-
-        # Stored memories may be bf16 (to save space) while the attention weights are float32;
-        # cast so the matmuls agree. When float pointers are also present, concatenation has
-        # already upcast the values exactly like this.
-        attn_dtype = self.maskmem_tpos_enc.dtype
-        fused = self.memory_attention(
-            curr=current_vision_feats[-1:],
-            curr_pos=current_vision_pos_embeds[-1:],
-            memory=memory.to(attn_dtype),
-            memory_pos=memory_pos.to(attn_dtype),
-            num_obj_ptr_tokens=num_obj_ptr_tokens,
+        fused = memory_bank.condition_on_memory(
+            self._memory_config(),
+            self._memory_weights(),
+            frame_idx,
+            is_init_cond_frame,
+            current_vision_feats,
+            current_vision_pos_embeds,
+            memory_bank.as_memory_bank(output_dict),
+            num_frames,
+            track_in_reverse,
         )
-        return _tokens_to_map(fused, hw)
+        return _tokens_to_map(fused, feat_sizes[-1])
 
     def _gather_memory(
         self,
@@ -598,44 +504,9 @@ class SAM2Base(nn.Module):
         batch: int,
         device: torch.device,
     ) -> Tuple[torch.Tensor, torch.Tensor, int]:
-        """Concatenate spatial memories and object pointers into (N, B, mem_dim) tokens.
-
-        Returns ``(memory, memory_pos, num_obj_ptr_tokens)``; the pointer tokens come last.
-        """
-        cond_outputs = bank.cond_frame_outputs()
-        if len(cond_outputs) == 0:
-            raise ValueError(
-                f"frame {frame_idx} is tracked but no frame has a prompt yet; add a prompt first"
-            )
-        selected, unselected = select_closest_cond_frames(frame_idx, cond_outputs, self.max_cond_frames_in_attn)
-
-        def non_cond(t: int) -> Optional[Any]:
-            # A conditioning frame left out of the selection still counts as a recent memory.
-            out = bank.non_cond_frame_output(t)
-            return out if out is not None else unselected.get(t)
-
-        # Conditioning frames first, all at temporal position 0.
-        entries = [(0, out) for out in selected.values()]
-        entries += [(t_pos, non_cond(t)) for t_pos, t in self.memory_frame_indices(frame_idx, track_in_reverse)]
-        mem_list, pos_list = [], []
-        for t_pos, entry in entries:
-            if entry is None:
-                continue  # before the clip's start, or not tracked yet
-            feats = _field(entry, "maskmem_features").to(device, non_blocking=True)
-            mem_list.append(feats.flatten(2).permute(2, 0, 1))
-            enc = _field(entry, "maskmem_pos_enc")
-            enc = enc[-1] if isinstance(enc, (list, tuple)) else enc
-            enc = enc.to(device).flatten(2).permute(2, 0, 1)
-            pos_list.append(enc + self.maskmem_tpos_enc[self.num_maskmem - t_pos - 1])
-
-        num_ptr_tokens = 0
-        if self.use_obj_ptrs_in_encoder:
-            ptrs = self._gather_obj_ptrs(frame_idx, selected, non_cond, num_frames, track_in_reverse, batch, device)
-            if ptrs is not None:
-                mem_list.append(ptrs[0])
-                pos_list.append(ptrs[1])
-                num_ptr_tokens = ptrs[0].shape[0]
-        return torch.cat(mem_list, dim=0), torch.cat(pos_list, dim=0), num_ptr_tokens
+        """``(memory, memory_pos, num_obj_ptr_tokens)``; see :func:`memory_bank.gather_memory`."""
+        config, weights = self._memory_config(), self._memory_weights()
+        return memory_bank.gather_memory(config, weights, frame_idx, bank, num_frames, track_in_reverse, batch, device)
 
     def _gather_obj_ptrs(
         self,
@@ -647,41 +518,18 @@ class SAM2Base(nn.Module):
         batch: int,
         device: torch.device,
     ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
-        """Object pointer tokens and their temporal encodings, or None if there are none."""
-        sign = -1 if track_in_reverse else 1
-        if self.only_obj_ptrs_in_the_past_for_eval:
-            cond = {t: o for t, o in selected_cond.items() if (t >= frame_idx if track_in_reverse else t <= frame_idx)}
-        else:
-            cond = dict(selected_cond)
-        offsets, ptrs = [], []
-        for t, out in cond.items():
-            offsets.append((frame_idx - t) * sign if self.use_signed_tpos_enc_to_obj_ptrs else abs(frame_idx - t))
-            ptrs.append(_field(out, "obj_ptr"))
-        for t_diff, t in self.obj_ptr_frame_indices(frame_idx, num_frames, track_in_reverse):
-            out = non_cond(t)
-            if out is not None:
-                offsets.append(t_diff)
-                ptrs.append(_field(out, "obj_ptr"))
-        if not ptrs:
-            return None
-
-        c, mem_dim = self.hidden_dim, self.mem_dim
-        obj_ptrs = torch.stack([p.to(device) for p in ptrs], dim=0)  # (P, B, C)
-        if self.add_tpos_enc_to_obj_ptrs:
-            # Offsets normalised by the window size; a window of 1 would divide by zero.
-            t_diff_max = max(self._max_obj_ptrs(num_frames) - 1, 1)
-            tpos_dim = c if self.proj_tpos_enc_in_obj_ptrs else mem_dim
-            obj_pos = torch.tensor(offsets, device=device) / t_diff_max
-            obj_pos = self.obj_ptr_tpos_proj(get_1d_sine_pe(obj_pos, dim=tpos_dim))
-            obj_pos = obj_pos.unsqueeze(1).expand(-1, batch, mem_dim)
-        else:
-            obj_pos = obj_ptrs.new_zeros(len(offsets), batch, mem_dim)
-        if mem_dim < c:
-            # A C-wide pointer becomes C / mem_dim memory tokens.
-            split = c // mem_dim
-            obj_ptrs = obj_ptrs.reshape(-1, batch, split, mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
-            obj_pos = obj_pos.repeat_interleave(split, dim=0)
-        return obj_ptrs, obj_pos
+        """Pointer tokens and their encodings, or None; see :func:`memory_bank.gather_obj_ptrs`."""
+        return memory_bank.gather_obj_ptrs(
+            self._memory_config(),
+            self.obj_ptr_tpos_proj,
+            frame_idx,
+            selected_cond,
+            non_cond,
+            num_frames,
+            track_in_reverse,
+            batch,
+            device,
+        )
 
     def _encode_new_memory(
         self,
