@@ -186,6 +186,24 @@ class MaskJob:
             return self.objects
         return tuple(replace(o, frames=tuple(p.scaled(width, height) for p in o.frames)) for o in self.objects)
 
+    def checked_prompts(self, info) -> tuple[int, int, tuple[ObjectPrompts, ...]]:
+        """Resolve the frame range and check the prompts against the clip described by ``info``.
+
+        Args:
+            info: the clip's ``VideoInfo`` (frame count and size).
+        Returns:
+            ``(first, last, objects)``: the frames to track and the objects with pixel coordinates.
+        Raises:
+            PromptError, FrameIndexError: prompts or range that do not fit the clip.
+        """
+        from plugins.core.prompts import check_prompts
+
+        first, last = self.frame_range.resolve(info.num_frames)
+        objects = self.objects_in_pixels(info.width, info.height)
+        check_prompts(objects, num_frames=info.num_frames, width=info.width, height=info.height,
+                      frame_range=(first, last))
+        return first, last, objects
+
     def app_overrides(self) -> list[str]:
         """Hydra overrides of ``configs/app.yaml`` that select this job's model and device.
 

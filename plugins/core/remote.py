@@ -26,7 +26,6 @@ from sam2_web.errors import CancelledError, HubUnavailableError, PromptError, Sa
 
 from plugins.core.job import MaskJob, ObjectPrompts
 from plugins.core.outputs import Progress, Staging, export_all
-from plugins.core.prompts import check_prompts
 from plugins.core.runner import Cancel, JobResult, cancel_check
 
 # How often a waiting client looks at the cancel flag (not a timing assumption: the wait ends
@@ -176,10 +175,7 @@ def run_remote(job: MaskJob, url: str, *, progress: Optional[Progress] = None, c
     try:
         with open_frames(job.clip) as frames:
             info = frames.info
-            first, last = job.frame_range.resolve(info.num_frames)
-            objects = job.objects_in_pixels(info.width, info.height)
-            check_prompts(objects, num_frames=info.num_frames, width=info.width, height=info.height,
-                          frame_range=(first, last))
+            first, last, objects = job.checked_prompts(info)
             client = _client(url, token, downloads)
             if progress:
                 progress("track", 0, info.num_frames)

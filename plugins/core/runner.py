@@ -21,7 +21,6 @@ from sam2_web.errors import PromptError
 
 from plugins.core.job import MaskJob, ObjectPrompts
 from plugins.core.outputs import Progress, Staging, export_all
-from plugins.core.prompts import check_prompts
 
 Cancel = Union[threading.Event, Callable[[], bool], None]
 
@@ -208,10 +207,7 @@ def run_job(job: MaskJob, *, progress: Optional[Progress] = None, cancel: Cancel
     try:
         with open_frames(job.clip) as frames:
             info = frames.info
-            first, last = job.frame_range.resolve(info.num_frames)
-            objects = job.objects_in_pixels(info.width, info.height)
-            check_prompts(objects, num_frames=info.num_frames, width=info.width, height=info.height,
-                          frame_range=(first, last))
+            first, last, objects = job.checked_prompts(info)
             if predictor is None:
                 predictor = load_job_predictor(job, progress)
             session = predictor.open_session(frames)
