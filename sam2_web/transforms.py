@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sam2_web.components import connected_components
+
 # ImageNet statistics the SAM 2 image encoder was trained with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -96,31 +98,14 @@ def transform_boxes(
     return transform_coords(boxes.reshape(-1, 2, 2), resolution, orig_hw, normalize)
 
 
-def _connected_components(fg: torch.Tensor, max_iters: int = 4096) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Label 8-connected components of a (N, 1, H, W) bool tensor.
-
-    Returns ``(labels, areas)``, both (N, 1, H, W) int64: ``labels`` is 0 on background and a
-    component id on foreground; ``areas`` is the pixel count of the pixel's component (0 on
-    background). Pure torch (iterated 3x3 max-pooling of pixel ids inside the foreground), so it
-    works on any device without a compiled extension; it is meant for the 256x256 low-res masks.
-    """
-    n, _, h, w = fg.shape
-    ids = torch.arange(1, h * w + 1, device=fg.device, dtype=torch.float32).view(1, 1, h, w)
-    labels = torch.where(fg, ids.expand(n, 1, h, w), torch.zeros((), device=fg.device))
-    for _ in range(max_iters):
-        grown = F.max_pool2d(labels, kernel_size=3, stride=1, padding=1)
-        grown = torch.where(fg, grown, torch.zeros((), device=fg.device))
-        if torch.equal(grown, labels):
-            break
-        labels = grown
-    labels = labels.long()
-    flat = labels.view(n, -1)
-    areas = torch.zeros_like(flat)
-    for i in range(n):
-        counts = torch.bincount(flat[i], minlength=h * w + 1)
-        counts[0] = 0
-        areas[i] = counts[flat[i]]
-    return labels, areas.view(n, 1, h, w)
+def _small_components(fg: torch.Tensor, max_area: float) -> torch.Tensor:
+    """(N, 1, H, W) bool: pixels of ``fg`` whose 8-connected component has at most ``max_area`` pixels."""
+    planes = fg.detach().cpu().numpy()
+    out = np.zeros_like(planes)
+    for i in range(planes.shape[0]):
+        labels, areas = connected_components(planes[i, 0])
+        out[i, 0] = (labels > 0) & (areas <= max_area)
+    return torch.from_numpy(out).to(fg.device)
 
 
 def fill_holes_and_sprinkles(
@@ -136,13 +121,11 @@ def fill_holes_and_sprinkles(
         return masks
     flat = masks.flatten(0, 1).unsqueeze(1)
     if max_hole_area > 0:
-        labels, areas = _connected_components(flat <= threshold)
-        is_hole = ((labels > 0) & (areas <= max_hole_area)).reshape_as(masks)
+        is_hole = _small_components(flat <= threshold, max_hole_area).reshape_as(masks)
         masks = torch.where(is_hole, torch.full_like(masks, threshold + 10.0), masks)
     if max_sprinkle_area > 0:
         # Specks are looked up on the original logits, as the reference does.
-        labels, areas = _connected_components(flat > threshold)
-        is_speck = ((labels > 0) & (areas <= max_sprinkle_area)).reshape_as(masks)
+        is_speck = _small_components(flat > threshold, max_sprinkle_area).reshape_as(masks)
         masks = torch.where(is_speck, torch.full_like(masks, threshold - 10.0), masks)
     return masks
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections import deque
 
 import numpy as np
 import pytest
 import torch
 
+from oracles import bfs_components
 from sam2_web import transforms as T
+from sam2_web.components import connected_components
 
 
 @pytest.mark.parametrize("hw", [(480, 640), (1500, 900), (37, 2000), (1024, 1024)])
@@ -36,36 +37,12 @@ def test_coords_and_boxes_map_to_the_model_grid():
         T.transform_coords(pts, 1024, orig_hw=None, normalize=True)
 
 
-def _bfs_components(fg: np.ndarray):
-    """8-connected component areas, the slow obvious way (the oracle)."""
-    h, w = fg.shape
-    area = np.zeros((h, w), np.int64)
-    seen = np.zeros_like(fg)
-    for y in range(h):
-        for x in range(w):
-            if fg[y, x] and not seen[y, x]:
-                comp, queue = [], deque([(y, x)])
-                seen[y, x] = True
-                while queue:
-                    cy, cx = queue.popleft()
-                    comp.append((cy, cx))
-                    for dy in (-1, 0, 1):
-                        for dx in (-1, 0, 1):
-                            ny, nx = cy + dy, cx + dx
-                            if 0 <= ny < h and 0 <= nx < w and fg[ny, nx] and not seen[ny, nx]:
-                                seen[ny, nx] = True
-                                queue.append((ny, nx))
-                for cy, cx in comp:
-                    area[cy, cx] = len(comp)
-    return area
-
-
 def test_connected_component_areas_match_a_plain_flood_fill():
     rng = np.random.default_rng(0)
     fg = rng.random((3, 1, 24, 31)) > 0.55
-    _, areas = T._connected_components(torch.from_numpy(fg))
     for i in range(3):
-        np.testing.assert_array_equal(areas[i, 0].numpy(), _bfs_components(fg[i, 0]))
+        _, areas = connected_components(fg[i, 0])
+        np.testing.assert_array_equal(areas, bfs_components(fg[i, 0])[1])
 
 
 def test_small_holes_filled_and_specks_removed():

@@ -5,18 +5,19 @@ masks themselves are checked against the reference in test_video_parity.py."""
 from __future__ import annotations
 
 import threading
-from collections import deque
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from oracles import bfs_components
 from sam2_web.build import build_sam2_video_predictor
 from sam2_web.errors import CancelledError, FrameIndexError, PromptError, UnknownObjectError, VideoReadError
 from sam2_web.video import FrameMasks
 from sam2_web.video.features import FeatureCache
-from sam2_web.video.postprocess import connected_components, fill_holes_and_sprinkles
+from sam2_web.components import connected_components
+from sam2_web.video.postprocess import fill_holes_and_sprinkles
 from sam2_web.video.store import ResultStore, rle_decode, rle_encode
 from tests.clips import make_audio_only, make_moving_disc_clip, make_zero_frame_video, moving_disc_frames
 
@@ -331,38 +332,12 @@ def test_clear_non_cond_mem_around_input(predictor, clips):
 # ---------------------------------------------------------------- post-processing
 
 
-def _bfs_components(mask):
-    """Definition: 8-connected components by breadth-first search, as (labels, areas)."""
-    h, w = mask.shape
-    labels = np.zeros((h, w), int)
-    areas = np.zeros((h, w), int)
-    n = 0
-    for y in range(h):
-        for x in range(w):
-            if mask[y, x] and not labels[y, x]:
-                n += 1
-                queue, members = deque([(y, x)]), []
-                labels[y, x] = n
-                while queue:
-                    a, b = queue.popleft()
-                    members.append((a, b))
-                    for dy in (-1, 0, 1):
-                        for dx in (-1, 0, 1):
-                            c, d = a + dy, b + dx
-                            if 0 <= c < h and 0 <= d < w and mask[c, d] and not labels[c, d]:
-                                labels[c, d] = n
-                                queue.append((c, d))
-                for a, b in members:
-                    areas[a, b] = len(members)
-    return labels, areas
-
-
 def test_connected_components_match_the_definition():
     rng = np.random.default_rng(0)
     for _ in range(25):
         mask = rng.random((rng.integers(1, 30), rng.integers(1, 30))) < rng.random()
         labels, areas = connected_components(mask)
-        ref_labels, ref_areas = _bfs_components(mask)
+        ref_labels, ref_areas = bfs_components(mask)
         np.testing.assert_array_equal(areas, ref_areas)
         pairs = set(zip(labels[mask].tolist(), ref_labels[mask].tolist()))
         assert len(pairs) == len(np.unique(ref_labels[mask]))  # same partition
@@ -408,9 +383,9 @@ def test_fill_matches_definition_on_random_scores():
     out = fill_holes_and_sprinkles(scores, 3).numpy()
     for b in range(2):
         plane = scores[b, 0].numpy().copy()
-        labels, areas = _bfs_components(plane <= 0)
+        labels, areas = bfs_components(plane <= 0)
         plane[(labels > 0) & (areas <= 3)] = 0.1
-        labels, areas = _bfs_components(plane > 0)
+        labels, areas = bfs_components(plane > 0)
         plane[(labels > 0) & (areas <= 3)] = -0.1
         np.testing.assert_array_equal(out[b, 0], plane)
 
