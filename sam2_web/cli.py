@@ -5,7 +5,7 @@
     sam2-web models
     sam2-web formats
 
-The job itself is ``plugins.core`` (the contract the editor plugins share); this module only
+The job itself is ``sam2_web.jobs`` (the contract the editor plugins share); this module only
 parses arguments, shows progress and turns errors into exit codes.
 """
 
@@ -230,10 +230,10 @@ class _Interrupts:
 
 
 def _job_from_args(args: argparse.Namespace) -> Any:
-    from plugins.core import FrameRange, MaskJob, OutputSpec, load_prompts
+    from sam2_web.jobs import FrameRange, MaskJob, OutputSpec, load_prompts
 
     model, checkpoint, device, rest = _split_overrides(args.overrides)
-    from plugins.core.outputs import check_formats
+    from sam2_web.jobs.outputs import check_formats
     from sam2_web.errors import ExportError
 
     formats = [f.strip() for item in (args.formats or ["png"]) for f in item.split(",") if f.strip()]
@@ -258,7 +258,7 @@ def _job_from_args(args: argparse.Namespace) -> Any:
 
 
 def _cmd_mask(args: argparse.Namespace) -> int:
-    from plugins.core import run_job, run_remote
+    from sam2_web.jobs import run_job, run_remote
 
     job = _job_from_args(args)
     view = _ProgressView(args.progress)
@@ -287,7 +287,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_formats(args: argparse.Namespace) -> int:
-    from sam2_web.io.exports import FORMATS
+    from sam2_web.export.formats import FORMATS
 
     rows = [(f.name, f.extension or "folder", "yes" if f.lossless else "no", "per object" if f.per_object else "merged",
              f.description) for f in FORMATS.values()]

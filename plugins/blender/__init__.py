@@ -5,7 +5,7 @@ file), press *Track Object* in the Sequencer sidebar's *SAM 2* tab: the object i
 sam2_web, its matte lands as an image-sequence strip on the channel above (same frames as the
 source), and a modifier on the source strip is masked by it, so effects apply to the object only.
 
-The add-on is an adapter over ``plugins.core`` (the mask-job contract shared by every host):
+The add-on is an adapter over ``sam2_web.jobs`` (the mask-job contract shared by every host):
 ``markers`` and ``strips`` translate Blender data, ``engine`` runs the job in this process or
 through the ``sam2-web`` command of another Python.
 """

@@ -3,7 +3,7 @@
 Blender's bundled Python rarely has torch, so there are two ways to run the job:
 
 * in this process, when ``sam2_web`` imports (installed into Blender's Python, or a folder
-  named in the add-on preferences that holds it): ``plugins.core.run_job``;
+  named in the add-on preferences that holds it): ``sam2_web.jobs.run_job``;
 * through the ``sam2-web mask`` command of another Python that has sam2_web (preferences),
   optionally with ``--remote`` to run on a sam2_web app or Space.
 
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 MATTE_FORMAT = "png"
-# (stage, done, total): stage is "load", "track" or "export <format>", as plugins.core reports it.
+# (stage, done, total): stage is "load", "track" or "export <format>", as sam2_web.jobs reports it.
 Progress = Callable[[str, int, int], None]
 _PROGRESS_LINE = re.compile(r"^(load|track|export \S+) (\d+)/(\d+)$")
 _RUN_CLI = "import sys; from sam2_web.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -49,7 +49,7 @@ class JobSpec:
         prompts: prompts JSON data (e.g. from markers) or the path of a prompts file.
         out_dir: folder receiving ``<name>_png/``.
         name: file stem of the outputs.
-        model, checkpoint, device, overrides: which model runs where (see ``plugins.core.MaskJob``).
+        model, checkpoint, device, overrides: which model runs where (see ``sam2_web.jobs.MaskJob``).
         first, last: inclusive movie frames to track (None: the clip's ends); widened to take
             in every prompted frame, so a click just outside the strip's handles still counts.
         direction: ``both``, ``forward`` or ``backward``.
@@ -124,9 +124,9 @@ def add_engine_path(prefs: Any) -> None:
 
 
 def engine_importable() -> bool:
-    """Whether this Python can run jobs itself (``sam2_web`` and ``plugins.core`` import)."""
+    """Whether this Python can run jobs itself (``sam2_web`` and ``sam2_web.jobs`` import)."""
     try:
-        import plugins.core  # noqa: F401
+        import sam2_web.jobs  # noqa: F401
         import sam2_web.models  # noqa: F401
     except ImportError:
         return False
@@ -167,7 +167,7 @@ def run(spec: JobSpec, *, python: str = "", remote: str = "", progress: Optional
 
 
 def _run_here(spec: JobSpec, progress: Optional[Progress], cancel: threading.Event) -> Path:
-    from plugins.core import FrameRange, MaskJob, OutputSpec, load_prompts, parse_prompts, run_job
+    from sam2_web.jobs import FrameRange, MaskJob, OutputSpec, load_prompts, parse_prompts, run_job
 
     prompts = load_prompts(spec.prompts) if isinstance(spec.prompts, Path) else parse_prompts(spec.prompts)
     first, last = widened(spec.first, spec.last, [f for o in prompts.objects for f in o.prompted_frames()])

@@ -12,13 +12,13 @@ from pathlib import Path
 
 
 def _ensure_checkout_on_path() -> None:
-    """Make ``plugins.core`` importable when this folder is a link into a sam2_web checkout.
+    """Make ``sam2_web.jobs`` importable when this folder is a link into a sam2_web checkout.
 
-    ComfyUI loads custom nodes by file path, so the checkout that holds ``plugins/core`` is not
-    on ``sys.path`` unless we put it there. An importable ``plugins.core`` is left alone.
+    ComfyUI loads custom nodes by file path, so the checkout that holds ``sam2_web/jobs`` is not
+    on ``sys.path`` unless we put it there. An importable ``sam2_web.jobs`` is left alone.
     """
     try:
-        import plugins.core  # noqa: F401
+        import sam2_web.jobs  # noqa: F401
         return
     except ImportError:
         pass

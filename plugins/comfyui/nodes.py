@@ -10,7 +10,7 @@ ComfyUI's conventions, which these classes follow:
 
 The nodes only translate: tensors to/from uint8 frames and bool masks, text to prompts. The
 tracking is the engine's (``predictor.open_session`` over an in-memory frame source), the
-prompts are parsed by ``plugins.core.prompts`` and files are written by ``sam2_web.io.exports``.
+prompts are parsed by ``sam2_web.jobs.prompts`` and files are written by ``sam2_web.export.formats``.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ import numpy as np
 import torch
 
 from sam2_web.errors import CancelledError, ExportError, PromptError, UnknownObjectError
-from sam2_web.io.exports import FORMATS, ExportOptions, export, overlay
+from sam2_web.export.formats import FORMATS, ExportOptions, export, overlay
 
-from plugins.core.job import ObjectPrompts
-from plugins.core.prompts import check_prompts, parse_prompts
-from plugins.core.runner import add_prompts
+from sam2_web.jobs.job import ObjectPrompts
+from sam2_web.jobs.prompts import check_prompts, parse_prompts
+from sam2_web.jobs.runner import add_prompts
 
 CATEGORY = "sam2_web"
 MODEL_TYPE = "SAM2WEB_MODEL"

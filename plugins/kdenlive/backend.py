@@ -70,7 +70,7 @@ def resolve_model(model: Optional[str], config: Optional[str]) -> tuple[str, Opt
 
 
 def _edge_band(mask: np.ndarray, width: int) -> np.ndarray:
-    from sam2_web.io.matte import grow_shrink
+    from sam2_web.export.matte import grow_shrink
 
     return mask & ~grow_shrink(mask, -max(1, width))
 
@@ -99,7 +99,7 @@ def draw_mask(mask: np.ndarray, style: Style, mode: str = "color") -> np.ndarray
 
 def write_png(path: Path, image: np.ndarray) -> None:
     """Write an RGBA PNG under a temporary name, then rename: Kdenlive never reads half a file."""
-    from sam2_web.io.export_images import encode_png
+    from sam2_web.export.images import encode_png
 
     tmp = path.with_name(f".{path.name}.partial")
     tmp.write_bytes(encode_png(image))
@@ -284,7 +284,7 @@ def main(argv: Optional[list[str]] = None, stdin: TextIO = sys.stdin, stdout: Te
         name, checkpoint = resolve_model(args.model, args.config)
         overrides = [f"model={name}"] + ([f"device={args.device}"] if args.device else []) + list(args.overrides)
         if load is None:
-            from plugins.core.runner import load_model as load
+            from sam2_web.jobs.runner import load_model as load
         predictor = load(overrides, checkpoint=checkpoint)
         backend = ObjectMaskBackend(predictor, args.inputFolder, args.output, style, offload=args.offload,
                                     out=stdout, err=stderr)

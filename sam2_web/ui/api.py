@@ -96,7 +96,7 @@ def _info_json(session: AppSession) -> dict:
 
 
 def _masks_json(session: AppSession, frame_idx: int) -> dict:
-    from sam2_web.io.rle import area_and_bbox, encode
+    from sam2_web.export.rle import area_and_bbox, encode
 
     objects = []
     for obj_id, mask in logic.mask_dict(session, frame_idx).items():

@@ -55,7 +55,7 @@ def open_clip(session: AppSession, predictor: Any, path: str | os.PathLike | Non
         VideoReadError: not a decodable video/image, empty, or missing.
         LimitExceededError: over the upload, duration, frame-count or resolution limit.
     """
-    from sam2_web.io.frames import open_frames
+    from sam2_web.media.frames import open_frames
 
     src = check_upload(path, limits)
     shown_name = name or src.name

@@ -97,7 +97,7 @@ def export_masks(session: AppSession | None, fmt: str, out_dir: Path | None = No
     """Write the session's masks (tracked, or clicked where not tracked) as ``fmt``.
 
     Args:
-        fmt: a key of ``sam2_web.io.exports.FORMATS`` (``png_zip``, ``matte_mp4``, ``webm``,
+        fmt: a key of ``sam2_web.export.formats.FORMATS`` (``png_zip``, ``matte_mp4``, ``webm``,
             ``prores``, ``coco_rle``, ``overlay_mp4``, ``effect_blur``, ...).
         out_dir: folder for the file (the session's ``exports`` folder by default).
         options: ``ExportOptions`` fields (``feather_px``, ``background``, ...).
@@ -106,7 +106,7 @@ def export_masks(session: AppSession | None, fmt: str, out_dir: Path | None = No
     Raises:
         PromptError: no clip or no object with masks; ExportError from the writer.
     """
-    from sam2_web.io.exports import FORMATS, ExportOptions, export
+    from sam2_web.export.formats import FORMATS, ExportOptions, export
 
     session = require_clip(session)
     ids = [o.obj_id for o in session.objects if any(p.obj_id == o.obj_id for p in session.prompts)]

@@ -10,7 +10,7 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-from sam2_web.io.export_preview import color_of, overlay
+from sam2_web.export.preview import color_of, overlay
 from sam2_web.ui.logic import TrackStep, format_step, mask_dict, prompts_on
 from sam2_web.ui.state import AppSession, BoxPrompt, PointPrompt
 

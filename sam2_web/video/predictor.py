@@ -94,7 +94,7 @@ class SAM2VideoPredictor(SAM2Base):
 
         Args:
             source: a video file path, a folder of JPEG/PNG frames, a list of image paths, an
-                ``(N, H, W, 3) uint8`` array, or an open ``sam2_web.io.frames.FrameSource``.
+                ``(N, H, W, 3) uint8`` array, or an open ``sam2_web.media.frames.FrameSource``.
             **opts: fields of :class:`SessionOptions` overriding the predictor's defaults;
                 ``add_all_frames_to_correct_as_cond`` defaults to True here.
         Returns:

@@ -27,7 +27,7 @@ import torch
 
 from sam2_web.device import autocast_context
 from sam2_web.errors import CancelledError
-from sam2_web.io.frames import FrameSource, open_frames
+from sam2_web.media.frames import FrameSource, open_frames
 from sam2_web.video.features import FeatureCache
 from sam2_web.video.memory import HISTORY_MODES
 from sam2_web.video.prompts import check_frame

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from sam2_web.errors import ExportError
-from sam2_web.io import rle
-from sam2_web.io.export_common import ExportJob
-from sam2_web.io.export_output import atomic_output
-from sam2_web.io.matte import quantize
+from sam2_web.export import rle
+from sam2_web.export.common import ExportJob
+from sam2_web.export.output import atomic_output
+from sam2_web.export.matte import quantize
 
 _PNG_COLOR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> grey, grey+alpha, RGB, RGBA
 

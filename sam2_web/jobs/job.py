@@ -1,8 +1,8 @@
 """The mask job every host hands to the engine: a clip, prompts per object per frame, a model,
 a frame range, a tracking direction and what to write where.
 
-Only plain typed data lives here; reading the prompts JSON is ``plugins.core.prompts``, running
-a job is ``plugins.core.runner``.
+Only plain typed data lives here; reading the prompts JSON is ``sam2_web.jobs.prompts``, running
+a job is ``sam2_web.jobs.runner``.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class OutputSpec:
 
     Attributes:
         out_dir: folder receiving one output per format, named ``<name>_<format>[.ext]``.
-        formats: keys of ``sam2_web.io.exports.FORMATS`` (``png``, ``prores``, ``exr`` ...).
+        formats: keys of ``sam2_web.export.formats.FORMATS`` (``png``, ``prores``, ``exr`` ...).
         feather_px: soften matte edges by this many pixels (formats with soft edges).
         grow_px: grow (> 0) or shrink (< 0) every mask by this many pixels.
         invert: export the background instead of the objects.
@@ -196,7 +196,7 @@ class MaskJob:
         Raises:
             PromptError, FrameIndexError: prompts or range that do not fit the clip.
         """
-        from plugins.core.prompts import check_prompts
+        from sam2_web.jobs.prompts import check_prompts
 
         first, last = self.frame_range.resolve(info.num_frames)
         objects = self.objects_in_pixels(info.width, info.height)

@@ -22,9 +22,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from sam2_web.errors import VideoReadError
-from sam2_web.io.probe import IMAGE_EXTENSIONS, SUPPORTED, FFmpegTools, VideoInfo, check_file, find_tools, probe_video
-from sam2_web.io.source import FrameSource, frozen
-from sam2_web.io.video_source import VideoFileSource
+from sam2_web.media.probe import IMAGE_EXTENSIONS, SUPPORTED, FFmpegTools, VideoInfo, check_file, find_tools, probe_video
+from sam2_web.media.source import FrameSource, frozen
+from sam2_web.media.video_source import VideoFileSource
 
 __all__ = ["ArraySource", "FrameSource", "ImageFilesSource", "VideoFileSource", "natural_key", "open_frames"]
 

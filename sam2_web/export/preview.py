@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sam2_web.io.matte import grow_shrink
+from sam2_web.export.matte import grow_shrink
 
 # Ten well separated colours (RGB); an object keeps its colour by id, whatever else is shown.
 PALETTE: tuple[tuple[int, int, int], ...] = (

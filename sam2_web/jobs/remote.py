@@ -24,9 +24,9 @@ import numpy as np
 
 from sam2_web.errors import CancelledError, HubUnavailableError, PromptError, Sam2WebError
 
-from plugins.core.job import MaskJob, ObjectPrompts
-from plugins.core.outputs import Progress, Staging, export_all
-from plugins.core.runner import Cancel, JobResult, cancel_check
+from sam2_web.jobs.job import MaskJob, ObjectPrompts
+from sam2_web.jobs.outputs import Progress, Staging, export_all
+from sam2_web.jobs.runner import Cancel, JobResult, cancel_check
 
 # How often a waiting client looks at the cancel flag (not a timing assumption: the wait ends
 # as soon as the server answers).
@@ -158,7 +158,7 @@ def run_remote(job: MaskJob, url: str, *, progress: Optional[Progress] = None, c
         cancel: an Event or callable; checked while waiting and between exported frames.
         token: Hugging Face token for a private Space.
     Returns:
-        A :class:`~plugins.core.runner.JobResult`, the same outputs an in-process run writes.
+        A :class:`~sam2_web.jobs.runner.JobResult`, the same outputs an in-process run writes.
     Raises:
         PromptError: the job uses something a remote run cannot do, or prompts that do not fit.
         VideoReadError: the clip cannot be read. HubUnavailableError: the server is unreachable.
@@ -166,7 +166,7 @@ def run_remote(job: MaskJob, url: str, *, progress: Optional[Progress] = None, c
     """
     from gradio_client import handle_file
 
-    from sam2_web.io.frames import open_frames
+    from sam2_web.media.frames import open_frames
 
     _refuse_unsupported(job)
     is_cancelled = cancel_check(cancel)

@@ -1,7 +1,7 @@
 """The contract every editor host builds on: a typed mask job, the prompts JSON that describes
 it, and two ways to run it (in this process, or on a running app/Space) with the same outputs.
 
-    from plugins.core import MaskJob, OutputSpec, load_prompts, run_job
+    from sam2_web.jobs import MaskJob, OutputSpec, load_prompts, run_job
 
     prompts = load_prompts("prompts.json")
     job = MaskJob(clip=Path("shot.mp4"), objects=prompts.objects, normalized=prompts.normalized,
@@ -9,9 +9,9 @@ it, and two ways to run it (in this process, or on a running app/Space) with the
     result = run_job(job, progress=lambda stage, done, total: ...)
 """
 
-from plugins.core.job import DIRECTIONS, FramePrompt, FrameRange, MaskJob, ObjectPrompts, OutputSpec, StartMask
-from plugins.core.prompts import PromptSet, check_prompts, load_prompts, parse_prompts
-from plugins.core.runner import JobResult, load_job_predictor, load_model, run_job
+from sam2_web.jobs.job import DIRECTIONS, FramePrompt, FrameRange, MaskJob, ObjectPrompts, OutputSpec, StartMask
+from sam2_web.jobs.prompts import PromptSet, check_prompts, load_prompts, parse_prompts
+from sam2_web.jobs.runner import JobResult, load_job_predictor, load_model, run_job
 
 __all__ = [
     "DIRECTIONS", "FramePrompt", "FrameRange", "JobResult", "MaskJob", "ObjectPrompts", "OutputSpec",
@@ -21,7 +21,7 @@ __all__ = [
 
 
 def run_remote(*args, **kwargs):
-    """See :func:`plugins.core.remote.run_remote` (imported lazily: it needs ``gradio_client``)."""
-    from plugins.core.remote import run_remote as _run_remote
+    """See :func:`sam2_web.jobs.remote.run_remote` (imported lazily: it needs ``gradio_client``)."""
+    from sam2_web.jobs.remote import run_remote as _run_remote
 
     return _run_remote(*args, **kwargs)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from sam2_web.errors import VideoReadError
-from sam2_web.io.timecode import format_timecode
+from sam2_web.media.timecode import format_timecode
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif", ".mxf", ".mpg", ".ts")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")

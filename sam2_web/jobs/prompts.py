@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 from sam2_web.errors import PromptError
 
-from plugins.core.job import FramePrompt, ObjectPrompts, StartMask
+from sam2_web.jobs.job import FramePrompt, ObjectPrompts, StartMask
 
 SCHEMA_VERSION = 1
 _TOP_KEYS = {"$schema", "version", "coordinates", "objects"}

@@ -17,7 +17,7 @@ from typing import Any, Union
 import numpy as np
 
 from sam2_web.errors import ExportError
-from sam2_web.io.matte import soft_matte, union
+from sam2_web.export.matte import soft_matte, union
 
 # Per-frame masks as callers hand them over: {obj_id: (H, W)} or an (O, H, W) stack ordered
 # like ``obj_ids`` (a bare (H, W) array when there is a single object). Bool, 0/1 or 0/255

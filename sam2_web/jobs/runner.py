@@ -1,9 +1,9 @@
-"""Run a :class:`~plugins.core.job.MaskJob` in this process: load the model, open a session on
+"""Run a :class:`~sam2_web.jobs.job.MaskJob` in this process: load the model, open a session on
 the clip, add the prompts, propagate with progress, export every format.
 
 The clip is streamed (the engine decodes a few frames ahead and keeps compact results), so
 memory stays bounded on long clips. Outputs are staged and published together at the end
-(see ``plugins.core.outputs``). ``run_remote`` in ``plugins.core.remote`` does the same job
+(see ``sam2_web.jobs.outputs``). ``run_remote`` in ``sam2_web.jobs.remote`` does the same job
 against a running app or Space.
 """
 
@@ -19,8 +19,8 @@ import numpy as np
 
 from sam2_web.errors import PromptError
 
-from plugins.core.job import MaskJob, ObjectPrompts
-from plugins.core.outputs import Progress, Staging, export_all
+from sam2_web.jobs.job import MaskJob, ObjectPrompts
+from sam2_web.jobs.outputs import Progress, Staging, export_all
 
 Cancel = Union[threading.Event, Callable[[], bool], None]
 
@@ -200,7 +200,7 @@ def run_job(job: MaskJob, *, progress: Optional[Progress] = None, cancel: Cancel
         ExportError: the output folder is not writable or a writer failed.
         CancelledError: cancelled; nothing is published.
     """
-    from sam2_web.io.frames import open_frames
+    from sam2_web.media.frames import open_frames
 
     is_cancelled = cancel_check(cancel)
     staging = Staging.open(job)  # an unwritable folder fails before minutes of tracking

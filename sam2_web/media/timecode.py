@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from sam2_web.errors import FrameIndexError
 
 if TYPE_CHECKING:
-    from sam2_web.io.probe import VideoInfo
+    from sam2_web.media.probe import VideoInfo
 
 _TC = re.compile(r"^(\d{1,2}):(\d\d):(\d\d)([:;.,])(\d\d)$")
 

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 
 from sam2_web.errors import ExportError
-from sam2_web.io import export_images as images
-from sam2_web.io import export_video as video
-from sam2_web.io.export_common import (
+from sam2_web.export import images
+from sam2_web.export import video
+from sam2_web.export.common import (
     ExportClip,
     ExportJob,
     ExportOptions,
@@ -36,9 +36,9 @@ from sam2_web.io.export_common import (
     iter_masks,
     object_labels,
 )
-from sam2_web.io.export_output import check_output, ffmpeg_exe
-from sam2_web.io.export_preview import EFFECTS, PALETTE, apply_effect, color_of, overlay
-from sam2_web.io.matte import grow_shrink
+from sam2_web.export.output import check_output, ffmpeg_exe
+from sam2_web.export.preview import EFFECTS, PALETTE, apply_effect, color_of, overlay
+from sam2_web.export.matte import grow_shrink
 
 __all__ = ["FORMATS", "ExportFormat", "ExportOptions", "export", "overlay", "apply_effect", "color_of", "PALETTE"]
 

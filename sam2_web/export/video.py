@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sam2_web.io.export_common import ExportJob
-from sam2_web.io.export_output import FfmpegPipe, atomic_output
-from sam2_web.io.export_preview import apply_effect, overlay
-from sam2_web.io.matte import quantize
+from sam2_web.export.common import ExportJob
+from sam2_web.export.output import FfmpegPipe, atomic_output
+from sam2_web.export.preview import apply_effect, overlay
+from sam2_web.export.matte import quantize
 
 # RGB -> YUV with the HD matrix, tagged as such, so players/editors show the colours we meant.
 _BT709 = ["-vf", "scale=out_color_matrix=bt709:out_range=tv",

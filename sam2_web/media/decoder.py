@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sam2_web.errors import VideoReadError
-from sam2_web.io.probe import FFmpegTools
+from sam2_web.media.probe import FFmpegTools
 
 _SHOWINFO = re.compile(rb"\bn:\s*\d+\s+pts:\s*(\S+)\s+pts_time:(\S+)")
 

@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image
 
 from sam2_web.errors import FrameIndexError, VideoReadError
-from sam2_web.io.probe import VideoInfo
-from sam2_web.io.timecode import frame_out_of_range
+from sam2_web.media.probe import VideoInfo
+from sam2_web.media.timecode import frame_out_of_range
 
 
 class FrameSource:

@@ -17,7 +17,7 @@ from typing import IO
 import numpy as np
 
 from sam2_web.errors import ExportError
-from sam2_web.io.export_common import ExportClip
+from sam2_web.export.common import ExportClip
 
 
 # --------------------------------------------------------------------------- atomic output

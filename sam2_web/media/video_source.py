@@ -8,9 +8,9 @@ import bisect
 import numpy as np
 
 from sam2_web.errors import VideoReadError
-from sam2_web.io.decoder import FfmpegReader, decode_command
-from sam2_web.io.probe import FFmpegTools, ProbedVideo
-from sam2_web.io.source import FrameSource, frozen
+from sam2_web.media.decoder import FfmpegReader, decode_command
+from sam2_web.media.probe import FFmpegTools, ProbedVideo
+from sam2_web.media.source import FrameSource, frozen
 
 
 class _Overshot(Exception):

@@ -19,7 +19,7 @@ import numpy as np
 
 from sam2_web.errors import CancelledError, ExportError
 
-from plugins.core.job import MaskJob
+from sam2_web.jobs.job import MaskJob
 
 STAGING_PREFIX = ".sam2web-job-"
 
@@ -29,7 +29,7 @@ Progress = Callable[[str, int, int], None]
 
 def check_formats(formats: Iterable[str]) -> None:
     """Raise ExportError naming the valid formats if one of ``formats`` is unknown (or none given)."""
-    from sam2_web.io.exports import FORMATS
+    from sam2_web.export.formats import FORMATS
 
     formats = list(formats)
     if not formats:
@@ -41,7 +41,7 @@ def check_formats(formats: Iterable[str]) -> None:
 
 def target_path(out_dir: Path, stem: str, fmt: str) -> Path:
     """Final path of format ``fmt``: ``<out_dir>/<stem>_<fmt><ext>`` (a folder when ext is empty)."""
-    from sam2_web.io.exports import FORMATS
+    from sam2_web.export.formats import FORMATS
 
     return Path(out_dir) / f"{stem}_{fmt}{FORMATS[fmt].extension}"
 
@@ -69,8 +69,8 @@ class Staging:
             ExportError: unknown format, a folder that cannot be created or written, or a
                 target that an export may not replace (a user folder of the same name).
         """
-        from sam2_web.io.export_output import MARKER
-        from sam2_web.io.exports import FORMATS
+        from sam2_web.export.output import MARKER
+        from sam2_web.export.formats import FORMATS
 
         check_formats(job.output.formats)
         out_dir = Path(job.output.out_dir).absolute()
@@ -150,7 +150,7 @@ def export_all(job: MaskJob, staging: Staging, masks_of: Callable[[int], Optiona
     Raises:
         ExportError from a writer; CancelledError when ``is_cancelled()`` turns true.
     """
-    from sam2_web.io.exports import FORMATS, ExportOptions, export
+    from sam2_web.export.formats import FORMATS, ExportOptions, export
 
     spec = job.output
     options = ExportOptions(names=job.names or None, grow_px=int(spec.grow_px), feather_px=float(spec.feather_px),
