@@ -27,7 +27,7 @@ from sam2_web.errors import (
     UnknownObjectError,
     VideoReadError,
 )
-from sam2_web.io.export_preview import color_of
+from sam2_web.export.preview import color_of
 from sam2_web.ui import logic, render
 from sam2_web.ui.api import parse_prompts
 from sam2_web.ui.state import BoxPrompt, SessionBusyError, SessionExpiredError, SessionStore

@@ -21,9 +21,9 @@ from PIL import Image
 from appserver import OVERRIDES, app_checkpoint, run_app
 from clips import make_audio_only, make_moving_disc_clip
 
-from plugins.core import FrameRange, MaskJob, OutputSpec, load_prompts, parse_prompts
-from plugins.core.job import FramePrompt, ObjectPrompts
-from plugins.core.outputs import Staging, export_all
+from sam2_web.jobs import FrameRange, MaskJob, OutputSpec, load_prompts, parse_prompts
+from sam2_web.jobs.job import FramePrompt, ObjectPrompts
+from sam2_web.jobs.outputs import Staging, export_all
 from sam2_web.cli import main
 from sam2_web.errors import PromptError
 
@@ -269,7 +269,7 @@ def test_file_without_video_stream_exits_3(tmp_path, prompts_file):
 def test_outputs_appear_together_and_replace_only_our_own(tmp_path):
     """Publishing replaces an earlier export but never a user's folder; a failed job leaves nothing."""
     from sam2_web.errors import ExportError
-    from sam2_web.io.frames import open_frames
+    from sam2_web.media.frames import open_frames
 
     frames = np.zeros((3, 16, 24, 3), np.uint8)
     masks = {i: {1: np.eye(16, 24, k=i, dtype=bool)} for i in range(3)}
@@ -334,7 +334,7 @@ def test_cli_masks_equal_the_engine(local_run, checkpoint, clip):
 
 
 def test_frame_range_tracks_only_inside(tmp_path, checkpoint, clip, prompts_file):
-    from plugins.core import run_job
+    from sam2_web.jobs import run_job
 
     job = MaskJob(clip=clip, objects=load_prompts(prompts_file).objects, checkpoint=checkpoint, device="cpu",
                   overrides=OVERRIDES, frame_range=FrameRange(0, 2), output=OutputSpec(tmp_path, ("png",)))

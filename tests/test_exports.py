@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 from sam2_web.errors import CancelledError, ExportError
-from sam2_web.io.export_common import to_fraction
-from sam2_web.io.export_output import MARKER
-from sam2_web.io.exports import FORMATS, ExportOptions, apply_effect, color_of, export, overlay
-from sam2_web.io.matte import grow_shrink
+from sam2_web.export.common import to_fraction
+from sam2_web.export.output import MARKER
+from sam2_web.export.formats import FORMATS, ExportOptions, apply_effect, color_of, export, overlay
+from sam2_web.export.matte import grow_shrink
 
 T, H, W = 10, 64, 96
 START = 1001

@@ -17,9 +17,9 @@ from clips import (
 )
 
 from sam2_web.errors import FrameIndexError, VideoReadError
-from sam2_web.io import VideoInfo, find_tools, open_frames, probe_video
-from sam2_web.io.decoder import FfmpegReader, decode_command
-from sam2_web.io.frames import VideoFileSource, natural_key
+from sam2_web.media import VideoInfo, find_tools, open_frames, probe_video
+from sam2_web.media.decoder import FfmpegReader, decode_command
+from sam2_web.media.frames import VideoFileSource, natural_key
 
 N = 20
 JUMPS = [0, N - 1, N // 2, 3, 4, 17, 2, N - 1, 9, 0, 15]

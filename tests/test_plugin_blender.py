@@ -230,9 +230,9 @@ def addon_zips(tmp: Path) -> tuple[Path, Path]:
 
 def oracle_masks(clip: Path, checkpoint: Path) -> np.ndarray:
     """The engine's own masks for the click, through its public session API (union over objects)."""
-    from plugins.core import MaskJob, ObjectPrompts, OutputSpec
-    from plugins.core.job import FramePrompt
-    from plugins.core.runner import load_job_predictor
+    from sam2_web.jobs import MaskJob, ObjectPrompts, OutputSpec
+    from sam2_web.jobs.job import FramePrompt
+    from sam2_web.jobs.runner import load_job_predictor
 
     # The predictor the add-on's job gets (same app config, model, checkpoint and overrides).
     job = MaskJob(clip=clip, objects=(ObjectPrompts(1, frames=(FramePrompt(PROMPT_FRAME, (CLICK,), (1,)),)),),
@@ -264,7 +264,7 @@ def blender_run(tmp_path_factory):
               "prompts": str(prompts), "bad_prompts": str(bad), "out": str(tmp / "mattes"),
               "report": str(tmp / "report.json")}
     report, console = run_blender(config, tmp)
-    from sam2_web.io.frames import open_frames
+    from sam2_web.media.frames import open_frames
 
     with open_frames(clip) as frames:
         pictures = np.stack([frames.get(i) for i in range(NUM_FRAMES)])
