@@ -36,6 +36,27 @@ install() {
   if ! "$VENV/bin/python" -c "import sam2" 2>/dev/null; then
     SAM2_BUILD_CUDA=0 "${pip[@]}" -c constraints-ci.txt --no-build-isolation "sam2==1.1.0"
   fi
+  install_oracles
+}
+
+# Oracles whose package clashes with the reference (several call themselves `sam2`) live in their own
+# venvs under .oracles/NAME. Each sees the dev venv's site-packages *after* its own (a .pth file), so
+# torch, timm and hydra are shared (no second multi-GB torch) while its own `sam2` shadows the reference.
+# Tests drive them in a subprocess (tests/oracle_venv.py).
+oracle_venv() {
+  local name=$1 dir=.oracles/$1
+  if [ ! -x "$dir/bin/python" ]; then "$PY" -m venv "$dir"; fi
+  local own shared
+  own=$("$dir/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  shared=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  echo "$(cd "$shared" && pwd)" > "$own/_sam2_web_dev_venv.pth"
+}
+
+install_oracles() {
+  mkdir -p .oracles
+  # (each oracle family adds its block here: create its venv with oracle_venv NAME, then install
+  #  the authors' package into it with --no-deps, after checking whether it is already there)
+  :
 }
 
 case "${1:-test}" in

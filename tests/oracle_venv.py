@@ -1,0 +1,91 @@
+"""Run an oracle (another family's authors' code) in its own venv, in a subprocess.
+
+Several oracles install a package called ``sam2`` and so cannot share the test process with the
+reference. ``scripts/dev.sh install`` builds each in ``.oracles/NAME`` (a venv that also sees the dev
+venv's packages, after its own). A test writes its inputs to an ``.npz``, runs a script there that
+reads them and writes its outputs to another ``.npz``, and compares.
+
+    out = run_oracle("edgetam", SCRIPT, {"image": img}, tmp_path, args=[str(ckpt)])
+    out["masks"]  # numpy arrays the script saved with save_outputs(...)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+ORACLES = ROOT / ".oracles"
+
+# Prepended to every oracle script: load_inputs() / save_outputs(**arrays) and ARGS.
+_PRELUDE = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    _IN, _OUT, ARGS = sys.argv[1], sys.argv[2], sys.argv[3:]
+
+    def load_inputs():
+        with np.load(_IN, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+
+    def save_outputs(**arrays):
+        np.savez(_OUT, **{k: np.asarray(v) for k, v in arrays.items()})
+    """
+)
+
+
+def oracle_python(name: str) -> Path:
+    """The interpreter of oracle venv ``name``; a clear error when the install step did not build it."""
+    python = ORACLES / name / "bin" / "python"
+    if not python.exists():
+        raise RuntimeError(f"oracle venv {name!r} is missing: run `bash scripts/dev.sh install`")
+    return python
+
+
+def run_oracle(
+    name: str,
+    script: str,
+    inputs: Mapping[str, np.ndarray],
+    workdir: Path,
+    *,
+    args: Sequence[str] = (),
+    env: Optional[Mapping[str, str]] = None,
+    timeout: float = 1800,
+) -> dict[str, np.ndarray]:
+    """Run ``script`` (Python source) with oracle ``name``'s interpreter and return what it saved.
+
+    Args:
+        name: the venv under ``.oracles/``.
+        script: source run after a prelude defining ``load_inputs()``, ``save_outputs(**arrays)``
+            and ``ARGS`` (the extra ``args``).
+        inputs: arrays the script reads with ``load_inputs()``.
+        workdir: where the exchange files go.
+        env: extra environment variables.
+    Raises:
+        RuntimeError: the script failed; the message carries its stderr.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    tag = f"{name}-{os.getpid()}-{abs(hash(script)) % 10**8}"
+    src, fin, fout = workdir / f"{tag}.py", workdir / f"{tag}-in.npz", workdir / f"{tag}-out.npz"
+    src.write_text(_PRELUDE + textwrap.dedent(script))
+    np.savez(fin, **{k: np.asarray(v) for k, v in inputs.items()})
+    run_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    run_env.pop("PYTHONPATH", None)  # the oracle's own package must win over the repo's paths
+    proc = subprocess.run(
+        [str(oracle_python(name)), str(src), str(fin), str(fout), *args],
+        capture_output=True, text=True, env=run_env, timeout=timeout, cwd=str(workdir),
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"oracle {name} failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
+    with np.load(fout, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+__all__ = ["ORACLES", "oracle_python", "run_oracle"]
