@@ -57,6 +57,12 @@ install_oracles() {
   # (each oracle family adds its block here: create its venv with oracle_venv NAME, then install
   #  the authors' package into it with --no-deps, after checking whether it is already there)
   :
+  # EdgeTAM (facebookresearch/EdgeTAM packaged as edgetam-dimos; its package is also `sam2`). Its
+  # other needs (torch, timm, hydra, iopath, tqdm, pillow) come from the dev venv.
+  oracle_venv edgetam
+  if ! .oracles/edgetam/bin/python -c "import importlib.metadata as m; m.version('edgetam-dimos')" 2>/dev/null; then
+    .oracles/edgetam/bin/python -m pip install -q --disable-pip-version-check --no-deps "edgetam-dimos==1.0.1"
+  fi
 }
 
 case "${1:-test}" in
