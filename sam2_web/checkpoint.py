@@ -31,6 +31,15 @@ _LIST_LIMIT = 10  # keys named per category in a mismatch message
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
 _PICKLE_MAGIC = 0x80  # the legacy format starts with a pickle protocol opcode
 _LFS_POINTER = b"version https://git-lfs"
+_WEIGHTS_ONLY = "Weights only load failed"  # torch's prefix when weights_only refuses a pickle
+# Modules whose globals in a pickle mean "run this": a payload, never a layout mistake.
+_CODE_MODULES = frozenset({
+    "os", "posix", "nt", "subprocess", "builtins", "__builtin__", "sys", "shutil", "socket", "runpy",
+    "importlib", "pty", "code", "codeop", "ctypes", "webbrowser", "pickle", "_pickle", "marshal",
+    "types", "functools", "operator",
+    # torch names builtins without their module: "GLOBAL eval"
+    "eval", "exec", "compile", "getattr", "setattr", "__import__", "open", "input", "breakpoint",
+})
 
 
 def filter_state_dict(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
@@ -94,11 +103,23 @@ def _torch_load(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
-        if found:
+        text = str(error)
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found and found[1].split(".")[0] in _CODE_MODULES:
+            # A payload that would run a program or Python code when unpickled (torch 2.6+ says
+            # "... GLOBAL posix.system whose module posix is blocked"): not damaged, dangerous.
             raise CheckpointError(
-                f"{path} holds pickled Python objects ({found[1]}), not just tensors, and sam2_web only "
-                "loads plain weights; re-save it with torch.save({'model': model.state_dict()}, path)"
+                f"{path} is unsafe: it holds pickled code ({found[1]}) that would run when loaded, "
+                "so it was refused without running it. Do not use this file; get the checkpoint "
+                "from its official source"
+            ) from error
+        if found or _WEIGHTS_ONLY in text:
+            # torch refused an object that is not a tensor (a class, a function, a custom type).
+            what = f" ({found[1]})" if found else ""
+            raise CheckpointError(
+                f"{path} holds pickled Python objects{what}, not just tensors, and sam2_web only "
+                "loads plain weights (objects could run code when unpickled); re-save it with "
+                "torch.save({'model': model.state_dict()}, path)"
             ) from error
         raise CheckpointError(
             f"{path} is corrupt or not a PyTorch checkpoint (it cannot be unpickled); {_redo(path)}"

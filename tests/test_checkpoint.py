@@ -149,6 +149,31 @@ def test_pickled_module_is_refused_with_how_to_resave(tmp_path):
     assert isinstance(caught.value.__cause__, pickle.UnpicklingError)
 
 
+class _RunsCode:
+    """Unpickling this would call ``os.system``: a pickle "payload"."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo should-never-run",))
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-pickle"])
+def test_pickle_with_a_code_payload_is_reported_unsafe_not_corrupt(tmp_path, legacy):
+    evil = tmp_path / "evil.pt"
+    if legacy:
+        with evil.open("wb") as handle:
+            pickle.dump({"model": _RunsCode()}, handle, protocol=2)
+    else:
+        torch.save({"model": _RunsCode()}, evil)
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(Tiny(), evil)
+    message = str(caught.value)
+    print(message)
+    assert "unsafe" in message and "system" in message
+    assert "corrupt" not in message and "download" not in message.replace("official source", "")
+
+
 @pytest.mark.parametrize(
     "payload, says",
     [
