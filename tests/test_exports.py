@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from sam2_web.errors import CancelledError, ExportError
-from sam2_web.export.common import to_fraction
+from sam2_web.media.timecode import to_fraction
 from sam2_web.export.output import MARKER
 from sam2_web.export.formats import FORMATS, ExportOptions, apply_effect, color_of, export, overlay
 from sam2_web.export.matte import grow_shrink

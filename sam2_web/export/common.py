@@ -1,7 +1,7 @@
 """What every exporter shares: the clip description, the options, input normalisation (masks
 and frames in any accepted shape -> exactly num_frames typed items) and the per-run job.
 
-Kept free of any format knowledge so the writers in ``export_images`` / ``export_video`` read
+Kept free of any format knowledge so the writers in ``export.images`` / ``export.video`` read
 as "what goes into the file" only.
 """
 
@@ -18,71 +18,19 @@ import numpy as np
 
 from sam2_web.errors import ExportError
 from sam2_web.export.matte import soft_matte, union
+from sam2_web.media.timecode import normal_timecode, to_fraction
 
-# Per-frame masks as callers hand them over: {obj_id: (H, W)} or an (O, H, W) stack ordered
+# One frame's masks as callers hand them over: {obj_id: (H, W)} or an (O, H, W) stack ordered
 # like ``obj_ids`` (a bare (H, W) array when there is a single object). Bool, 0/1 or 0/255
-# arrays (or CPU tensors); a uint8 matte is thresholded at 128.
-FrameMasks = Union[Mapping[int, np.ndarray], np.ndarray]
+# arrays (or CPU tensors); a uint8 matte is thresholded at 128. (Not the engine's typed
+# ``sam2_web.video.state.FrameMasks``, though one converts to a dict of its masks.)
+MasksLike = Union[Mapping[int, np.ndarray], np.ndarray]
 # The whole clip: frame-ordered iterable (a short one is padded with empty frames), a
-# {frame_index: FrameMasks} mapping for sparse results, or a (T, O, H, W) / (T, H, W) array.
-MaskSource = Union[Iterable[FrameMasks], Mapping[int, FrameMasks], np.ndarray]
-FrameSource = Union[Callable[[int], np.ndarray], Iterable[np.ndarray]]
-
-_TIMECODE = re.compile(r"^(\d{1,2}):(\d\d):(\d\d)([:;.,])(\d\d)$")
-# Float rates that are really NTSC rationals (29.97 means 30000/1001, not 2997/100).
-_NTSC_BASES = (24, 30, 48, 60, 120, 240)
-
-
-def to_fraction(fps: Any) -> Fraction:
-    """Frame rate as an exact Fraction.
-
-    Accepts int, float, Fraction, a "num/den" or decimal string, or a (num, den) pair. Floats
-    within 0.002 of an NTSC rate (24000/1001, 30000/1001, ...) snap to it; other floats are
-    rounded to the nearest fraction with a denominator <= 1001.
-
-    Raises:
-        ExportError: for a missing, non-positive or unparsable rate.
-    """
-    try:
-        if isinstance(fps, Fraction):
-            rate = fps
-        elif isinstance(fps, (tuple, list)) and len(fps) == 2:
-            rate = Fraction(int(fps[0]), int(fps[1]))
-        elif isinstance(fps, int):
-            rate = Fraction(fps)
-        elif isinstance(fps, str) and "/" in fps:
-            num, den = fps.split("/")
-            rate = Fraction(int(num), int(den))
-        else:
-            value = float(fps)
-            rate = Fraction(value).limit_denominator(1001)
-            for base in _NTSC_BASES:
-                ntsc = Fraction(base * 1000, 1001)
-                if abs(value - float(ntsc)) < 0.002:
-                    rate = ntsc
-    except (TypeError, ValueError, ZeroDivisionError) as exc:
-        raise ExportError(f"fps {fps!r} is not a frame rate; pass e.g. 25, 29.97 or '30000/1001'") from exc
-    if rate <= 0:
-        raise ExportError(f"fps must be positive, got {fps!r}")
-    return rate
-
-
-def _normal_timecode(text: str | None, rate: Fraction) -> str | None:
-    """"H:MM:SS:FF"-like text -> "HH:MM:SS:FF", or "HH:MM:SS;FF" for drop frame.
-
-    Drop frame only exists at 30000/1001 and 60000/1001; elsewhere a drop separator is read as
-    non-drop (the numbers are the same) rather than rejected, since ffmpeg would refuse it.
-    """
-    if text is None:
-        return None
-    found = _TIMECODE.match(text.strip())
-    if not found:
-        raise ExportError(f"start_timecode {text!r} must look like HH:MM:SS:FF (or HH:MM:SS;FF for drop frame)")
-    hh, mm, ss, sep, ff = found.groups()
-    drop = sep != ":" and rate in (Fraction(30000, 1001), Fraction(60000, 1001))
-    if int(mm) > 59 or int(ss) > 59 or int(ff) >= max(1, round(rate)):
-        raise ExportError(f"start_timecode {text!r} is not a valid time at {float(rate):.3f} fps")
-    return f"{int(hh):02d}:{mm}:{ss}{';' if drop else ':'}{ff}"
+# {frame_index: MasksLike} mapping for sparse results, or a (T, O, H, W) / (T, H, W) array.
+MaskSource = Union[Iterable[MasksLike], Mapping[int, MasksLike], np.ndarray]
+# The source pictures: ``get_frame(i)`` or a frame-ordered iterable of (H, W, 3) uint8 RGB
+# (a ``sam2_web.media.FrameSource``'s ``get`` is one).
+FramesLike = Union[Callable[[int], np.ndarray], Iterable[np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -112,8 +60,12 @@ class ExportClip:
             raise ExportError(f"num_frames must be >= 1, got {num_frames}")
         if int(width) <= 0 or int(height) <= 0:
             raise ExportError(f"invalid frame size {width}x{height}")
-        rate = to_fraction(fps)
-        return cls(int(num_frames), rate, int(width), int(height), int(start_frame), _normal_timecode(start_timecode, rate))
+        try:
+            rate = to_fraction(fps)
+            timecode = normal_timecode(start_timecode, rate)
+        except ValueError as exc:
+            raise ExportError(str(exc)) from None
+        return cls(int(num_frames), rate, int(width), int(height), int(start_frame), timecode)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -242,7 +194,7 @@ def iter_masks(source: MaskSource, obj_ids: Sequence[int], clip: ExportClip) -> 
         yield _frame_dict(None, obj_ids, clip, i)
 
 
-def iter_frames(frames: FrameSource, clip: ExportClip) -> Iterator[np.ndarray]:
+def iter_frames(frames: FramesLike, clip: ExportClip) -> Iterator[np.ndarray]:
     """Yield the source's ``num_frames`` RGB frames as (H, W, 3) uint8, from a callable
     ``get_frame(i)`` or a frame-ordered iterable.
 

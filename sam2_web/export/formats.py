@@ -30,7 +30,7 @@ from sam2_web.export.common import (
     ExportClip,
     ExportJob,
     ExportOptions,
-    FrameSource,
+    FramesLike,
     MaskSource,
     iter_frames,
     iter_masks,
@@ -152,7 +152,7 @@ def export(
     obj_ids: Sequence[int] | None = None,
     start_frame: int = 0,
     start_timecode: str | None = None,
-    frames: FrameSource | None = None,
+    frames: FramesLike | None = None,
     options: ExportOptions | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:

@@ -1,5 +1,6 @@
-"""Where exports land: atomic output paths (temp next to the target, renamed on success) and
-an ffmpeg process fed raw frames on stdin, with its errors turned into ``ExportError``.
+"""Where exports land: atomic outputs (written in a hidden folder next to the target, moved into
+place on success, several at once if need be) and an ffmpeg process fed raw frames on stdin,
+with its errors turned into ``ExportError``.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -26,30 +28,15 @@ from sam2_web.export.common import ExportClip
 # Written into every folder output, so a later export may replace that folder wholesale but
 # never a folder the user made (pointing an export at ~/Desktop must not delete it).
 MARKER = ".sam2_web_export"
+STAGING_PREFIX = ".sam2web-partial-"
+_REPLACE_HINT = "choose a new name or remove it"
 
 
-def _check_parent(target: Path) -> tuple[Path, list[Path]]:
-    """Create the target's folder if needed; return it and the folders that were created."""
-    parent = target.parent
-    created = [p for p in [parent, *parent.parents] if not p.exists()][::-1]
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ExportError(f"cannot create the output folder {parent} ({exc.strerror or exc}); choose a folder you can write to") from exc
-    if not parent.is_dir():
-        raise ExportError(f"{parent} is not a folder; choose a folder you can write to")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ExportError(f"the output folder {parent} is not writable; choose a folder you can write to")
-    return parent, created
-
-
-def _check_replaceable(target: Path, folder: bool) -> None:
+def _check_replaceable(target: Path, folder: bool, hint: str = _REPLACE_HINT) -> None:
     if not folder and target.is_dir():
-        raise ExportError(f"{target} is a folder; give a file name for this format")
+        raise ExportError(f"{target} is a folder, not a file; {hint}")
     if folder and target.is_dir() and any(target.iterdir()) and not (target / MARKER).is_file():
-        raise ExportError(
-            f"{target} already exists and was not written by an export; choose a new name or remove it"
-        )
+        raise ExportError(f"{target} already exists and was not written by sam2-web; {hint}")
 
 
 def check_output(target: Path, *, folder: bool = False) -> None:
@@ -71,12 +58,92 @@ def check_output(target: Path, *, folder: bool = False) -> None:
         raise ExportError(f"the output folder {existing} is not writable; choose a folder you can write to")
 
 
+@dataclass
+class StagedOutputs:
+    """Outputs written into a hidden folder inside ``out_dir``, then moved into it together.
+
+    The one atomic-publish mechanism: a single export (:func:`atomic_output`) and a job's several
+    formats (``sam2_web.jobs.outputs``) both go through it. Either every output appears under its
+    final name or none does; an older output of the same name is replaced only then (a folder
+    only if an export wrote it, see ``MARKER``). A killed process leaves only the hidden folder.
+
+    Attributes:
+        out_dir: the final folder.
+        folder: the hidden staging folder inside it.
+        targets: ``{name: is a folder}`` of the outputs to publish.
+        created: folders :meth:`open` created; :meth:`discard` removes them again when empty.
+    """
+
+    out_dir: Path
+    folder: Path
+    targets: dict[str, bool]
+    created: list[Path] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, out_dir: Path, targets: Mapping[str, bool], *, prefix: str = STAGING_PREFIX,
+             hint: str = _REPLACE_HINT) -> "StagedOutputs":
+        """Check every target, then create ``out_dir`` (and its parents) and the staging folder.
+
+        Args:
+            out_dir: the final folder.
+            targets: ``{file or folder name: is a folder}``.
+            prefix: name prefix of the hidden staging folder.
+            hint: what the user should do when a target may not be replaced.
+        Raises:
+            ExportError: a target an export may not replace, or a folder that cannot be created
+                or written to.
+        """
+        out_dir = Path(out_dir)
+        for name, folder in targets.items():
+            _check_replaceable(out_dir / name, folder, hint)
+        created = [p for p in [out_dir, *out_dir.parents] if not p.exists()][::-1]
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=prefix, dir=out_dir))
+        except OSError as exc:
+            _remove_empty(created)
+            raise ExportError(
+                f"cannot write to the output folder {out_dir} ({exc.strerror or exc}); choose a folder you can write to"
+            ) from exc
+        return cls(out_dir, staging, dict(targets), created)
+
+    def path(self, name: str) -> Path:
+        """Where to write the output that is published as ``out_dir/name`` (not created here)."""
+        return self.folder / name
+
+    def publish(self) -> dict[str, Path]:
+        """Move every staged output to its final name; returns ``{name: final path}``.
+
+        Raises:
+            ExportError: an output was not written (then nothing is published).
+        """
+        missing = [name for name in self.targets if not os.path.lexists(self.path(name))]
+        if missing:
+            raise ExportError(f"{', '.join(missing)} was not written; nothing was published")
+        final: dict[str, Path] = {}
+        for name, folder in self.targets.items():
+            staged = self.path(name)
+            if folder and not (staged / MARKER).is_file():
+                (staged / MARKER).write_text(f"{name}\n")
+            _replace(staged, self.out_dir / name)
+            final[name] = self.out_dir / name
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return final
+
+    def discard(self) -> None:
+        """Remove the staging folder, and the folders :meth:`open` created if they are empty."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        _remove_empty(self.created)
+
+
 @contextmanager
 def atomic_output(target: Path, *, folder: bool = False) -> Iterator[Path]:
-    """Give a temporary path next to ``target`` and move it into place only on success.
+    """Give a temporary path for ``target`` and move it into place only on success.
 
-    The temp is named ``.<name>.partial-XXXX`` (hidden, clearly unfinished). On any exception
-    it is removed (with any folders created for it) and the exception propagates; an existing
+    The temp lives in a hidden ``.<name>.partial-XXXX`` folder next to the target (clearly
+    unfinished) and is created empty (a file, or a folder when ``folder``), with the usual
+    permissions of a new file. On any exception it
+    is removed (with any folders created for it) and the exception propagates; an existing
     ``target`` is replaced only after the new output is complete. Folder outputs get a small
     ``MARKER`` file so that a later export may replace them.
 
@@ -85,28 +152,17 @@ def atomic_output(target: Path, *, folder: bool = False) -> Iterator[Path]:
             is a folder that an export may not replace.
     """
     target = Path(target)
-    _check_replaceable(target, folder)
-    parent, created = _check_parent(target)
-    prefix = f".{target.name}.partial-"
+    staged = StagedOutputs.open(target.parent, {target.name: folder}, prefix=f".{target.name}.partial-")
     try:
+        tmp = staged.path(target.name)
         if folder:
-            tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+            tmp.mkdir()
         else:
-            fd, name = tempfile.mkstemp(prefix=prefix, dir=parent)
-            os.close(fd)  # writers (and ffmpeg) reopen the file by name
-            tmp = Path(name)
-    except OSError as exc:
-        _remove_empty(created)
-        raise ExportError(f"cannot write in {parent} ({exc.strerror or exc}); choose a folder you can write to") from exc
-    try:
+            tmp.touch()  # writers (and ffmpeg) open the file by name
         yield tmp
-        if folder:
-            (tmp / MARKER).write_text(f"{target.name}\n")
-        _publish_mode(tmp, folder)
-        _replace(tmp, target)
+        staged.publish()
     except BaseException:
-        _remove(tmp)
-        _remove_empty(created)
+        staged.discard()
         raise
 
 
@@ -116,19 +172,6 @@ def _remove_empty(folders: list[Path]) -> None:
             path.rmdir()
         except OSError:
             return  # not empty (someone else wrote there) or already gone: leave it
-
-
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _publish_mode(tmp: Path, folder: bool) -> None:
-    # mkstemp/mkdtemp create owner-only entries; the finished output gets the usual
-    # permissions, as if it had been created directly under its name.
-    umask = _current_umask()
-    os.chmod(tmp, (0o777 if folder else 0o666) & ~umask)
 
 
 def _remove(path: Path) -> None:

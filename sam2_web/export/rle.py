@@ -1,4 +1,6 @@
-"""COCO run-length encoding of binary masks (the compressed string form pycocotools reads).
+"""COCO run-length encoding of binary masks (the compressed string form pycocotools reads),
+both ways: :func:`encode` for the COCO RLE export and the API's masks, :func:`decode` for
+masks that come back from a server.
 
 Layout, as COCO defines it: the mask is read column by column (Fortran order), runs alternate
 background/foreground starting with background (so the first count may be 0), and the counts
@@ -40,6 +42,25 @@ def _pack(counts: list[int]) -> str:
     return "".join(out)
 
 
+def _unpack(text: bytes) -> list[int]:
+    counts: list[int] = []
+    pos = 0
+    while pos < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            group = text[pos] - 48
+            value |= (group & 0x1F) << shift
+            more = bool(group & 0x20)
+            pos += 1
+            shift += 5
+            if not more and group & 0x10:
+                value |= -1 << shift  # sign-extend the last group
+        if len(counts) > 2:
+            value += counts[-2]  # counts from the third on are stored as deltas
+        counts.append(value)
+    return counts
+
+
 def encode(mask: np.ndarray) -> dict:
     """Encode a (H, W) binary mask as a COCO compressed RLE.
 
@@ -54,6 +75,26 @@ def encode(mask: np.ndarray) -> dict:
     if m.ndim != 2:
         raise ValueError(f"expected a (H, W) mask, got shape {m.shape}")
     return {"size": [int(m.shape[0]), int(m.shape[1])], "counts": _pack(run_lengths(m))}
+
+
+def decode(rle: dict) -> np.ndarray:
+    """Decode a COCO compressed RLE ``{"size": [H, W], "counts": str}`` into an (H, W) bool mask.
+
+    Raises:
+        ValueError: counts that do not add up to H*W.
+    """
+    height, width = (int(v) for v in rle["size"])
+    text = rle["counts"]
+    counts = _unpack(text.encode() if isinstance(text, str) else bytes(text))
+    if sum(counts) != height * width:
+        raise ValueError(f"RLE counts add up to {sum(counts)}, not {height}x{width}")
+    flat = np.zeros(height * width, dtype=bool)
+    at = 0
+    for k, run in enumerate(counts):
+        if k % 2:
+            flat[at:at + run] = True
+        at += run
+    return flat.reshape((width, height)).T  # COCO runs go down the columns
 
 
 def area_and_bbox(mask: np.ndarray) -> tuple[int, list[int]]:

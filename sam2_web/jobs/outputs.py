@@ -1,5 +1,6 @@
 """Where a job's outputs go: checked before any work, written into a hidden staging folder,
-and moved next to each other into the output folder only when every format succeeded.
+and moved next to each other into the output folder only when every format succeeded
+(``sam2_web.export.output.StagedOutputs`` does the staging and publishing).
 
 So a failed, cancelled or killed job never leaves an output that looks complete: either all
 requested formats appear, or none (besides a hidden ``.sam2web-job-*`` folder after a kill).
@@ -7,17 +8,15 @@ requested formats appear, or none (besides a hidden ``.sam2web-job-*`` folder af
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
 from sam2_web.errors import CancelledError, ExportError
+from sam2_web.export.output import StagedOutputs
 
 from sam2_web.jobs.job import MaskJob
 
@@ -48,18 +47,18 @@ def target_path(out_dir: Path, stem: str, fmt: str) -> Path:
 
 @dataclass
 class Staging:
-    """A job's outputs in progress. Create with :meth:`open` before the model runs.
+    """A job's outputs in progress, one per format. Create with :meth:`open` before the model runs.
+
+    The staging itself is ``sam2_web.export.output.StagedOutputs`` (the one atomic-publish
+    mechanism); this adds the job's naming (``<stem>_<format><ext>``) and formats as keys.
 
     Attributes:
-        out_dir: the final folder.
-        folder: the hidden staging folder inside it.
-        created: folders this job created (removed again if the job fails and they stay empty).
+        outputs: the staged outputs, by file name.
+        names: ``{format: file name}``.
     """
 
-    out_dir: Path
-    folder: Path
-    created: list[Path] = field(default_factory=list)
-    written: dict[str, Path] = field(default_factory=dict)
+    outputs: StagedOutputs
+    names: dict[str, str]
 
     @classmethod
     def open(cls, job: MaskJob) -> "Staging":
@@ -69,62 +68,36 @@ class Staging:
             ExportError: unknown format, a folder that cannot be created or written, or a
                 target that an export may not replace (a user folder of the same name).
         """
-        from sam2_web.export.output import MARKER
         from sam2_web.export.formats import FORMATS
 
         check_formats(job.output.formats)
         out_dir = Path(job.output.out_dir).absolute()
         stem = job.output.stem(job.clip)
-        for fmt in job.output.formats:
-            target = target_path(out_dir, stem, fmt)
-            if FORMATS[fmt].extension and target.is_dir():
-                raise ExportError(f"{target} is a folder; remove it or choose another --out / --name")
-            ours = (target / MARKER).is_file()
-            if not FORMATS[fmt].extension and target.is_dir() and any(target.iterdir()) and not ours:
-                raise ExportError(f"{target} exists and was not written by sam2-web; choose another --out / --name")
-        created = [p for p in [out_dir, *out_dir.parents] if not p.exists()][::-1]
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            folder = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
-        except OSError as exc:
-            _remove_empty(created)
-            raise ExportError(
-                f"cannot write to the output folder {out_dir} ({exc.strerror or exc}); choose a folder you can write to"
-            ) from exc
-        return cls(out_dir, folder, created)
+        names = {fmt: target_path(out_dir, stem, fmt).name for fmt in job.output.formats}
+        targets = {names[fmt]: not FORMATS[fmt].extension for fmt in names}
+        return cls(StagedOutputs.open(out_dir, targets, prefix=STAGING_PREFIX, hint="choose another --out / --name"),
+                   names)
+
+    @property
+    def folder(self) -> Path:
+        """The hidden staging folder (inside the output folder)."""
+        return self.outputs.folder
+
+    def path(self, fmt: str) -> Path:
+        """Where format ``fmt`` is written before it is published."""
+        return self.outputs.path(self.names[fmt])
 
     def publish(self) -> dict[str, Path]:
-        """Move every staged output to its final name; returns ``{format: final path}``.
+        """Move every output to its final name together; returns ``{format: final path}``.
 
         An older output of the same name is replaced (folders only if an export wrote them).
         """
-        final: dict[str, Path] = {}
-        for fmt, staged in self.written.items():
-            target = self.out_dir / staged.name
-            if target.is_dir() and not target.is_symlink():
-                # Renaming over a non-empty folder is not possible: move the old one aside first.
-                trash = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX + "old-", dir=self.out_dir))
-                os.replace(target, trash / target.name)
-                os.replace(staged, target)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                os.replace(staged, target)
-            final[fmt] = target
-        shutil.rmtree(self.folder, ignore_errors=True)
-        return final
+        final = self.outputs.publish()
+        return {fmt: final[name] for fmt, name in self.names.items()}
 
     def discard(self) -> None:
         """Remove the staging folder and any output folder this job created (if empty)."""
-        shutil.rmtree(self.folder, ignore_errors=True)
-        _remove_empty(self.created)
-
-
-def _remove_empty(folders: list[Path]) -> None:
-    for path in reversed(folders):  # deepest first
-        try:
-            path.rmdir()
-        except OSError:
-            return
+        self.outputs.discard()
 
 
 def counted(frames: Iterator[Any], stage: str, total: int, progress: Optional[Progress],
@@ -159,8 +132,8 @@ def export_all(job: MaskJob, staging: Staging, masks_of: Callable[[int], Optiona
     n = info.num_frames
     for fmt in spec.formats:
         stream = counted((masks_of(i) for i in range(n)), f"export {fmt}", n, progress, is_cancelled)
-        staging.written[fmt] = export(
-            fmt, target_path(staging.folder, spec.stem(job.clip), fmt), stream,
+        export(
+            fmt, staging.path(fmt), stream,
             num_frames=n, fps=info.fps, width=info.width, height=info.height, obj_ids=job.obj_ids,
             start_timecode=info.start_timecode, frames=frames if FORMATS[fmt].needs_frames else None,
             options=options,

@@ -23,6 +23,7 @@ from typing import Any, Optional
 import numpy as np
 
 from sam2_web.errors import CancelledError, HubUnavailableError, PromptError, Sam2WebError
+from sam2_web.export.rle import decode as decode_rle
 
 from sam2_web.jobs.job import MaskJob, ObjectPrompts
 from sam2_web.jobs.outputs import Progress, Staging, export_all
@@ -48,41 +49,6 @@ def flat_prompts(objects: tuple[ObjectPrompts, ...]) -> list[dict]:
                 item["name"] = obj.name
             items.append(item)
     return items
-
-
-def decode_rle(rle: dict) -> np.ndarray:
-    """A COCO compressed RLE ``{"size": [H, W], "counts": str}`` as an (H, W) bool mask.
-
-    Raises:
-        ValueError: counts that do not add up to H*W.
-    """
-    height, width = (int(v) for v in rle["size"])
-    text = rle["counts"]
-    text = text.encode() if isinstance(text, str) else bytes(text)
-    counts: list[int] = []
-    pos = 0
-    while pos < len(text):
-        value, shift, more = 0, 0, True
-        while more:
-            group = text[pos] - 48
-            value |= (group & 0x1F) << shift
-            more = bool(group & 0x20)
-            pos += 1
-            shift += 5
-            if not more and group & 0x10:
-                value |= -1 << shift  # sign-extend the last group
-        if len(counts) > 2:
-            value += counts[-2]  # counts from the third on are stored as deltas
-        counts.append(value)
-    if sum(counts) != height * width:
-        raise ValueError(f"RLE counts add up to {sum(counts)}, not {height}x{width}")
-    flat = np.zeros(height * width, dtype=bool)
-    at = 0
-    for k, run in enumerate(counts):
-        if k % 2:
-            flat[at:at + run] = True
-        at += run
-    return flat.reshape((width, height)).T  # COCO runs go down the columns
 
 
 class RemoteMasks:
