@@ -13,7 +13,7 @@ from typing import List, Optional, Union
 from torch import Tensor, nn
 
 from sam2_web.modeling.common import get_activation_fn, get_clones
-from sam2_web.modeling.sam.transformer import RoPEAttention
+from sam2_web.modeling.sam.transformer import RoPEAttention, RoPEAttentionv2
 
 
 class MemoryAttentionLayer(nn.Module):
@@ -80,9 +80,18 @@ class MemoryAttentionLayer(nn.Module):
         query_pos: Optional[Tensor],
         pos: Optional[Tensor],
         num_k_exclude_rope: int = 0,
+        num_k_frames: int = -1,
     ) -> Tensor:
         extra = {}
-        if num_k_exclude_rope > 0:
+        if isinstance(self.cross_attn_image, RoPEAttentionv2):
+            if num_k_frames < 0:
+                raise ValueError(
+                    "RoPEAttentionv2 cross-attention needs the number of memory frames "
+                    "(num_spatial_mem); a memory with a single dummy token does not fit it."
+                )
+            extra["num_k_exclude_rope"] = num_k_exclude_rope
+            extra["num_k_frames"] = num_k_frames
+        elif num_k_exclude_rope > 0:
             if not isinstance(self.cross_attn_image, RoPEAttention):
                 raise ValueError(
                     "Object-pointer tokens (num_k_exclude_rope > 0) need a RoPEAttention "
@@ -105,6 +114,7 @@ class MemoryAttentionLayer(nn.Module):
         pos: Optional[Tensor] = None,
         query_pos: Optional[Tensor] = None,
         num_k_exclude_rope: int = 0,
+        num_k_frames: int = -1,
     ) -> Tensor:
         """Update frame tokens with attention to memory tokens (all batch first).
 
@@ -114,11 +124,13 @@ class MemoryAttentionLayer(nn.Module):
             pos: (B, M, mem_dim) memory PE.
             query_pos: (B, N, d_model) frame PE.
             num_k_exclude_rope: trailing memory tokens (object pointers) without rotary PE.
+            num_k_frames: how many memory frames precede them (-1: unknown; RoPEAttentionv2
+                cross-attention needs it).
         Returns:
             The updated (B, N, d_model) frame tokens.
         """
         tgt = self._forward_sa(tgt, query_pos)
-        tgt = self._forward_ca(tgt, memory, query_pos, pos, num_k_exclude_rope)
+        tgt = self._forward_ca(tgt, memory, query_pos, pos, num_k_exclude_rope, num_k_frames)
         hidden = self.dropout(self.activation(self.linear1(self.norm3(tgt))))
         return tgt + self.dropout3(self.linear2(hidden))
 
@@ -158,6 +170,7 @@ class MemoryAttention(nn.Module):
         curr_pos: Optional[Union[Tensor, List[Tensor]]] = None,
         memory_pos: Optional[Tensor] = None,
         num_obj_ptr_tokens: int = 0,
+        num_spatial_mem: int = -1,
     ) -> Tensor:
         """Condition the current frame's tokens on the memory.
 
@@ -167,6 +180,8 @@ class MemoryAttention(nn.Module):
             curr_pos: PE of ``curr``, same shape (or a one-element list).
             memory_pos: PE of ``memory``, same shape.
             num_obj_ptr_tokens: how many trailing memory tokens are object pointers.
+            num_spatial_mem: how many memory frames precede them (each the same number of
+                tokens); -1 when unknown, which only RoPEAttentionv2 cross-attention minds.
         Returns:
             (N, B, d_model) conditioned tokens, sequence first.
         Raises:
@@ -195,8 +210,10 @@ class MemoryAttention(nn.Module):
 
         for layer in self.layers:
             extra = {}
-            if isinstance(layer.cross_attn_image, RoPEAttention):
+            if isinstance(layer.cross_attn_image, (RoPEAttention, RoPEAttentionv2)):
                 extra["num_k_exclude_rope"] = num_obj_ptr_tokens
+            if isinstance(layer.cross_attn_image, RoPEAttentionv2):
+                extra["num_k_frames"] = num_spatial_mem
             output = layer(tgt=output, memory=memory, pos=memory_pos, query_pos=curr_pos, **extra)
 
         output = self.norm(output)

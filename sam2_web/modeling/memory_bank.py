@@ -35,6 +35,8 @@ class MemoryBank(Protocol):
     An entry (a frame's output) may be a mapping or an object; it must provide
     ``maskmem_features`` (B, mem_dim, h, w), ``maskmem_pos_enc`` (a list whose last element is
     the (B, mem_dim, h, w) position encoding, or that tensor itself) and ``obj_ptr`` (B, C).
+    A model with a spatial perceiver stores its memories as tokens instead: (B, N, mem_dim)
+    features and encodings.
     """
 
     def cond_frame_outputs(self) -> Mapping[int, Any]:
@@ -196,9 +198,9 @@ def condition_on_memory(
         # A dummy memory token, since attention needs at least one key.
         memory = weights.no_mem_embed.expand(1, batch, config.mem_dim)
         memory_pos = weights.no_mem_pos_enc.expand(1, batch, config.mem_dim)
-        num_obj_ptr_tokens = 0
+        num_obj_ptr_tokens, num_spatial_mem = 0, 1
     else:
-        memory, memory_pos, num_obj_ptr_tokens = gather_memory(
+        memory, memory_pos, num_obj_ptr_tokens, num_spatial_mem = gather_memory(
             config, weights, frame_idx, bank, num_frames, track_in_reverse, batch, device
         )
 
@@ -212,6 +214,7 @@ def condition_on_memory(
         memory=memory.to(attn_dtype),
         memory_pos=memory_pos.to(attn_dtype),
         num_obj_ptr_tokens=num_obj_ptr_tokens,
+        num_spatial_mem=num_spatial_mem,
     )
 
 
@@ -224,11 +227,12 @@ def gather_memory(
     track_in_reverse: bool,
     batch: int,
     device: torch.device,
-) -> Tuple[torch.Tensor, torch.Tensor, int]:
+) -> Tuple[torch.Tensor, torch.Tensor, int, int]:
     """Concatenate spatial memories and object pointers into (N, B, mem_dim) tokens.
 
-    Returns ``(memory, memory_pos, num_obj_ptr_tokens)``; the pointer tokens come last.
-    Raises ValueError when no frame has a prompt yet.
+    Returns ``(memory, memory_pos, num_obj_ptr_tokens, num_spatial_mem)``: the pointer tokens
+    come last, after ``num_spatial_mem`` frames' memories. Raises ValueError when no frame has
+    a prompt yet.
     """
     cond_outputs = bank.cond_frame_outputs()
     if len(cond_outputs) == 0:
@@ -250,11 +254,11 @@ def gather_memory(
         if entry is None:
             continue  # before the clip's start, or not tracked yet
         feats = entry_field(entry, "maskmem_features").to(device, non_blocking=True)
-        mem_list.append(feats.flatten(2).permute(2, 0, 1))
+        mem_list.append(_as_tokens(feats))
         enc = entry_field(entry, "maskmem_pos_enc")
         enc = enc[-1] if isinstance(enc, (list, tuple)) else enc
-        enc = enc.to(device).flatten(2).permute(2, 0, 1)
-        pos_list.append(enc + weights.maskmem_tpos_enc[config.num_maskmem - t_pos - 1])
+        pos_list.append(_as_tokens(enc.to(device)) + weights.maskmem_tpos_enc[config.num_maskmem - t_pos - 1])
+    num_spatial_mem = len(mem_list)
 
     num_ptr_tokens = 0
     if config.use_obj_ptrs_in_encoder:
@@ -265,7 +269,14 @@ def gather_memory(
             mem_list.append(ptrs[0])
             pos_list.append(ptrs[1])
             num_ptr_tokens = ptrs[0].shape[0]
-    return torch.cat(mem_list, dim=0), torch.cat(pos_list, dim=0), num_ptr_tokens
+    return torch.cat(mem_list, dim=0), torch.cat(pos_list, dim=0), num_ptr_tokens, num_spatial_mem
+
+
+def _as_tokens(x: torch.Tensor) -> torch.Tensor:
+    """A stored memory as (N, B, C) tokens: a (B, C, h, w) map, or (B, N, C) perceiver latents."""
+    if x.ndim == 3:
+        return x.transpose(0, 1)
+    return x.flatten(2).permute(2, 0, 1)
 
 
 def gather_obj_ptrs(

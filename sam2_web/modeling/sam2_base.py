@@ -94,6 +94,7 @@ class SAM2Base(nn.Module):
         no_obj_embed_spatial: bool = False,
         sam_mask_decoder_extra_args: Optional[Mapping[str, Any]] = None,
         compile_image_encoder: bool = False,
+        spatial_perceiver: Optional[nn.Module] = None,
     ) -> None:
         """
         Args:
@@ -125,6 +126,8 @@ class SAM2Base(nn.Module):
             no_obj_embed_spatial: add a learnt embedding to memories of frames without the object.
             sam_mask_decoder_extra_args: extra ``MaskDecoder`` kwargs (e.g. dynamic multimask).
             compile_image_encoder: wrap the image encoder's forward in ``torch.compile``.
+            spatial_perceiver: compresses each new memory map into tokens (EdgeTAM's
+                :class:`~sam2_web.modeling.perceiver.PerceiverResampler`); None keeps the maps.
         """
         super().__init__()
         if proj_tpos_enc_in_obj_ptrs and not add_tpos_enc_to_obj_ptrs:
@@ -135,6 +138,7 @@ class SAM2Base(nn.Module):
         self.image_encoder = image_encoder
         self.memory_attention = memory_attention
         self.memory_encoder = memory_encoder
+        self.spatial_perceiver = spatial_perceiver
         self.hidden_dim = image_encoder.neck.d_model
         # Memories may be narrower than the image features (64 vs 256 channels in all configs).
         out_proj = getattr(memory_encoder, "out_proj", None)
@@ -503,8 +507,9 @@ class SAM2Base(nn.Module):
         track_in_reverse: bool,
         batch: int,
         device: torch.device,
-    ) -> Tuple[torch.Tensor, torch.Tensor, int]:
-        """``(memory, memory_pos, num_obj_ptr_tokens)``; see :func:`memory_bank.gather_memory`."""
+    ) -> Tuple[torch.Tensor, torch.Tensor, int, int]:
+        """``(memory, memory_pos, num_obj_ptr_tokens, num_spatial_mem)``; see
+        :func:`memory_bank.gather_memory`."""
         config, weights = self._memory_config(), self._memory_weights()
         return memory_bank.gather_memory(config, weights, frame_idx, bank, num_frames, track_in_reverse, batch, device)
 
@@ -541,7 +546,8 @@ class SAM2Base(nn.Module):
     ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """Encode a frame's features and its predicted (B, 1, H, W) mask logits into a memory.
 
-        Returns ``(maskmem_features (B, mem_dim, h, w), maskmem_pos_enc [tensor])``.
+        Returns ``(maskmem_features (B, mem_dim, h, w), maskmem_pos_enc [tensor])``; with a
+        spatial perceiver both are (B, N, mem_dim) tokens instead.
         """
         pix_feat = _tokens_to_map(current_vision_feats[-1], feat_sizes[-1])
         masks = pred_masks_high_res
@@ -564,6 +570,9 @@ class SAM2Base(nn.Module):
             maskmem_features = maskmem_features + absent[..., None, None] * self.no_obj_embed_spatial[
                 ..., None, None
             ].expand(*maskmem_features.shape)
+        if self.spatial_perceiver is not None:
+            maskmem_features, perceiver_pos = self.spatial_perceiver(maskmem_features, maskmem_pos_enc[-1])
+            maskmem_pos_enc = [perceiver_pos]
         return maskmem_features, maskmem_pos_enc
 
     def _apply_non_overlapping_constraints(self, pred_masks: torch.Tensor) -> torch.Tensor:

@@ -2,8 +2,9 @@
 
 ``TwoWayTransformer`` is SAM's decoder body: prompt tokens and image tokens take turns attending
 to each other. ``Attention`` is plain multi-head attention with an optional narrower inner width;
-``RoPEAttention`` adds 2-D rotary position encoding and is what the memory attention uses.
-Parameter names follow the official checkpoints.
+``RoPEAttention`` adds 2-D rotary position encoding and is what the memory attention uses;
+``RoPEAttentionv2`` is EdgeTAM's variant for memories compressed by a spatial perceiver (queries
+and keys on grids of different sizes). Parameter names follow the official checkpoints.
 """
 
 from __future__ import annotations
@@ -175,6 +176,97 @@ class RoPEAttention(Attention):
             # spares concatenating it back to the unrotated object-pointer tokens.
             k = _rotate(k, freqs, num_k_rope)
         return self._attend(q, k, v)
+
+
+class RoPEAttentionv2(Attention):
+    """Rotary attention where queries and memory keys lie on grids of different sizes.
+
+    Queries are the current frame's map (``q_sizes``, or any square map). The keys are
+    ``num_k_frames`` memory frames of equal length followed by ``num_k_exclude_rope`` unrotated
+    tokens (object pointers). In each frame only the last ``k_sizes`` cells' worth of tokens
+    have a grid position (the perceiver's windowed latents, rotated by their cell on the
+    ``k_sizes`` grid); the tokens before them (its global latents) are left unrotated.
+    """
+
+    def __init__(
+        self,
+        *args,
+        rope_theta: float = 10000.0,
+        q_sizes: Sequence[int] = (64, 64),
+        k_sizes: Sequence[int] = (16, 16),
+        **kwargs,
+    ) -> None:
+        """
+        Args:
+            *args, **kwargs: passed to ``Attention``.
+            rope_theta: base of the rotary frequencies.
+            q_sizes: (width, height) of the query map at the configured image size.
+            k_sizes: (width, height) of the grid of positional key tokens in each memory frame.
+        """
+        super().__init__(*args, **kwargs)
+        self.rope_theta = rope_theta
+        self.q_sizes = (int(q_sizes[0]), int(q_sizes[1]))
+        self.k_sizes = (int(k_sizes[0]), int(k_sizes[1]))
+        self._freqs_cache: Dict[Tuple[int, int, torch.device], Tensor] = {}
+
+    def _freqs(self, w: int, h: int, device: torch.device) -> Tensor:
+        key = (w, h, device)
+        if key not in self._freqs_cache:
+            head_dim = self.internal_dim // self.num_heads
+            freqs = compute_axial_cis(dim=head_dim, end_x=w, end_y=h, theta=self.rope_theta)
+            self._freqs_cache[key] = freqs.to(device)
+        return self._freqs_cache[key]
+
+    def _query_grid(self, num_tokens: int) -> Tuple[int, int]:
+        w, h = self.q_sizes
+        if w * h == num_tokens:
+            return w, h
+        side = math.isqrt(num_tokens)
+        if side * side != num_tokens:
+            raise ValueError(
+                f"RoPEAttentionv2 got {num_tokens} query tokens, which is neither {w}x{h} "
+                "(q_sizes) nor a square map; use a square image size."
+            )
+        return side, side
+
+    def forward(
+        self, q: Tensor, k: Tensor, v: Tensor, num_k_exclude_rope: int = 0, num_k_frames: int = 1
+    ) -> Tensor:
+        """Attend from ``q`` (B, Nq, C) to ``k``/``v`` (B, Nk, kv_in_dim); returns (B, Nq, C).
+
+        Args:
+            q, k, v: token sequences, batch first.
+            num_k_exclude_rope: trailing key tokens without rotary encoding (object pointers).
+            num_k_frames: how many memory frames the other key tokens hold.
+        Raises:
+            ValueError: the key tokens do not split into ``num_k_frames`` frames of at least
+                ``k_sizes`` tokens each, or the query count is not a map this layer can place.
+        """
+        q, k, v = self._project(q, k, v)
+        q = _rotate(q, self._freqs(*self._query_grid(q.shape[-2]), q.device))
+        num_k_rope = k.shape[-2] - num_k_exclude_rope
+        if num_k_rope > 0:
+            kw, kh = self.k_sizes
+            per_frame = num_k_rope // max(num_k_frames, 1)
+            if num_k_frames < 1 or per_frame * num_k_frames != num_k_rope or per_frame < kw * kh:
+                raise ValueError(
+                    f"RoPEAttentionv2 cannot split {num_k_rope} memory tokens into {num_k_frames} "
+                    f"frames of at least {kw}x{kh} positional tokens; pass the number of memory "
+                    "frames (num_k_frames) and of object-pointer tokens (num_k_exclude_rope)."
+                )
+            # The projection made k, so its positional tokens can be rotated in place.
+            frames = k[:, :, :num_k_rope].unflatten(2, (num_k_frames, per_frame))
+            _rotate_in_place(frames[:, :, :, per_frame - kw * kh :], self._freqs(kw, kh, k.device))
+        return self._attend(q, k, v)
+
+
+def _rotate_in_place(x: Tensor, freqs: Tensor) -> None:
+    """Rotate the (..., N, C) view ``x`` by complex ``freqs`` (N, C / 2), writing into ``x``."""
+    work = x.float()  # ``x`` itself when it is float32
+    pairs = torch.view_as_complex(work.unflatten(-1, (-1, 2)))
+    pairs.mul_(freqs)
+    if work.data_ptr() != x.data_ptr():
+        x.copy_(work)
 
 
 def _rotate(x: Tensor, freqs: Tensor, num_tokens: Optional[int] = None) -> Tensor:
