@@ -374,8 +374,12 @@ class Hiera(nn.Module):
             )
         # Pure function of the parameters and the size: cache it for inference. The key
         # holds the parameters' version counters so loading new weights invalidates it.
+        # Parameters created under torch.inference_mode() (ComfyUI builds models that way)
+        # have no version counter, so an in-place reload could not be seen: no cache then.
         key = None
-        if not torch.is_grad_enabled():
+        if not torch.is_grad_enabled() and not (
+            torch.is_inference(self.pos_embed) or torch.is_inference(self.pos_embed_window)
+        ):
             key = (h, w, self.pos_embed.device, self.pos_embed.dtype,
                    self.pos_embed.data_ptr(), self.pos_embed._version,
                    self.pos_embed_window.data_ptr(), self.pos_embed_window._version)
