@@ -158,6 +158,27 @@ def test_segment_json_prompts_match_the_engine(nodes, model, clip):
         assert np.any(shown[expected] != clip[expected], axis=-1).mean() > 0.9
 
 
+def test_nodes_work_inside_torch_inference_mode(nodes, checkpoint, model, clip, tmp_path):
+    """ComfyUI runs every prompt inside torch.inference_mode(): the loader then builds the
+    model's parameters as inference tensors. Loading and segmenting that way gives the same
+    masks as outside it, and a model loaded inside may be used outside and the other way round."""
+    inputs = dict(images=as_image(clip), prompts="", direction="both", points="40,28; 70,40", labels="1,0", frame=1)
+    outside, _ = run_node(nodes, "SAM2WebVideoSegment", sam2_model=model, **inputs)
+    # The same weights under another path: a new cache entry, so the model is built here.
+    copy = tmp_path / "same_weights.pt"
+    copy.write_bytes(checkpoint.read_bytes())
+    with torch.inference_mode():
+        (inside_model,) = run_node(nodes, "SAM2WebModelLoader", model="sam2.1_hiera_t", device="cpu",
+                                   checkpoint=str(copy), overrides=OVERRIDES)
+        assert any(torch.is_inference(p) for p in inside_model.predictor.parameters())
+        inside, preview = run_node(nodes, "SAM2WebVideoSegment", sam2_model=inside_model, **inputs)
+        with_outside_model, _ = run_node(nodes, "SAM2WebVideoSegment", sam2_model=model, **inputs)
+    inside_model_outside, _ = run_node(nodes, "SAM2WebVideoSegment", sam2_model=inside_model, **inputs)
+    assert outside.any() and preview.shape == (*clip.shape[:3], 3)
+    for other in (inside, with_outside_model, inside_model_outside):
+        assert torch.equal(other, outside)
+
+
 def test_plain_points_equal_the_same_json(nodes, model, clip):
     json_prompts = json.dumps([{"frame": 2, "object": 1, "points": [[50, 30], [10, 10]], "labels": [1, 0]}])
     from_json, _ = run_node(nodes, "SAM2WebVideoSegment", sam2_model=model, images=as_image(clip),
@@ -257,7 +278,10 @@ def test_export_png_reads_back_exactly(nodes, tmp_path, clip):
     masks = torch.from_numpy(rng.random(clip.shape[:3]) > 0.5).float()
     (path,) = run_node(nodes, "SAM2WebMatteExport", masks=masks, format="png", folder=str(tmp_path),
                        filename_prefix="shot", fps=12.0, start_frame=100)
-    files = sorted((Path(path) / "shot").glob("*.png"))
+    # <folder>/<prefix>_<format>/matte/<prefix>_<frame>.png: the prefix is not doubled into a folder.
+    assert Path(path) == tmp_path / "shot_png"
+    assert [p.name for p in Path(path).iterdir() if not p.name.startswith(".")] == ["matte"]
+    files = sorted((Path(path) / "matte").glob("*.png"))
     assert [f.name for f in files] == [f"shot_{100 + i:05d}.png" for i in range(len(clip))]
     back = np.stack([np.asarray(Image.open(f)) for f in files])
     assert back.dtype == np.uint8 and np.array_equal(back > 127, masks.numpy() > 0.5)
@@ -271,10 +295,22 @@ def test_export_rgba_uses_the_images_and_relative_folders_land_in_the_output_dir
     out = nodes.NODE_CLASS_MAPPINGS["SAM2WebMatteExport"]().export(
         masks=masks, format="rgba_png", folder="mattes", filename_prefix="rgba", fps=25.0, images=as_image(clip))
     path = Path(out["result"][0])
-    assert out["ui"]["text"] == [str(path)] and path.parent == tmp_path / "mattes"
+    assert out["ui"]["text"] == [str(path)] and path == tmp_path / "mattes" / "rgba_rgba_png"
+    assert sorted(p.name for p in path.glob("*.png"))[0] == "rgba_00000.png"
     first = np.asarray(Image.open(sorted(path.glob("*.png"))[0]))
     assert first.shape == (*clip.shape[1:3], 4)
     assert np.array_equal(first[..., :3], clip[0]) and np.array_equal(first[..., 3] > 0, masks[0].numpy() > 0)
+
+
+def test_export_prefix_may_hold_subfolders_but_not_leave_the_folder(nodes, tmp_path, clip):
+    masks = torch.zeros(clip.shape[:3])
+    (path,) = run_node(nodes, "SAM2WebMatteExport", masks=masks, format="prores", folder=str(tmp_path),
+                       filename_prefix="shots/ball", fps=24.0, images=as_image(clip))
+    assert Path(path) == tmp_path / "shots" / "ball_prores.mov" and Path(path).is_file()
+    with pytest.raises(ExportError, match="inside the folder"):
+        run_node(nodes, "SAM2WebMatteExport", masks=masks, format="png", folder=str(tmp_path),
+                 filename_prefix="../escape", fps=24.0)
+    assert not (tmp_path.parent / "escape_png").exists()
 
 
 def test_export_errors_are_clear(nodes, tmp_path, clip):

@@ -23,9 +23,9 @@ def _ensure_checkout_on_path() -> None:
     except ImportError:
         pass
     checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "plugins" / "core").is_dir() and str(checkout) not in sys.path:
+    if (checkout / "sam2_web" / "jobs").is_dir() and str(checkout) not in sys.path:
         sys.path.insert(0, str(checkout))
-        sys.modules.pop("plugins", None)  # a failed import may have left a stub behind
+        sys.modules.pop("sam2_web", None)  # a failed import may have left a stub behind
 
 
 _ensure_checkout_on_path()

@@ -192,6 +192,24 @@ def _output_dir() -> Path:
     return Path(folder_paths.get_output_directory())
 
 
+def export_target(folder: str, filename_prefix: str, fmt: str) -> tuple[Path, str]:
+    """Where the export node writes: ``(<folder>/<prefix>_<format>, <prefix>)``, as the CLI names
+    ``<clip>_<format>``; frames of image sequences are ``<prefix>_00000.png ...``.
+
+    A relative ``folder`` goes under ComfyUI's output folder; ``filename_prefix`` may hold
+    subfolders (``shots/ball``), as ComfyUI's own save nodes allow.
+
+    Raises:
+        ExportError: the prefix is absolute or climbs out of the folder (``..``).
+    """
+    base = Path(folder or ".").expanduser()
+    root = base if base.is_absolute() else _output_dir() / base
+    prefix = Path(filename_prefix.strip() or "matte")
+    if prefix.is_absolute() or ".." in prefix.parts:
+        raise ExportError(f"filename_prefix {filename_prefix!r} must be a name inside the folder, like 'shots/ball'")
+    return root / prefix.parent / f"{prefix.name}_{fmt}", prefix.name
+
+
 # --------------------------------------------------------------------------- nodes
 
 
@@ -354,10 +372,10 @@ class SAM2WebMatteExport:
                     f"images are {frames.shape[0]} frames of {frames.shape[2]}x{frames.shape[1]} but masks are "
                     f"{num} of {width}x{height}; connect the frames the masks were made from"
                 )
-        base = Path(folder or ".").expanduser()
-        target = (base if base.is_absolute() else _output_dir() / base) / (filename_prefix.strip() or "matte")
+        target, stem = export_target(folder, filename_prefix, format)
+        # The MASK is one matte: formats that keep objects apart name its folder/channel "matte".
         options = ExportOptions(feather_px=float(feather_px), grow_px=int(grow_px), invert=bool(invert),
-                                bit_depth=int(bit_depth), names={1: filename_prefix.strip() or "matte"})
+                                bit_depth=int(bit_depth), names={1: "matte"}, name=stem)
         written = export(
             format, target, stack[:, None], num_frames=num, fps=fps, width=width, height=height, obj_ids=[1],
             start_frame=int(start_frame), frames=(lambda i: frames[i]) if frames is not None else None,
