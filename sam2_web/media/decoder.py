@@ -21,9 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from sam2_web.errors import VideoReadError
-from sam2_web.media.probe import FFmpegTools
+from sam2_web.media.probe import FFmpegTools, input_options, input_url
 
 _SHOWINFO = re.compile(rb"\bn:\s*\d+\s+pts:\s*(\S+)\s+pts_time:(\S+)")
+STALL_S = 120.0  # a frame normally takes milliseconds; a 4K intra frame well under a second
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class _EndOfStream:
 
 def decode_command(
     tools: FFmpegTools, path: str, stream_index: int, seek_seconds: float | None, width: int, height: int,
+    *, demuxer: str | None = None, max_pixels: int | None = None,
 ) -> list[str]:
     """The ffmpeg command that writes frames as raw RGB24 to stdout and their pts to stderr.
 
@@ -43,12 +45,19 @@ def decode_command(
     Passthrough timing emits each coded frame exactly once, so VFR clips are not padded with
     duplicates. Autorotation stays on (ffmpeg's default), and ``-s`` pins the output size so a
     stream that changes resolution mid-way cannot break the byte framing.
+
+    The input is fenced as the probe's was (``sam2_web.media.probe.input_options``): a local file
+    only, opened by ``demuxer`` (the one the probe checked) when given; ``max_pixels`` makes the
+    decoder refuse a frame larger than that (a stream that grows mid-way) instead of decoding it.
     """
-    cmd = [tools.ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "info", "-copyts"]
+    cmd = [tools.ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "info", "-copyts",
+           *input_options(demuxer)]
+    if max_pixels:
+        cmd += ["-max_pixels", str(int(max_pixels))]
     if seek_seconds is not None and seek_seconds > 0:
         cmd += ["-ss", f"{seek_seconds:.6f}"]
     cmd += [
-        "-i", path, "-map", f"0:{stream_index}", "-an", "-sn", "-dn", *tools.passthrough,
+        "-i", input_url(path), "-map", f"0:{stream_index}", "-an", "-sn", "-dn", *tools.passthrough,
         "-vf", tools.showinfo, "-sws_flags", "bicubic+accurate_rnd+full_chroma_int",
         "-s", f"{width}x{height}", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
     ]
@@ -61,8 +70,12 @@ class FfmpegReader:
     Not thread-safe for several consumers; the owning source serialises access.
     """
 
-    def __init__(self, cmd: list[str], width: int, height: int, readahead: int):
-        """Start ffmpeg running ``cmd`` (see ``decode_command``). Raises VideoReadError if it cannot run."""
+    def __init__(self, cmd: list[str], width: int, height: int, readahead: int, stall_s: float = STALL_S):
+        """Start ffmpeg running ``cmd`` (see ``decode_command``). Raises VideoReadError if it cannot run.
+
+        ``stall_s``: seconds ``read`` waits for the next frame before it kills ffmpeg and fails.
+        """
+        self._stall_s = float(stall_s)
         self._shape = (height, width, 3)
         self._frame_bytes = height * width * 3
         self._frames: queue.Queue = queue.Queue(maxsize=max(1, readahead))
@@ -96,7 +109,16 @@ class FfmpegReader:
         """
         if self._finished:
             raise VideoReadError("the decoder has no more frames")
-        item = self._frames.get()
+        try:
+            item = self._frames.get(timeout=self._stall_s)
+        except queue.Empty:
+            # A decoder that produces nothing for this long is stuck on a hostile or broken
+            # file: stop it rather than hold a worker forever.
+            self._finished = True
+            self.close()
+            raise VideoReadError(
+                f"the decoder produced no frame for {self._stall_s:g} s and was stopped; the clip may be damaged"
+            ) from None
         if isinstance(item, _EndOfStream):
             self._finished = True
             raise VideoReadError(item.error or "end of stream")

@@ -21,8 +21,17 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-from sam2_web.errors import VideoReadError
-from sam2_web.media.probe import IMAGE_EXTENSIONS, SUPPORTED, FFmpegTools, VideoInfo, check_file, find_tools, probe_video
+from sam2_web.errors import LimitExceededError, VideoReadError
+from sam2_web.media.probe import (
+    IMAGE_EXTENSIONS,
+    SUPPORTED,
+    FFmpegTools,
+    ProbeLimits,
+    VideoInfo,
+    check_file,
+    find_tools,
+    probe_video,
+)
 from sam2_web.media.source import FrameSource, frozen
 from sam2_web.media.video_source import VideoFileSource
 
@@ -49,6 +58,8 @@ class ImageFilesSource(FrameSource):
         try:
             with Image.open(path) as image:
                 frame = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+        except Image.DecompressionBombError as exc:
+            raise _bomb(path) from exc
         except (OSError, ValueError) as exc:
             raise VideoReadError(f"frame {i} ({path}) cannot be read: {exc}") from exc
         if frame.shape[:2] != (self.info.height, self.info.width):
@@ -79,7 +90,7 @@ class ArraySource(FrameSource):
 
 def open_frames(
     source, *, fps: float | None = None, readahead: int = 6, cache: int = 4, reverse_block: int = 24,
-    tools: FFmpegTools | None = None,
+    tools: FFmpegTools | None = None, limits: ProbeLimits | None = None,
 ) -> FrameSource:
     """Open a clip for frame-by-frame reading.
 
@@ -93,26 +104,30 @@ def open_frames(
         cache: recently returned frames kept for repeated access.
         reverse_block: frames decoded at once when walking a video backward.
         tools: ffmpeg binaries to use; found on PATH (or imageio-ffmpeg's) when None.
+        limits: bounds on what may be opened (frame count, frame size, probe time), checked
+            before any frame is decoded; defaults apply when None.
 
     Returns:
         A ``FrameSource``; close it (or use ``with``) to stop its decoder.
 
     Raises:
-        VideoReadError: the source does not exist, cannot be decoded, or holds no frames;
-            also when ffmpeg is needed and not installed.
+        VideoReadError: the source does not exist, cannot be decoded, is not an accepted
+            container, or holds no frames; also when ffmpeg is needed and not installed.
+        LimitExceededError: over ``limits`` (too many frames, frames too large).
     """
+    limits = limits or ProbeLimits()
     if isinstance(source, np.ndarray):
         return _open_array(source, fps)
     if isinstance(source, (list, tuple)):
-        return _open_image_list([os.fspath(p) for p in source], fps, None, cache)
+        return _open_image_list([os.fspath(p) for p in source], fps, None, cache, limits)
     path = os.fspath(source)
     if os.path.isdir(path):
-        return _open_image_list(_list_images(path), fps, path, cache)
+        return _open_image_list(_list_images(path), fps, path, cache, limits)
     check_file(path)
     if path.lower().endswith(IMAGE_EXTENSIONS):
-        return _open_image_list([path], fps, path, cache)
+        return _open_image_list([path], fps, path, cache, limits)
     tools = tools or find_tools()
-    probed = probe_video(path, tools)
+    probed = probe_video(path, tools, limits)
     return VideoFileSource(probed, tools, readahead=readahead, cache=cache, reverse_block=reverse_block)
 
 
@@ -133,22 +148,28 @@ def _list_images(folder: str) -> list[str]:
     return [os.path.join(folder, n) for n in sorted(names, key=natural_key)]
 
 
-def _open_image_list(paths: list[str], fps: float | None, where: str | None, cache: int) -> ImageFilesSource:
+def _open_image_list(paths: list[str], fps: float | None, where: str | None, cache: int,
+                     limits: ProbeLimits) -> ImageFilesSource:
     if not paths:
         raise VideoReadError(f"the list of frames is empty. Give {SUPPORTED}.")
+    if len(paths) > limits.max_frames:
+        raise limits.too_many_frames(where or "the list of frames")
     first_of_size: dict[tuple[int, int], str] = {}
     formats = set()
     for path in paths:
         check_file(path)
         try:
             # Only headers are read here; the pixels are decoded when a frame is asked for.
-            with Image.open(path) as image:
+            with Image.open(path, formats=_IMAGE_FORMATS) as image:
                 size = image.size
                 if _orientation(image) in (5, 6, 7, 8):  # EXIF says the picture is turned 90°
                     size = (size[1], size[0])
                 formats.add((image.format or "image").lower())
+        except Image.DecompressionBombError as exc:
+            raise _bomb(path) from exc
         except (OSError, ValueError) as exc:
             raise VideoReadError(f"{path} is not a readable image ({exc}). Frames must be JPEG or PNG.") from exc
+        limits.check_side(path, *size)
         first_of_size.setdefault(size, path)
         if len(first_of_size) > 1:
             (a, pa), (b, pb) = first_of_size.items()
@@ -159,6 +180,18 @@ def _open_image_list(paths: list[str], fps: float | None, where: str | None, cac
     width, height = next(iter(first_of_size))
     codec = formats.pop() if len(formats) == 1 else "mixed"
     return ImageFilesSource(paths, _still_info(len(paths), width, height, fps, codec, where), cache)
+
+
+# Frames are JPEG or PNG: PIL is not asked to guess among its other, rarer readers.
+_IMAGE_FORMATS = ("JPEG", "PNG", "MPO")
+
+
+def _bomb(path: str) -> LimitExceededError:
+    """The refusal of an image whose header claims more pixels than PIL will decode."""
+    return LimitExceededError(
+        f"{path} claims more pixels than are safe to decode (over {2 * Image.MAX_IMAGE_PIXELS:,}); "
+        "a real photo or frame is far smaller: scale it down or give another image"
+    )
 
 
 def _orientation(image: Image.Image) -> int:

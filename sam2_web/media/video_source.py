@@ -40,6 +40,10 @@ class VideoFileSource(FrameSource):
         gaps = [b - a for a, b in zip(probed.pts, probed.pts[1:])]
         # A decoded pts must be this close to a probed one to name it (half the tightest gap).
         self._pts_tolerance = 0.5 * min(gaps) if gaps else 1.0
+        # A stream may grow mid-way (the output size is pinned anyway); let the decoder refuse one
+        # that grows past 4x the probed area. Decoders count padded buffers, hence the margin.
+        w, h = probed.info.width, probed.info.height
+        self._max_pixels = 4 * (w + 256) * (h + 256)
         self._reader: FfmpegReader | None = None
         self._reader_next = 0  # index of the frame the reader should deliver next
         self._reader_delivered = False  # has the reader produced any frame yet
@@ -171,7 +175,8 @@ class VideoFileSource(FrameSource):
 
     def _start_reader(self, seek: float | None) -> None:
         probed = self._probed
-        cmd = decode_command(self._tools, self.info.path, probed.stream_index, seek, self.info.width, self.info.height)
+        cmd = decode_command(self._tools, self.info.path, probed.stream_index, seek, self.info.width, self.info.height,
+                             demuxer=probed.demuxer, max_pixels=self._max_pixels)
         self._reader = FfmpegReader(cmd, self.info.width, self.info.height, self._readahead)
         self._reader_next = 0 if seek is None else bisect.bisect_left(probed.pts, seek + probed.container_start)
         self._reader_delivered = False
