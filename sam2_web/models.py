@@ -1,26 +1,47 @@
-"""Load ready-to-use predictors by model name: registry → Hub checkpoint → hydra build, cached.
+"""Load ready-to-use predictors: by model name (registry → Hub checkpoint → hydra build, cached),
+or as ``configs/app.yaml`` with hydra overrides describes them (:func:`load_app_predictor`).
 
-This is the one entry point the web app, the CLI and the editor plugins share.
+This is the one loader the web app, the CLI, the jobs and the editor plugins share; the default
+model is the one ``configs/app.yaml`` selects (:func:`default_model`).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sam2_web.build import build_sam2, build_sam2_video_predictor, compose_config, configs_dir
 
-DEFAULT_MODEL = "sam2.1_hiera_t"
 KINDS = ("video", "image")
 
 _cache: "OrderedDict[tuple, object]" = OrderedDict()
 _cache_lock = threading.Lock()
 _cache_size = 2
+
+
+@lru_cache(maxsize=1)
+def default_model() -> str:
+    """The model ``configs/app.yaml`` selects (its ``defaults: - model: ...`` entry), e.g. ``sam2.1_hiera_t``.
+
+    Raises:
+        ConfigNotFoundError: the app config or its model entry is missing.
+    """
+    from sam2_web.errors import ConfigNotFoundError
+
+    path = configs_dir() / "app.yaml"
+    if not path.is_file():
+        raise ConfigNotFoundError(f"{path} is missing; reinstall sam2_web")
+    for entry in OmegaConf.load(path).get("defaults") or []:
+        if isinstance(entry, Mapping) and "model" in entry:
+            return str(entry["model"])
+    raise ConfigNotFoundError(f"{path} names no default model; add '- model: <name>' to its defaults")
 
 
 def compose_app_config(overrides: Sequence[str] = ()) -> DictConfig:
@@ -42,7 +63,7 @@ def set_cache_size(n: int) -> None:
 
 
 def load_predictor(
-    model: str = DEFAULT_MODEL,
+    model: str | None = None,
     *,
     kind: str = "video",
     checkpoint: str | Path | None = None,
@@ -57,7 +78,8 @@ def load_predictor(
     """Return a predictor for a registered model, fetching its checkpoint from the Hub if needed.
 
     Args:
-        model: a registry name (``sam2.1_hiera_t``), alias or Hub repo id (``facebook/sam2.1-hiera-tiny``).
+        model: a registry name (``sam2.1_hiera_t``), alias or Hub repo id (``facebook/sam2.1-hiera-tiny``);
+            None = :func:`default_model`.
         kind: ``"video"`` → ``SAM2VideoPredictor``; ``"image"`` → ``SAM2ImagePredictor``.
         checkpoint: a local ``.pt`` that replaces the Hub download.
         device: ``None``/``"auto"`` picks cuda > mps > cpu.
@@ -75,7 +97,7 @@ def load_predictor(
 
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    spec = get_model(model)
+    spec = get_model(model if model is not None else default_model())
     key = (spec.name, kind, str(checkpoint), str(device), tuple(overrides), precision, revision,
            tuple(sorted(engine_opts.items())))
     with _cache_lock:
@@ -111,16 +133,34 @@ def model_overrides(overrides: Sequence[str]) -> list[str]:
     return [o for o in overrides if o.lstrip("+~").startswith("model.")]
 
 
-def load_from_app_config(cfg: DictConfig, *, kind: str = "video", overrides: Sequence[str] = (), progress=True):
-    """Load the predictor an app config (from :func:`compose_app_config`) describes.
+def load_app_predictor(
+    overrides: Sequence[str] = (),
+    *,
+    checkpoint: str | Path | None = None,
+    cfg: DictConfig | None = None,
+    kind: str = "video",
+    progress: bool | Callable[[int, int], None] = False,
+):
+    """The predictor ``configs/app.yaml`` composed with hydra ``overrides`` describes: its model
+    (``model=...``), device, precision, Hub settings and engine options. Cached like :func:`load_predictor`.
 
     Args:
-        cfg: the composed app config (``cfg.weights`` names the model, ``cfg.engine`` its options).
+        overrides: e.g. ``["model=sam2.1_hiera_s", "device=cpu", "++model.image_size=512"]``;
+            those under ``model.`` change the network too.
+        checkpoint: a local ``.pt`` used instead of the Hub download (set on the composed config,
+            since a path is not always valid override syntax).
+        cfg: the app config already composed with ``overrides`` (skips composing it again).
         kind: ``"video"`` or ``"image"``.
-        overrides: the overrides the app config was composed with; those under ``model.`` are
-            applied to the network too.
-        progress: download progress bar, or a callback ``(downloaded, total)``.
+        progress: download progress bar, or a callback ``(downloaded, total)``; off by default.
+    Raises:
+        UnknownModelError, CheckpointError, HubUnavailableError, ConfigNotFoundError; hydra's
+        errors for a malformed override (the model group lists the valid choices itself).
     """
+    cfg = compose_app_config(list(overrides)) if cfg is None else cfg
+    if checkpoint is not None:
+        cfg = cfg.copy()  # the caller's config stays as it was
+        with open_dict(cfg):
+            cfg.checkpoint = str(Path(checkpoint).expanduser().absolute())
     engine = OmegaConf.to_container(cfg.engine, resolve=True) if "engine" in cfg else {}
     hub = cfg.get("hub") or {}
     return load_predictor(

@@ -60,7 +60,7 @@ class JobSpec:
     prompts: Union[dict, Path]
     out_dir: Path
     name: str
-    model: str = "sam2.1_hiera_t"
+    model: Optional[str] = None  # None: the model configs/app.yaml selects
     checkpoint: Optional[str] = None
     device: str = "auto"
     overrides: tuple[str, ...] = ()
@@ -203,7 +203,7 @@ def cli_arguments(spec: JobSpec, prompts_file: Path, remote: str = "") -> list[s
         args += ["--end", str(last)]
     if remote:
         args += ["--remote", remote]
-    args += [f"model={spec.model}", f"device={spec.device}"]
+    args += ([f"model={spec.model}"] if spec.model else []) + [f"device={spec.device}"]
     if spec.checkpoint:
         args.append(f"checkpoint={spec.checkpoint}")
     return args + list(spec.overrides)

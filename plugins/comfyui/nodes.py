@@ -15,7 +15,6 @@ prompts are parsed by ``sam2_web.jobs.prompts`` and files are written by ``sam2_
 
 from __future__ import annotations
 
-import json
 import shlex
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,14 +26,13 @@ import torch
 from sam2_web.errors import CancelledError, ExportError, PromptError, UnknownObjectError
 from sam2_web.export.formats import FORMATS, ExportOptions, export, overlay
 
-from sam2_web.jobs.job import ObjectPrompts
-from sam2_web.jobs.prompts import check_prompts, parse_prompts
+from sam2_web.jobs.job import DIRECTIONS
+from sam2_web.jobs.prompts import ObjectPrompts, check_prompts, parse_prompts, prompts_from_json
 from sam2_web.jobs.runner import add_prompts
 
 CATEGORY = "sam2_web"
 MODEL_TYPE = "SAM2WEB_MODEL"
 DEVICES = ["auto", "cpu", "cuda", "mps"]
-DIRECTIONS = ["both", "forward", "backward"]
 ALL_OBJECTS = -1
 
 
@@ -129,13 +127,7 @@ def read_prompts(prompts: str, points: str, labels: str, box: str, frame: int, o
     objects: list[ObjectPrompts] = []
     text = (prompts or "").strip()
     if text:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise PromptError(
-                f"prompts is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
-            ) from None
-        parsed = parse_prompts(data)
+        parsed = prompts_from_json(text, source="prompts")
         for obj in parsed.objects:
             if parsed.normalized:  # fractions of the frame -> pixels, as the engine takes them
                 obj = replace(obj, frames=tuple(p.scaled(width, height) for p in obj.frames))
@@ -218,8 +210,10 @@ class SAM2WebModelLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
+        from sam2_web.models import default_model
+
         names = model_names()
-        default = "sam2.1_hiera_t" if "sam2.1_hiera_t" in names else names[0]
+        default = default_model() if default_model() in names else names[0]
         return {
             "required": {
                 "model": (names, {"default": default}),
@@ -245,17 +239,11 @@ class SAM2WebModelLoader:
         Raises:
             UnknownModelError, HubUnavailableError, CheckpointError; hydra's errors for a bad override.
         """
-        from omegaconf import open_dict
-
-        from sam2_web.models import compose_app_config, load_from_app_config
+        from sam2_web.models import load_app_predictor
         from sam2_web.registry import get_model
 
         settings = [f"model={get_model(model).name}", f"device={device}", *shlex.split(overrides or "")]
-        cfg = compose_app_config(settings)
-        if checkpoint.strip():
-            with open_dict(cfg):
-                cfg.checkpoint = str(Path(checkpoint.strip()).expanduser().absolute())
-        predictor = load_from_app_config(cfg, kind="video", overrides=settings, progress=False)
+        predictor = load_app_predictor(settings, checkpoint=checkpoint.strip() or None)
         return (LoadedModel(predictor, model),)
 
 
@@ -271,7 +259,7 @@ class SAM2WebVideoSegment:
                 "prompts": ("STRING", {"multiline": True, "default": "",
                                        "tooltip": "prompts JSON (see plugins/README.md); "
                                                   "may stay empty when points/box are set"}),
-                "direction": (DIRECTIONS, {"default": "both"}),
+                "direction": (list(DIRECTIONS), {"default": "both"}),
             },
             "optional": {
                 "points": ("STRING", {"default": "", "tooltip": "clicks in pixels: x,y; x,y"}),

@@ -42,7 +42,7 @@ def resolve_model(model: Optional[str], config: Optional[str]) -> tuple[str, Opt
         CheckpointError: ``-M`` names a ``.pt`` file that does not exist.
         UnknownModelError: neither names a known model.
     """
-    from sam2_web.models import DEFAULT_MODEL
+    from sam2_web.models import default_model
     from sam2_web.registry import get_model
 
     checkpoint = None
@@ -63,7 +63,7 @@ def resolve_model(model: Optional[str], config: Optional[str]) -> tuple[str, Opt
             f"cannot tell which SAM 2 model {' / '.join(candidates)} is; pass -C with Kdenlive's config name "
             "(e.g. configs/sam2.1/sam2.1_hiera_t.yaml) or -M with a model name such as sam2.1_hiera_t"
         )
-    return DEFAULT_MODEL, None
+    return default_model(), None
 
 
 # --------------------------------------------------------------------------- drawing
@@ -284,7 +284,7 @@ def main(argv: Optional[list[str]] = None, stdin: TextIO = sys.stdin, stdout: Te
         name, checkpoint = resolve_model(args.model, args.config)
         overrides = [f"model={name}"] + ([f"device={args.device}"] if args.device else []) + list(args.overrides)
         if load is None:
-            from sam2_web.jobs.runner import load_model as load
+            from sam2_web.models import load_app_predictor as load
         predictor = load(overrides, checkpoint=checkpoint)
         backend = ObjectMaskBackend(predictor, args.inputFolder, args.output, style, offload=args.offload,
                                     out=stdout, err=stderr)

@@ -9,14 +9,16 @@ it, and two ways to run it (in this process, or on a running app/Space) with the
     result = run_job(job, progress=lambda stage, done, total: ...)
 """
 
-from sam2_web.jobs.job import DIRECTIONS, FramePrompt, FrameRange, MaskJob, ObjectPrompts, OutputSpec, StartMask
-from sam2_web.jobs.prompts import PromptSet, check_prompts, load_prompts, parse_prompts
+from sam2_web.jobs.job import DIRECTIONS, FrameRange, MaskJob, OutputSpec
+from sam2_web.jobs.prompts import (
+    FramePrompt, ObjectPrompts, PromptSet, StartMask, check_prompts, load_prompts, parse_prompts, prompts_from_json,
+)
 from sam2_web.jobs.runner import JobResult, load_job_predictor, load_model, run_job
 
 __all__ = [
     "DIRECTIONS", "FramePrompt", "FrameRange", "JobResult", "MaskJob", "ObjectPrompts", "OutputSpec",
     "PromptSet", "StartMask", "check_prompts", "load_job_predictor", "load_model", "load_prompts", "parse_prompts",
-    "run_job", "run_remote",
+    "prompts_from_json", "run_job", "run_remote",
 ]
 
 

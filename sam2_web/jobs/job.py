@@ -1,8 +1,8 @@
 """The mask job every host hands to the engine: a clip, prompts per object per frame, a model,
 a frame range, a tracking direction and what to write where.
 
-Only plain typed data lives here; reading the prompts JSON is ``sam2_web.jobs.prompts``, running
-a job is ``sam2_web.jobs.runner``.
+Only plain typed data lives here; the prompts (their types and JSON) are ``sam2_web.jobs.prompts``,
+running a job is ``sam2_web.jobs.runner``.
 """
 
 from __future__ import annotations
@@ -13,66 +13,11 @@ from typing import Optional
 
 from sam2_web.errors import FrameIndexError, PromptError
 
+from sam2_web.jobs.prompts import FramePrompt, ObjectPrompts, StartMask, check_prompts
+
+__all__ = ["DIRECTIONS", "FramePrompt", "FrameRange", "MaskJob", "ObjectPrompts", "OutputSpec", "StartMask"]
+
 DIRECTIONS = ("both", "forward", "backward")
-
-
-@dataclass(frozen=True)
-class FramePrompt:
-    """The clicks and/or box given for one object on one frame, in pixels of the source frame.
-
-    Attributes:
-        frame: frame index, 0 = the clip's first frame.
-        points: ``(x, y)`` clicks; x to the right, y down, from the top-left corner.
-        labels: one per point, 1 = on the object, 0 = not on the object.
-        box: ``(x0, y0, x1, y1)`` around the object, or None.
-    """
-
-    frame: int
-    points: tuple[tuple[float, float], ...] = ()
-    labels: tuple[int, ...] = ()
-    box: Optional[tuple[float, float, float, float]] = None
-
-    def scaled(self, sx: float, sy: float) -> "FramePrompt":
-        """The same prompt with x multiplied by ``sx`` and y by ``sy`` (normalized → pixels)."""
-        box = None if self.box is None else (self.box[0] * sx, self.box[1] * sy, self.box[2] * sx, self.box[3] * sy)
-        return replace(self, points=tuple((x * sx, y * sy) for x, y in self.points), box=box)
-
-
-@dataclass(frozen=True)
-class StartMask:
-    """A mask image that seeds an object on one frame (instead of, or besides, clicks).
-
-    Attributes:
-        frame: frame index the mask belongs to.
-        path: a PNG/JPEG the size of the clip; non-zero (or non-transparent) pixels are the object.
-    """
-
-    frame: int
-    path: Path
-
-
-@dataclass(frozen=True)
-class ObjectPrompts:
-    """Everything the user said about one object.
-
-    Attributes:
-        obj_id: the object's number (>= 0); index mattes use it as the pixel value.
-        name: display name used for folders, EXR channels and legends (None: ``obj_<id>``).
-        frames: prompts, at most one entry per frame, sorted by frame.
-        start_mask: an optional seed mask.
-    """
-
-    obj_id: int
-    name: Optional[str] = None
-    frames: tuple[FramePrompt, ...] = ()
-    start_mask: Optional[StartMask] = None
-
-    def prompted_frames(self) -> list[int]:
-        """Frames that carry a prompt or the start mask, sorted."""
-        found = {p.frame for p in self.frames}
-        if self.start_mask is not None:
-            found.add(self.start_mask.frame)
-        return sorted(found)
 
 
 @dataclass(frozen=True)
@@ -196,8 +141,6 @@ class MaskJob:
         Raises:
             PromptError, FrameIndexError: prompts or range that do not fit the clip.
         """
-        from sam2_web.jobs.prompts import check_prompts
-
         first, last = self.frame_range.resolve(info.num_frames)
         objects = self.objects_in_pixels(info.width, info.height)
         check_prompts(objects, num_frames=info.num_frames, width=info.width, height=info.height,

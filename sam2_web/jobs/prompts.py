@@ -1,4 +1,6 @@
-"""The prompts JSON (``docs/prompts.schema.json``): read, validate, turn into typed prompts.
+"""Prompts: the typed prompts of a job and the prompts JSON (``docs/prompts.schema.json``) that
+describes them. This is the one prompts parser: the CLI, the editor plugins and the web app's
+``/segment`` all read prompts through it.
 
 Two shapes are accepted, so one file works for the CLI, the plugins and the web app's ``/segment``:
 
@@ -23,13 +25,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
 from sam2_web.errors import PromptError
-
-from sam2_web.jobs.job import FramePrompt, ObjectPrompts, StartMask
 
 SCHEMA_VERSION = 1
 _TOP_KEYS = {"$schema", "version", "coordinates", "objects"}
@@ -38,6 +38,65 @@ _FRAME_KEYS = {"frame", "points", "labels", "box"}
 _MASK_KEYS = {"frame", "path"}
 _FLAT_KEYS = {"frame", "object", "obj_id", "points", "labels", "box", "name", "normalized"}
 _COORDINATES = ("pixels", "normalized")
+
+
+@dataclass(frozen=True)
+class FramePrompt:
+    """The clicks and/or box given for one object on one frame, in pixels of the source frame.
+
+    Attributes:
+        frame: frame index, 0 = the clip's first frame.
+        points: ``(x, y)`` clicks; x to the right, y down, from the top-left corner.
+        labels: one per point, 1 = on the object, 0 = not on the object.
+        box: ``(x0, y0, x1, y1)`` around the object, or None.
+    """
+
+    frame: int
+    points: tuple[tuple[float, float], ...] = ()
+    labels: tuple[int, ...] = ()
+    box: Optional[tuple[float, float, float, float]] = None
+
+    def scaled(self, sx: float, sy: float) -> "FramePrompt":
+        """The same prompt with x multiplied by ``sx`` and y by ``sy`` (normalized → pixels)."""
+        box = None if self.box is None else (self.box[0] * sx, self.box[1] * sy, self.box[2] * sx, self.box[3] * sy)
+        return replace(self, points=tuple((x * sx, y * sy) for x, y in self.points), box=box)
+
+
+@dataclass(frozen=True)
+class StartMask:
+    """A mask image that seeds an object on one frame (instead of, or besides, clicks).
+
+    Attributes:
+        frame: frame index the mask belongs to.
+        path: a PNG/JPEG the size of the clip; non-zero (or non-transparent) pixels are the object.
+    """
+
+    frame: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class ObjectPrompts:
+    """Everything the user said about one object.
+
+    Attributes:
+        obj_id: the object's number (>= 0); index mattes use it as the pixel value.
+        name: display name used for folders, EXR channels and legends (None: ``obj_<id>``).
+        frames: prompts, at most one entry per frame, sorted by frame.
+        start_mask: an optional seed mask.
+    """
+
+    obj_id: int
+    name: Optional[str] = None
+    frames: tuple[FramePrompt, ...] = ()
+    start_mask: Optional[StartMask] = None
+
+    def prompted_frames(self) -> list[int]:
+        """Frames that carry a prompt or the start mask, sorted."""
+        found = {p.frame for p in self.frames}
+        if self.start_mask is not None:
+            found.add(self.start_mask.frame)
+        return sorted(found)
 
 
 @dataclass(frozen=True)
@@ -70,13 +129,26 @@ def load_prompts(path: str | Path) -> PromptSet:
         raise PromptError(f"the prompts file {path} does not exist; give the path of a prompts JSON") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PromptError(f"cannot read the prompts file {path} ({exc}); give a UTF-8 JSON file") from None
+    return prompts_from_json(text, source=str(path), base_dir=path.parent)
+
+
+def prompts_from_json(text: str, *, source: str = "the prompts", base_dir: str | Path = ".") -> PromptSet:
+    """Decode prompts JSON text and validate it with :func:`parse_prompts`.
+
+    Args:
+        text: the JSON text (either shape, see the module doc).
+        source: how messages name the text (a file path, "prompts", ...).
+        base_dir: folder that relative start-mask paths are relative to.
+    Raises:
+        PromptError: not JSON (with line and column), or not valid prompts.
+    """
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PromptError(
-            f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+            f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
         ) from None
-    return parse_prompts(data, base_dir=path.parent)
+    return parse_prompts(data, base_dir=base_dir)
 
 
 def parse_prompts(data: Any, *, base_dir: str | Path = ".") -> PromptSet:
@@ -210,6 +282,25 @@ def _parse_flat(items: Any, where: str) -> PromptSet:
     objects = tuple(ObjectPrompts(obj_id=o, name=names.get(o), frames=_merge(entries, f"object {o}"))
                     for o, entries in by_id.items())
     return PromptSet(objects, normalized=flags == {True})
+
+
+def flat_prompts(objects: tuple[ObjectPrompts, ...]) -> list[dict]:
+    """Clicks and boxes of ``objects`` in the flat shape (the one every ``/segment`` server reads);
+    :func:`parse_prompts` reads them back into the same objects. Start masks are not included.
+    """
+    items = []
+    for obj in objects:
+        for p in obj.frames:
+            item: dict[str, Any] = {"frame": p.frame, "object": obj.obj_id}
+            if p.points:
+                item["points"] = [[float(x), float(y)] for x, y in p.points]
+                item["labels"] = [int(v) for v in p.labels]
+            if p.box is not None:
+                item["box"] = [float(v) for v in p.box]
+            if obj.name:
+                item["name"] = obj.name
+            items.append(item)
+    return items
 
 
 # --------------------------------------------------------------------------- checking against a clip

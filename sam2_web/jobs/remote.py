@@ -25,30 +25,14 @@ import numpy as np
 from sam2_web.errors import CancelledError, HubUnavailableError, PromptError, Sam2WebError
 from sam2_web.export.rle import decode as decode_rle
 
-from sam2_web.jobs.job import MaskJob, ObjectPrompts
+from sam2_web.jobs.job import MaskJob
+from sam2_web.jobs.prompts import flat_prompts
 from sam2_web.jobs.outputs import Progress, Staging, export_all
 from sam2_web.jobs.runner import Cancel, JobResult, cancel_check
 
 # How often a waiting client looks at the cancel flag (not a timing assumption: the wait ends
 # as soon as the server answers).
 _POLL_S = 0.2
-
-
-def flat_prompts(objects: tuple[ObjectPrompts, ...]) -> list[dict]:
-    """Pixel prompts in the flat list form the app's ``/segment`` reads."""
-    items = []
-    for obj in objects:
-        for p in obj.frames:
-            item: dict[str, Any] = {"frame": p.frame, "object": obj.obj_id}
-            if p.points:
-                item["points"] = [[float(x), float(y)] for x, y in p.points]
-                item["labels"] = [int(v) for v in p.labels]
-            if p.box is not None:
-                item["box"] = [float(v) for v in p.box]
-            if obj.name:
-                item["name"] = obj.name
-            items.append(item)
-    return items
 
 
 class RemoteMasks:

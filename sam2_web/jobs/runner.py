@@ -19,7 +19,8 @@ import numpy as np
 
 from sam2_web.errors import PromptError
 
-from sam2_web.jobs.job import MaskJob, ObjectPrompts
+from sam2_web.jobs.job import MaskJob
+from sam2_web.jobs.prompts import ObjectPrompts
 from sam2_web.jobs.outputs import Progress, Staging, export_all
 
 Cancel = Union[threading.Event, Callable[[], bool], None]
@@ -63,32 +64,22 @@ def load_job_predictor(job: MaskJob, progress: Optional[Progress] = None) -> Any
 
 def load_model(overrides: list[str], *, checkpoint: Optional[Path] = None,
                progress: Optional[Progress] = None) -> Any:
-    """A video predictor from ``configs/app.yaml`` composed with hydra ``overrides``.
+    """:func:`sam2_web.models.load_app_predictor` reporting a download as the job's ``load`` stage.
 
     Args:
         overrides: e.g. ``["model=sam2.1_hiera_s", "device=cpu", "++model.image_size=512"]``.
-        checkpoint: a local ``.pt`` used instead of the Hub download (set on the composed config,
-            since a path is not always valid override syntax).
+        checkpoint: a local ``.pt`` used instead of the Hub download.
         progress: receives ``("load", downloaded_bytes, total_bytes)`` during a download.
     Raises:
         UnknownModelError, CheckpointError, HubUnavailableError, ConfigNotFoundError; hydra's
         errors for a malformed override.
     """
-    from omegaconf import open_dict
-
-    from sam2_web.models import compose_app_config, load_from_app_config
-
-    cfg = compose_app_config(list(overrides))
-    if checkpoint is not None:
-        with open_dict(cfg):
-            cfg.checkpoint = str(Path(checkpoint).absolute())
+    from sam2_web.models import load_app_predictor
 
     def on_download(done: int, total: int) -> None:
-        if progress:
-            progress("load", int(done), int(total or 0))
+        progress("load", int(done), int(total or 0))
 
-    return load_from_app_config(cfg, kind="video", overrides=list(overrides),
-                                progress=on_download if progress else False)
+    return load_app_predictor(overrides, checkpoint=checkpoint, progress=on_download if progress else False)
 
 
 def read_start_mask(path: Path, width: int, height: int) -> np.ndarray:

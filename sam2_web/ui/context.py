@@ -68,7 +68,7 @@ class AppContext:
         Raises:
             UnknownModelError, HubUnavailableError, CheckpointError.
         """
-        from sam2_web.models import compose_app_config, load_from_app_config
+        from sam2_web.models import load_app_predictor
         from sam2_web.registry import get_model
 
         name = get_model(model).name if model else self.default_model
@@ -77,7 +77,7 @@ class AppContext:
         if name != self.default_model:
             dropped += ("checkpoint=", "+checkpoint=", "++checkpoint=")
         overrides = [o for o in self.overrides if not o.startswith(dropped)] + [f"model={name}"]
-        cfg = compose_app_config(overrides) if name != self.default_model else self.cfg
+        cfg = self.cfg if name == self.default_model else None  # composed once at start-up
         # One load at a time: two users picking the same new model must not download it twice.
         with self._load_lock:
-            return load_from_app_config(cfg, kind="video", overrides=overrides, progress=on_progress or False)
+            return load_app_predictor(overrides, cfg=cfg, progress=on_progress or False)
