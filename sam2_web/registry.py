@@ -1,7 +1,8 @@
 """The published SAM 2 / 2.1 models, read as data from ``configs/model/*.yaml``.
 
 Each model group entry carries a ``weights:`` block (name, label, Hub repo, file, network config,
-size). Adding a model is adding a YAML file; nothing here names a model.
+size; optionally the licence and the published quality with its source). Adding a model is adding
+a YAML file; nothing here names a model.
 """
 
 from __future__ import annotations
@@ -10,12 +11,34 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Optional
 
 from omegaconf import OmegaConf
 
 from sam2_web.errors import ConfigNotFoundError, Sam2WebError, UnknownModelError
 
 _WEIGHT_FIELDS = ("name", "label", "repo_id", "filename", "config", "params_m")
+_QUALITY_FIELDS = ("metric", "scores", "source")
+
+
+@dataclass(frozen=True)
+class PublishedQuality:
+    """Benchmark scores the model's authors published, and where.
+
+    Args:
+        metric: what the scores measure, e.g. ``J&F``.
+        scores: ``(benchmark, score)`` pairs in the order the source lists them,
+            e.g. ``(("SA-V test", 71.7), ...)``.
+        source: where the figures come from (paper table or README section, with a link).
+    """
+
+    metric: str
+    scores: tuple[tuple[str, float], ...]
+    source: str
+
+    def score(self, benchmark: str) -> Optional[float]:
+        """The score on ``benchmark`` (e.g. ``SA-V test``), or None when it was not published."""
+        return dict(self.scores).get(benchmark)
 
 
 @dataclass(frozen=True)
@@ -29,6 +52,8 @@ class ModelSpec:
         filename: checkpoint file inside the repository.
         config: network config relative to ``configs_dir()``, e.g. ``sam2.1/sam2.1_hiera_t.yaml``.
         params_m: parameter count in millions (for menus and memory estimates).
+        license: licence of the weights (SPDX id), or None when the entry does not say.
+        quality: the published benchmark scores, or None when the entry does not give them.
     """
 
     name: str
@@ -37,6 +62,8 @@ class ModelSpec:
     filename: str
     config: str
     params_m: float
+    license: Optional[str] = None
+    quality: Optional[PublishedQuality] = None
 
     @property
     def config_path(self) -> Path:
@@ -81,7 +108,20 @@ def _read_spec(path: Path) -> ModelSpec | None:
         filename=str(weights.filename),
         config=str(weights.config),
         params_m=float(weights.params_m),
+        license=None if weights.get("license") is None else str(weights.license),
+        quality=_read_quality(path, weights.get("quality")),
     )
+
+
+def _read_quality(path: Path, quality) -> PublishedQuality | None:
+    """The optional ``quality:`` block: ``metric``, ``scores`` (benchmark: score) and ``source``."""
+    if quality is None:
+        return None
+    missing = [key for key in _QUALITY_FIELDS if quality.get(key) is None]
+    if missing:
+        raise Sam2WebError(f"{path}: the weights.quality block lacks {', '.join(missing)}")
+    scores = tuple((str(bench), float(value)) for bench, value in quality.scores.items())
+    return PublishedQuality(metric=str(quality.metric), scores=scores, source=str(quality.source))
 
 
 @lru_cache(maxsize=1)
