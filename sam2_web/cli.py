@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the models the registry knows")
     sub.add_parser("formats", help="list the export formats")
+    from sam2_web.batch.command import add_parser as add_batch_parser
+
+    add_batch_parser(sub)
     return parser
 
 
@@ -122,7 +125,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -
     """
     # argparse alone stops collecting a positional list at the first option.
     args, extra = parser.parse_known_args(argv)
-    stray = [a for a in extra if a.startswith("-") or "=" not in a or args.command != "mask"]
+    stray = [a for a in extra if a.startswith("-") or "=" not in a or args.command not in ("mask", "batch")]
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
@@ -301,8 +304,14 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from sam2_web.batch.command import run_command
+
+    return run_command(args)
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "mask": _cmd_mask, "models": _cmd_models, "formats": _cmd_formats,
+    "mask": _cmd_mask, "models": _cmd_models, "formats": _cmd_formats, "batch": _cmd_batch,
 }
 
 

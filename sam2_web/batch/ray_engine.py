@@ -1,0 +1,348 @@
+"""The Ray engine: ``--ray local`` starts a Ray on this machine with its resources, ``--ray
+ADDRESS`` joins a running cluster (``ray start``, KubeRay, a cloud launcher).
+
+One actor per worker holds the loaded model (loaded on its first job, then reused), asks for a
+GPU where the cluster has GPUs and for CPUs otherwise; units go to whichever actor is free,
+preferring one that has the unit's model loaded. Ray restarts an actor whose process died
+(``max_restarts=-1``); the unit it was running is started again on it up to ``retries`` times
+(each unit is idempotent: it first removes what the dead attempt left), then fails alone.
+
+Ray is an optional extra (``pip install 'sam2_web[ray]'``); without it :class:`RayEngine`
+raises :class:`RayUnavailableError`. Paths in the manifest must be the same on every node
+(shared storage), and sam2_web must be installed on every node.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from sam2_web.errors import Sam2WebError
+
+from sam2_web.batch.manifest import JobProblem
+from sam2_web.batch.report import WorkerStats
+from sam2_web.batch.work import ModelCache, Unit, UnitResult, execute, peak_rss_mb, worker_name
+
+if TYPE_CHECKING:
+    from sam2_web.batch.runner import BatchRun
+
+INSTALL_HINT = "pip install 'sam2_web[ray]'"
+_PROGRESS_EVERY_S = 0.2
+_PROBES = 20  # a restarting worker answers "unavailable" at most this many times before it counts as gone
+
+
+class RayUnavailableError(Sam2WebError, RuntimeError):
+    """Ray was asked for but is not installed, the cluster cannot be reached, or no worker starts."""
+
+
+def import_ray() -> Any:
+    """The ``ray`` module (Ray is imported only here, when a Ray run starts).
+
+    Raises:
+        RayUnavailableError: Ray is not installed (the message says how to install it).
+    """
+    try:
+        import ray
+    except ImportError as exc:
+        raise RayUnavailableError(f"--ray needs Ray, an optional extra of sam2_web: {INSTALL_HINT} "
+                                  f"(it could not be imported: {exc})") from None
+    return ray
+
+
+class BatchWorker:
+    """One Ray actor: a process with a loaded model that runs units (``ray.remote`` wraps it).
+
+    Args:
+        label: ``w<index>`` (its name in reports).
+        token: the batch's token; the scratch folder is ``sam2web-<label>-<token>``, so a restarted
+            actor finds and removes what its dead predecessor left there.
+        board: the progress board actor.
+        scratch_parent: folder for the scratch folder (None: the system temp folder).
+        threads: torch threads (None: torch's default).
+    """
+
+    def __init__(self, label: str, token: str, board: Any, scratch_parent: Optional[str], threads: Optional[int]):
+        self.label = label
+        self.board = board
+        self.scratch = Path(scratch_parent or tempfile.gettempdir()) / f"sam2web-{label}-{token}"
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        self.scratch.mkdir(parents=True)
+        tempfile.tempdir = str(self.scratch)  # the engine's session files go here too
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        self.name = worker_name(label)
+        self.models = ModelCache()
+        self.units = 0
+
+    def hello(self) -> tuple[str, int]:
+        """``(name, pid)``: the worker is up."""
+        return self.name, os.getpid()
+
+    def run(self, unit: Unit, attempt: int) -> UnitResult:
+        """Run one unit, posting progress to the board (at most every 0.2 s, and at every stage change)."""
+        last = {"at": 0.0, "stage": None}
+
+        def report(uid: str, stage: str, done: int, total: int) -> None:
+            now = time.monotonic()
+            if stage != last["stage"] or done >= total or now - last["at"] >= _PROGRESS_EVERY_S:
+                last["at"], last["stage"] = now, stage
+                self.board.update.remote(uid, attempt, stage, done, total)
+
+        result = execute(unit, self.models, worker=self.name, report=report)
+        self.units += 1
+        return result
+
+    def stats(self) -> WorkerStats:
+        """This worker's statistics (of its current process)."""
+        return WorkerStats(self.name, self.units, self.models.loads, round(self.models.load_seconds, 3),
+                           round(peak_rss_mb(), 1))
+
+    def close(self) -> WorkerStats:
+        """Remove the scratch folder; returns the statistics."""
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        return self.stats()
+
+
+class ProgressBoard:
+    """A small actor the workers post progress to and the driver reads."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[int, str, int, int]] = {}
+
+    def update(self, uid: str, attempt: int, stage: str, done: int, total: int) -> None:
+        self.entries[uid] = (attempt, stage, done, total)
+
+    def snapshot(self) -> dict[str, tuple[int, str, int, int]]:
+        return dict(self.entries)
+
+
+class RayEngine:
+    """Runs units on Ray actors.
+
+    Args:
+        address: ``local`` (start a Ray on this machine, or use the one this process already
+            started) or a cluster address (``ray://head:10001``, ``head:6379``, ``auto``).
+        workers: number of actors (default: one per GPU; without GPUs one per node).
+        cpus_per_worker: CPUs each actor asks for (default: the cluster's CPUs shared evenly;
+            also its torch thread count).
+        scratch: parent folder of the workers' scratch folders (default: each node's temp folder).
+        start_timeout: seconds to wait for the first worker to start.
+        poll: seconds between progress reads.
+    """
+
+    def __init__(self, address: str = "local", *, workers: Optional[int] = None,
+                 cpus_per_worker: Optional[float] = None, scratch: Optional[str | Path] = None,
+                 start_timeout: float = 300.0, poll: float = 0.25):
+        self.address = address
+        self.name = "ray local" if address == "local" else f"ray {address}"
+        self.requested = workers
+        self.cpus_per_worker = cpus_per_worker
+        self.scratch = str(scratch) if scratch is not None else None
+        self.start_timeout = start_timeout
+        self.poll = poll
+        self.token = secrets.token_hex(4)
+        self.actors: list[Any] = []
+        self.names: list[str] = []
+        self.pids: list[int] = []
+        self.resources: dict[str, float] = {}
+        self._ray: Any = None
+        self._owns_ray = False
+        self._board: Any = None
+        self._starting: dict[Any, int] = {}
+        self._stats: dict[int, WorkerStats] = {}
+
+    # ------------------------------------------------------------------ start / stop
+
+    def _init(self) -> Any:
+        ray = import_ray()
+        if ray.is_initialized():
+            return ray
+        try:
+            if self.address == "local":
+                ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+            else:
+                ray.init(address=self.address, logging_level=logging.WARNING)
+        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError... for a bad cluster
+            where = "start a local Ray" if self.address == "local" else f"join the Ray cluster at {self.address}"
+            raise RayUnavailableError(f"cannot {where} ({exc}); check the address, or start the cluster "
+                                      "with `ray start --head`") from None
+        self._owns_ray = True
+        return ray
+
+    def placement(self) -> tuple[int, dict[str, float], Optional[int]]:
+        """``(workers, actor resource request, torch threads)`` for this cluster."""
+        resources = self.resources
+        gpus = int(resources.get("GPU", 0))
+        if gpus >= 1:
+            n = self.requested or gpus
+            share = 1 if n <= gpus else round(gpus / n, 4)  # more workers than GPUs: they share
+            return n, {"num_gpus": share, "num_cpus": self.cpus_per_worker or 1}, None
+        cpus = float(resources.get("CPU", 1))
+        nodes = [node for node in self._ray.nodes() if node.get("Alive")]
+        n = self.requested or max(1, len(nodes))
+        per = self.cpus_per_worker or (int(cpus // n) if cpus >= n else round(cpus / n, 4))
+        return n, {"num_cpus": per}, max(1, int(per))
+
+    def start(self) -> int:
+        """Start Ray (or join the cluster) and the worker actors; returns the number of workers.
+
+        Raises:
+            RayUnavailableError: Ray missing, cluster unreachable, or no worker started in time.
+        """
+        ray = self._ray = self._init()
+        self.resources = dict(ray.cluster_resources())
+        n, request, threads = self.placement()
+        self._board = ray.remote(num_cpus=0)(ProgressBoard).remote()
+        worker_cls = ray.remote(BatchWorker)
+        for k in range(n):
+            actor = worker_cls.options(max_restarts=-1, max_task_retries=0, **request).remote(
+                f"w{k}", self.token, self._board, self.scratch, threads)
+            self.actors.append(actor)
+            self.names.append(f"w{k}")
+            self.pids.append(0)
+            self._starting[actor.hello.remote()] = k
+        # Wait (bounded) for all of them, so the first jobs spread over every worker; at least one must come.
+        deadline = time.monotonic() + self.start_timeout
+        while self._starting and time.monotonic() < deadline:
+            ready, _ = ray.wait(list(self._starting), num_returns=len(self._starting),
+                                timeout=max(0.0, deadline - time.monotonic()))
+            for ref in ready:
+                self._hello(ref, self._starting.pop(ref))
+            if not ready:
+                break
+        if all(pid == 0 for pid in self.pids):
+            kind = "GPU" if "num_gpus" in request else "CPU"
+            self.stop()
+            raise RayUnavailableError(
+                f"no Ray worker started within {self.start_timeout:.0f} s; each asks for {request} and the cluster "
+                f"has {self.resources}: free a {kind}, add nodes, or ask for fewer --workers"
+            )
+        return n
+
+    def _hello(self, ref: Any, k: int) -> bool:
+        try:
+            self.names[k], self.pids[k] = self._ray.get(ref)
+            return True
+        except self._ray.exceptions.RayError:
+            return False
+
+    def stop(self) -> list[WorkerStats]:
+        """Collect the workers' statistics, remove their scratch folders, release them, and
+        shut Ray down if this engine started it."""
+        ray = self._ray
+        if ray is None:
+            return []
+        alive = [k for k, pid in enumerate(self.pids) if pid]
+        refs = {self.actors[k].close.remote(): k for k in alive}
+        if refs:
+            ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=30)
+            for ref in ready:
+                try:
+                    self._stats[refs[ref]] = ray.get(ref)
+                except ray.exceptions.RayError:
+                    pass
+        for actor in [*self.actors, self._board]:
+            if actor is not None:
+                ray.kill(actor, no_restart=True)
+        if self.address == "local" and self.scratch is not None:
+            for leftover in Path(self.scratch).glob(f"sam2web-w*-{self.token}"):  # killed workers' scratch
+                shutil.rmtree(leftover, ignore_errors=True)
+        if self._owns_ray:
+            ray.shutdown()
+        self._ray = None
+        return [self._stats[k] for k in sorted(self._stats)]
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, batch: "BatchRun") -> None:
+        """Spread the batch's units over the actors until all are done (or the batch is cancelled)."""
+        ray = self._ray
+        errors = ray.exceptions
+        idle = [k for k, pid in enumerate(self.pids) if pid]
+        probing: dict[Any, int] = dict(self._starting)
+        probes: dict[int, int] = {}
+        loaded: dict[int, tuple] = {}
+        inflight: dict[Any, tuple[Unit, int]] = {}
+        dead: set[int] = set()
+        try:
+            while True:
+                while idle and batch.has_pending():
+                    k = idle.pop(0)
+                    unit = batch.take(loaded.get(k))
+                    if unit is None:
+                        idle.insert(0, k)
+                        break
+                    attempt = batch.started(unit, self.names[k], self.pids[k])
+                    inflight[self.actors[k].run.remote(unit, attempt)] = (unit, k)
+                    if unit.model_key:
+                        loaded[k] = unit.model_key
+                if not inflight and not (batch.has_pending() and probing):
+                    if batch.has_pending():  # every worker is gone
+                        for unit in batch.queue.drain():
+                            problem = JobProblem("WorkerDiedError", "no Ray worker is left to run this job")
+                            batch.finished(unit, UnitResult(unit.uid, False, error=problem))
+                    return
+                waiting = [*inflight, *probing]
+                ready, _ = ray.wait(waiting, num_returns=1, timeout=self.poll)
+                if ready:
+                    ready, _ = ray.wait(waiting, num_returns=len(waiting), timeout=0)
+                for ref in ready:
+                    if ref in probing:
+                        k = probing.pop(ref)
+                        try:
+                            self.names[k], self.pids[k] = ray.get(ref)
+                            probes.pop(k, None)
+                            idle.append(k)
+                        except errors.ActorUnavailableError:
+                            probes[k] = probes.get(k, 0) + 1
+                            if probes[k] < _PROBES:
+                                probing[self.actors[k].hello.remote()] = k
+                            else:
+                                dead.add(k)
+                        except errors.RayError:
+                            dead.add(k)
+                        continue
+                    unit, k = inflight.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except (errors.RayActorError, errors.OutOfMemoryError, errors.WorkerCrashedError) as exc:
+                        loaded.pop(k, None)
+                        self.pids[k] = 0
+                        batch.died(unit, _first_line(exc))
+                        probing[self.actors[k].hello.remote()] = k  # answers once Ray restarted it
+                        continue
+                    except errors.RayTaskError as exc:  # a bug in the worker code: this unit fails, the worker stays
+                        result = UnitResult(unit.uid, False, error=JobProblem(type(exc).__name__, _first_line(exc)),
+                                            worker=self.names[k])
+                    batch.finished(unit, result)
+                    idle.append(k)
+                self._read_progress(batch)
+        except KeyboardInterrupt:
+            batch.cancel.set()
+            for actor in self.actors:
+                ray.kill(actor, no_restart=True)
+            if inflight:  # wait (bounded) until the killed workers are gone before their files are removed
+                ray.wait(list(inflight), num_returns=len(inflight), timeout=30)
+            for unit, _k in inflight.values():
+                batch.died(unit, "stopped by Ctrl-C")
+            self.pids = [0] * len(self.pids)
+
+    def _read_progress(self, batch: "BatchRun") -> None:
+        entries = self._ray.get(self._board.snapshot.remote())
+        for uid, (attempt, stage, done, total) in entries.items():
+            running = batch.status.running.get(uid)
+            if running is not None and running.attempt == attempt and (stage, done) != (running.stage, running.done):
+                batch.progress(uid, stage, done, total)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
