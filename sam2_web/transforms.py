@@ -109,24 +109,37 @@ def _small_components(fg: torch.Tensor, max_area: float) -> torch.Tensor:
 
 
 def fill_holes_and_sprinkles(
-    masks: torch.Tensor, threshold: float, max_hole_area: float, max_sprinkle_area: float
+    masks: torch.Tensor,
+    threshold: float,
+    max_hole_area: float,
+    max_sprinkle_area: float,
+    *,
+    score_offset: float = 10.0,
+    sprinkles_after_holes: bool = False,
 ) -> torch.Tensor:
     """Fill background islands up to ``max_hole_area`` pixels and drop foreground specks up to
-    ``max_sprinkle_area`` pixels, on (B, M, H, W) mask logits.
+    ``max_sprinkle_area`` pixels, on (B, M, H, W) mask logits (any device).
 
-    Filled holes get logit ``threshold + 10`` and removed specks ``threshold - 10``, as the
-    reference does. With both areas 0 (the predictor's default) ``masks`` is returned unchanged.
+    Components are 8-connected. A hole (pixels ``<= threshold``) gets logit
+    ``threshold + score_offset``, a speck (pixels ``> threshold``) ``threshold - score_offset``.
+    The image predictor uses the reference's image settings (offset 10, specks looked up on the
+    input logits); the video engine the reference's video setting (offset 0.1, so a filled hole
+    stays barely foreground) and looks specks up after holes are filled
+    (``sprinkles_after_holes``). With both areas 0 ``masks`` is returned unchanged.
+
+    Returns:
+        A tensor like ``masks`` (same device and dtype).
     """
     if max_hole_area <= 0 and max_sprinkle_area <= 0:
         return masks
-    flat = masks.flatten(0, 1).unsqueeze(1)
+    original = masks
     if max_hole_area > 0:
-        is_hole = _small_components(flat <= threshold, max_hole_area).reshape_as(masks)
-        masks = torch.where(is_hole, torch.full_like(masks, threshold + 10.0), masks)
+        is_hole = _small_components(masks.flatten(0, 1).unsqueeze(1) <= threshold, max_hole_area)
+        masks = torch.where(is_hole.reshape_as(masks), torch.full_like(masks, threshold + score_offset), masks)
     if max_sprinkle_area > 0:
-        # Specks are looked up on the original logits, as the reference does.
-        is_speck = _small_components(flat > threshold, max_sprinkle_area).reshape_as(masks)
-        masks = torch.where(is_speck, torch.full_like(masks, threshold - 10.0), masks)
+        looked_up = masks if sprinkles_after_holes else original
+        is_speck = _small_components(looked_up.flatten(0, 1).unsqueeze(1) > threshold, max_sprinkle_area)
+        masks = torch.where(is_speck.reshape_as(masks), torch.full_like(masks, threshold - score_offset), masks)
     return masks
 
 

@@ -15,10 +15,11 @@ from oracles import bfs_components
 from sam2_web.build import build_sam2_video_predictor
 from sam2_web.errors import CancelledError, FrameIndexError, PromptError, UnknownObjectError, VideoReadError
 from sam2_web.video import FrameMasks
-from sam2_web.video.features import FeatureCache
 from sam2_web.components import connected_components
-from sam2_web.video.postprocess import fill_holes_and_sprinkles
+from sam2_web.transforms import fill_holes_and_sprinkles
+from sam2_web.video.features import FeatureCache
 from sam2_web.video.store import ResultStore, rle_decode, rle_encode
+from sam2_web.video.tracker import memory_reach
 from tests.clips import make_audio_only, make_moving_disc_clip, make_zero_frame_video, moving_disc_frames
 
 # Memory window of 2 spatial memories + 3 pointers, so a 10-frame clip must evict.
@@ -107,9 +108,9 @@ def test_memory_keeps_only_the_reachable_window(predictor, clips, history):
         _click(session, 0, 2)
         window = []
         for m in session.propagate(direction="forward"):
-            window.append(max(len(t.memory.ram_frames()) for t in session.objects.values()))
-        bank = session.objects[1].memory
-        reach = len(predictor._memory_reach(N_FRAMES, False, N_FRAMES))
+            window.append(max(len(t.memory.ram_frames()) for t in session.tracker.objects.values()))
+        bank = session.tracker.objects[1].memory
+        reach = len(memory_reach(predictor, N_FRAMES, False, N_FRAMES))
         if history == "drop":
             assert max(window) <= reach and bank.frames() == bank.ram_frames()
             return
@@ -127,7 +128,7 @@ def test_memory_dtype_option(predictor, clips):
         with predictor.open_session(clips["folder"], memory_dtype=dtype) as session:
             _click(session)
             list(session.propagate(direction="forward", max_frames=2))
-            assert session.objects[1].memory.get(1).maskmem_features.dtype == expected
+            assert session.tracker.objects[1].memory.get(1).maskmem_features.dtype == expected
     with pytest.raises(ValueError):
         predictor.open_session(clips["folder"], memory_dtype="float16")
 
@@ -145,7 +146,7 @@ def test_correction_does_not_reencode_frames(predictor, clips):
             session.add_prompt(6, 1, points=[[80, 60]], labels=[1], clear_old_points=False)
             redone = list(session.propagate(direction="forward"))
         assert len(redone) == N_FRAMES and enc.calls == 0
-        assert session.features.hits > 0
+        assert session.tracker.features.cache.hits > 0
 
 
 def test_feature_cache_off_reencodes(predictor, clips):
@@ -166,7 +167,7 @@ def test_feature_cache_spills_to_disk(predictor, clips, tmp_path):
     with predictor.open_session(clips["folder"], feature_cache_mb=1.5, feature_cache_dir=str(tmp_path)) as session:
         _click(session)
         list(session.propagate(direction="forward"))
-        assert session.features.ram_bytes <= 1.5 * 2**20
+        assert session.tracker.features.cache.ram_bytes <= 1.5 * 2**20
         assert len(list(tmp_path.glob("*/feat_*.pt"))) > 0
         session.add_prompt(4, 1, points=[[60, 50]], labels=[1])
         with Counter(predictor, "forward_image") as enc:
@@ -318,16 +319,16 @@ def test_clear_non_cond_mem_around_input(predictor, clips):
         _click(session)
         list(session.propagate(direction="forward"))
         session.add_prompt(6, 1, points=[[80, 60]], labels=[1])
-        session.preflight()
+        session.tracker.preflight()
         # num_maskmem (3) * stride (1) frames each side of the corrected frame are dropped.
-        bank = session.objects[1].memory
+        bank = session.tracker.objects[1].memory
         assert bank.frames() == {1, 2} and set(bank.cond) == {0, 6}
     with predictor.open_session(clips["folder"]) as session:
         _click(session)
         list(session.propagate(direction="forward"))
         session.add_prompt(6, 1, points=[[80, 60]], labels=[1])
-        session.preflight()
-        assert session.objects[1].memory.frames() == set(range(1, N_FRAMES)) - {6}
+        session.tracker.preflight()
+        assert session.tracker.objects[1].memory.frames() == set(range(1, N_FRAMES)) - {6}
 
 # ---------------------------------------------------------------- post-processing
 
@@ -343,6 +344,13 @@ def test_connected_components_match_the_definition():
         assert len(pairs) == len(np.unique(ref_labels[mask]))  # same partition
 
 
+def _video_fill(scores, area, remove_sprinkles=True):
+    """The video engine's clean-up: holes to 0.1, then specks of the filled mask to -0.1."""
+    return fill_holes_and_sprinkles(
+        scores, 0.0, area, area if remove_sprinkles else 0, score_offset=0.1, sprinkles_after_holes=True
+    )
+
+
 def _scores(fg):
     return torch.from_numpy(np.where(fg, 5.0, -5.0).astype(np.float32))[None, None]
 
@@ -353,15 +361,15 @@ def test_holes_up_to_area_are_filled():
     fg[5:7, 5:7] = False  # hole of area 4
     fg[5:8, 15:17] = False  # hole of area 6
     fg[12, 10] = fg[13, 11] = False  # two diagonal pixels: ONE hole of area 2 (8-connectivity)
-    out = fill_holes_and_sprinkles(_scores(fg), 4, remove_sprinkles=False)[0, 0].numpy()
+    out = _video_fill(_scores(fg), 4, remove_sprinkles=False)[0, 0].numpy()
     assert np.all(out[5:7, 5:7] == np.float32(0.1))
     assert np.all(out[5:8, 15:17] == -5.0)  # area 6 > 4 stays
     assert out[12, 10] == np.float32(0.1) and out[13, 11] == np.float32(0.1)
     assert np.all(out[0, :] == -5.0)  # the outer background (large) stays
     assert np.all(out[fg] == 5.0)  # foreground untouched
-    at_n_plus_1 = fill_holes_and_sprinkles(_scores(fg), 5, remove_sprinkles=False)[0, 0].numpy()
+    at_n_plus_1 = _video_fill(_scores(fg), 5, remove_sprinkles=False)[0, 0].numpy()
     assert np.all(at_n_plus_1[5:8, 15:17] == -5.0)
-    at_6 = fill_holes_and_sprinkles(_scores(fg), 6, remove_sprinkles=False)[0, 0].numpy()
+    at_6 = _video_fill(_scores(fg), 6, remove_sprinkles=False)[0, 0].numpy()
     assert np.all(at_6[5:8, 15:17] == np.float32(0.1))
 
 
@@ -370,17 +378,17 @@ def test_sprinkles_up_to_area_are_removed():
     fg[2:12, 2:12] = True  # the object
     fg[15, 20] = fg[16, 21] = fg[17, 22] = True  # a diagonal sprinkle of area 3
     fg[15:17, 26:29] = True  # a speck of area 6
-    out = fill_holes_and_sprinkles(_scores(fg), 3)[0, 0].numpy()
+    out = _video_fill(_scores(fg), 3)[0, 0].numpy()
     assert out[15, 20] == np.float32(-0.1) and out[17, 22] == np.float32(-0.1)
     assert np.all(out[15:17, 26:29] == 5.0) and np.all(out[2:12, 2:12] == 5.0)
-    kept = fill_holes_and_sprinkles(_scores(fg), 3, remove_sprinkles=False)[0, 0].numpy()
+    kept = _video_fill(_scores(fg), 3, remove_sprinkles=False)[0, 0].numpy()
     assert kept[15, 20] == 5.0
 
 
 def test_fill_matches_definition_on_random_scores():
     rng = np.random.default_rng(1)
     scores = torch.from_numpy(rng.normal(size=(2, 1, 24, 24)).astype(np.float32))
-    out = fill_holes_and_sprinkles(scores, 3).numpy()
+    out = _video_fill(scores, 3).numpy()
     for b in range(2):
         plane = scores[b, 0].numpy().copy()
         labels, areas = bfs_components(plane <= 0)
@@ -396,7 +404,7 @@ def test_engine_applies_fill_and_non_overlap(predictor, clips):
         session.add_prompt(0, 2, box=[10, 5, 60, 50])
         for m in session.propagate(direction="forward", max_frames=3):
             assert not np.any(m.masks[0] & m.masks[1])
-        low_res = session.objects[1].memory.get(2).pred_masks
+        low_res = session.tracker.objects[1].memory.get(2).pred_masks
         # No background component of area <= 8 is left inside the low-res mask.
         labels, areas = connected_components(low_res[0, 0].numpy() <= 0)
         assert not np.any((labels > 0) & (areas <= 8))

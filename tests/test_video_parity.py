@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from tests.clips import make_moving_disc_clip
+from sam2_web.video.tracker import memory_reach
 from tests.parity import make_pair
 
 pytest.importorskip("sam2")
@@ -188,8 +189,8 @@ def test_our_memory_stays_in_window(parity_dir, clip):
         pair.ours.add_new_points_or_box(state, 0, 1, points=[[26, 22]], labels=[1])
         for _ in pair.ours.propagate_in_video(state):
             pass
-    bank = state.objects[1].memory
-    reach = pair.ours._memory_reach(8, False, state.num_frames)  # what a frame 8 would read
+    bank = state.tracker.objects[1].memory
+    reach = memory_reach(pair.ours, 8, False, state.num_frames)  # what a frame 8 would read
     assert bank.ram_frames() <= reach
     assert bank.frames() == set(range(1, 8))  # every tracked frame is still available
     assert np.all([f in bank for f in range(1, 8)])

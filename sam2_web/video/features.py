@@ -1,4 +1,4 @@
-"""Bounded cache of image-encoder features, so re-tracking does not re-encode frames.
+"""A clip's image-encoder features: encoded once per frame, kept in a bounded cache.
 
 The image encoder is about half of the per-frame cost of tracking. The reference caches only
 the last frame it encoded, so every propagation after a correction click encodes every frame
@@ -6,6 +6,9 @@ again. We keep the most recently used frames' features up to a byte budget in RA
 spill folder is given, move the least recently used ones to disk (also bounded) instead of
 dropping them. The position encodings are identical for every frame (they depend only on the
 feature map sizes), so only the feature maps themselves are stored per frame.
+
+:class:`FrameFeatures` is what the tracker asks: a frame's features as the model's heads read
+them, from the cache or, on a miss, from the image encoder.
 """
 
 from __future__ import annotations
@@ -13,9 +16,16 @@ from __future__ import annotations
 import os
 import shutil
 from collections import OrderedDict
-from typing import Optional
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
 
 import torch
+
+from sam2_web.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+if TYPE_CHECKING:
+    from sam2_web.media.source import FrameSource
+    from sam2_web.modeling.sam2_base import SAM2Base
 
 _MB = 2**20
 
@@ -124,3 +134,65 @@ class FeatureCache:
             os.remove(self._path(frame_idx))
         except FileNotFoundError:
             pass
+
+
+@dataclass
+class EncodedFrame:
+    """One frame's image features as the model's heads read them, high to low resolution.
+
+    Attributes:
+        vision_feats: (HW, 1, C) tokens per feature level.
+        vision_pos_embeds: their (HW, 1, C) position encodings.
+        feat_sizes: (h, w) of each level.
+    """
+
+    vision_feats: list[torch.Tensor]
+    vision_pos_embeds: list[torch.Tensor]
+    feat_sizes: list[tuple[int, int]]
+
+
+class FrameFeatures:
+    """Image-encoder features of a clip's frames: from the cache, or encoded on a miss.
+
+    Args:
+        model: the SAM 2 model whose image encoder runs (and whose ``image_size`` it takes).
+        frames: the clip.
+        cache: where encoded frames are kept; :meth:`close` closes it.
+    """
+
+    def __init__(self, model: "SAM2Base", frames: "FrameSource", cache: FeatureCache):
+        self.model = model
+        self.frames = frames
+        self.cache = cache
+        # The same for every frame (it depends only on the map sizes): kept once.
+        self._pos_enc: Optional[list[torch.Tensor]] = None
+        self._mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
+
+    def get(self, frame_idx: int) -> EncodedFrame:
+        """The features of frame ``frame_idx``; raises VideoReadError when it cannot be decoded."""
+        maps = self.cache.get(frame_idx, self.model.device)
+        if maps is None:
+            backbone_out = self.model.forward_image(self.model_input(frame_idx))
+            maps = list(backbone_out["backbone_fpn"])
+            self.cache.put(frame_idx, maps)
+            if self._pos_enc is None:
+                self._pos_enc = list(backbone_out["vision_pos_enc"])
+        backbone_out = {"backbone_fpn": list(maps), "vision_pos_enc": list(self._pos_enc)}
+        _, feats, pos, sizes = self.model._prepare_backbone_features(backbone_out)
+        return EncodedFrame(feats, pos, sizes)
+
+    def model_input(self, frame_idx: int) -> torch.Tensor:
+        """Frame ``frame_idx`` as the encoder's (1, 3, S, S) normalised float input.
+
+        Same steps as the reference's JPEG loader (PIL bicubic resize to S x S, /255 in float64,
+        float32, then ImageNet mean/std) so features match it bit for bit.
+        """
+        small = self.frames.get_resized(frame_idx, self.model.image_size)
+        image = torch.from_numpy(small / 255.0).permute(2, 0, 1).float()
+        image = (image - self._mean) / self._std
+        return image.unsqueeze(0).to(self.model.device)
+
+    def close(self) -> None:
+        """Drop every cached frame and the cache's spill folder."""
+        self.cache.close()
