@@ -47,10 +47,25 @@ def default_model() -> str:
 def compose_app_config(overrides: Sequence[str] = ()) -> DictConfig:
     """Compose ``configs/app.yaml`` with hydra overrides, e.g. ``["model=sam2.1_hiera_s", "device=cpu"]``.
 
+    The ``engine`` section starts from the engine's own defaults (every field of
+    ``sam2_web.video.options.SessionOptions``), so each default is written once, in that class.
+
     Raises:
         hydra's errors for a bad override; the model group lists the valid choices itself.
     """
+    _register_engine_defaults()
     return compose_config("app", overrides, config_dir=configs_dir())
+
+
+def _register_engine_defaults() -> None:
+    # app.yaml's defaults list names this node (``- engine: session_options``).
+    import dataclasses
+
+    from hydra.core.config_store import ConfigStore
+
+    from sam2_web.video.options import SessionOptions
+
+    ConfigStore.instance().store(group="engine", name="session_options", node=dataclasses.asdict(SessionOptions()))
 
 
 def set_cache_size(n: int) -> None:
