@@ -21,6 +21,7 @@ from hubserver import serve_hub
 from sam2_web.errors import (
     CancelledError,
     CheckpointError,
+    ExportError,
     LimitExceededError,
     PromptError,
     UnknownModelError,
@@ -28,8 +29,8 @@ from sam2_web.errors import (
     VideoReadError,
 )
 from sam2_web.export.preview import color_of
+from sam2_web.jobs import MaskJob, OutputSpec, prompts_from_json
 from sam2_web.ui import logic, render
-from sam2_web.ui.api import parse_prompts
 from sam2_web.ui.state import BoxPrompt, SessionBusyError, SessionExpiredError, SessionStore
 
 OVERRIDES = ["++model.image_size=256"]
@@ -360,15 +361,44 @@ def test_switching_model_replays_the_clicks(opened, predictor):
 # --- API helpers --------------------------------------------------------------------------------
 
 def test_api_prompts_json_is_parsed_or_refused_with_a_hint():
-    prompts = parse_prompts(json.dumps({"prompts": [
+    # /segment reads its prompts with the jobs' parser, as the CLI and the plugins do.
+    prompts = prompts_from_json(json.dumps({"prompts": [
         {"frame": 2, "object": 3, "points": [[0.5, 0.25]], "labels": [1], "normalized": True, "name": "dog"},
-        {"frame": 0, "object": 1, "box": [1, 2, 30, 40]},
-    ]}), width=200, height=100)
-    assert prompts[0].points == [[100.0, 25.0]] and prompts[0].obj_id == 3 and prompts[0].name == "dog"
-    assert prompts[1].box == [1.0, 2.0, 30.0, 40.0] and prompts[1].points == []
+        {"frame": 0, "object": 1, "box": [0.125, 0.25, 0.25, 0.5], "normalized": True},
+    ]}))
+    job = MaskJob(clip=Path("clip.mp4"), objects=prompts.objects, normalized=prompts.normalized,
+                  output=OutputSpec(Path("out")))
+    dog, boxed = job.objects_in_pixels(200, 100)
+    assert dog.frames[0].points == ((100.0, 25.0),) and dog.obj_id == 3 and dog.name == "dog"
+    assert boxed.frames[0].box == (25.0, 25.0, 50.0, 50.0) and boxed.frames[0].points == ()
     for bad in ("not json", "[]", '[{"points": "x"}]', "[1, 2]"):
         with pytest.raises(PromptError):
-            parse_prompts(bad)
+            prompts_from_json(bad)
+
+
+def test_segment_refuses_bad_prompts_with_a_clear_message_before_any_model_work(clip):
+    from sam2_web.ui.api import Api
+    from sam2_web.ui.context import AppContext
+
+    ctx = AppContext.from_overrides(["device=cpu", "limits.max_objects=2"])
+    api = Api(ctx)
+    cases = [
+        ("", "give at least one prompt"),
+        ("not json", "not valid JSON"),
+        ('[{"frame": 0, "object": 1, "points": [[5, 5]], "labels": [1, 0]}]', "labels"),
+        ('[{"frame": 0, "object": 1, "pointz": [[5, 5]]}]', "unknown key"),
+        ('[{"frame": 0, "object": 1, "points": [[5, 5]]}, {"frame": 1, "object": 2, "points": [[0.5, 0.5]],'
+         ' "normalized": true}]', "mix of normalized and pixel"),
+        ('[{"frame": 0, "object": 0, "points": [[5, 5]]}]', "start at 1"),
+        (json.dumps([{"frame": 0, "object": k, "points": [[5, 5]]} for k in (1, 2, 3)]), "up to 2 objects"),
+    ]
+    for prompts, words in cases:
+        with pytest.raises((PromptError, LimitExceededError), match=words):
+            api.segment(str(clip), prompts, "", "coco_rle")
+    with pytest.raises(ExportError, match="unknown format"):
+        api.segment(str(clip), "[]", "", "gif")
+    assert len(ctx.store) == 0  # nothing was opened for a refused job
+    ctx.store.close_all()
 
 
 def test_set_prompts_checks_labels_and_boxes(opened):

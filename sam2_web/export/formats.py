@@ -1,5 +1,5 @@
 """Export masks in the formats editors and compositors ingest: one entry point, ``export``,
-and the ``FORMATS`` table the CLI and the web app list choices from.
+and the ``FORMATS`` table the CLI, the web app (its menu and API) and the plugins list choices from.
 
 Every output has exactly the source's frame count, rate and size, is written under a hidden
 temporary name next to the target and renamed into place only once complete, and every
@@ -56,6 +56,9 @@ class ExportFormat:
         soft_edges: honours ``feather_px`` (binary formats ignore it).
         per_object: keeps objects apart; otherwise the objects are merged into one matte.
         uses_ffmpeg: encodes through ffmpeg.
+        web: the web app and its API offer it (one file a browser or an API client downloads).
+        menu: its label in the web app's download menu; "" when the menu does not list it (the
+            app offers the preview and the effects through their own buttons).
     """
 
     name: str
@@ -67,6 +70,8 @@ class ExportFormat:
     per_object: bool
     uses_ffmpeg: bool
     writer: Callable[[ExportJob, Path], Path]
+    web: bool = False
+    menu: str = ""
 
 
 def _table(*formats: ExportFormat) -> dict[str, ExportFormat]:
@@ -78,27 +83,32 @@ FORMATS: dict[str, ExportFormat] = _table(
     ExportFormat("png", "", "Grey matte PNG sequence, a folder per object (8/16-bit)",
                  True, False, True, True, False, images.write_matte_pngs),
     ExportFormat("png_zip", ".zip", "Grey matte PNG sequence per object, zipped",
-                 True, False, True, True, False, images.write_matte_zip),
+                 True, False, True, True, False, images.write_matte_zip,
+                 web=True, menu="PNG matte sequence (.zip)"),
     ExportFormat("rgba_png", "", "RGBA PNG sequence: source colour, matte as alpha",
                  True, True, True, False, False, images.write_rgba_pngs),
     ExportFormat("prores", ".mov", "ProRes 4444 with alpha (.mov)",
-                 False, True, True, False, True, video.write_prores),
+                 False, True, True, False, True, video.write_prores,
+                 web=True, menu="RGBA cut-out, ProRes 4444 (.mov)"),
     ExportFormat("webm", ".webm", "WebM VP9 with alpha",
-                 False, True, True, False, True, video.write_webm),
+                 False, True, True, False, True, video.write_webm,
+                 web=True, menu="RGBA cut-out, WebM VP9 alpha (.webm)"),
     ExportFormat("ffv1", ".mkv", "FFV1 lossless RGB + alpha (.mkv)",
                  True, True, True, False, True, video.write_ffv1),
     ExportFormat("matte_mp4", ".mp4", "H.264 grey luma matte (.mp4)",
-                 False, False, True, False, True, video.write_matte_mp4),
+                 False, False, True, False, True, video.write_matte_mp4,
+                 web=True, menu="Matte video, H.264 (.mp4)"),
     ExportFormat("index_png", "", "Index matte PNG sequence (value = object number) + legend.json",
                  True, False, False, True, False, images.write_index_pngs),
     ExportFormat("exr", "", "OpenEXR sequence, half float, one named channel per object",
                  True, False, True, True, False, images.write_exr),
     ExportFormat("coco_rle", ".json", "COCO RLE JSON, one annotation per object per frame",
-                 True, False, False, True, False, images.write_coco_rle),
+                 True, False, False, True, False, images.write_coco_rle,
+                 web=True, menu="COCO RLE (.json)"),
     ExportFormat("overlay_mp4", ".mp4", "Preview: coloured masks and outlines over the video",
-                 False, True, False, True, True, video.write_overlay_mp4),
+                 False, True, False, True, True, video.write_overlay_mp4, web=True),
     *(ExportFormat(f"effect_{kind}", ".mp4", f"Effect: {kind} the background",
-                   False, True, True, False, True, partial(video.write_effect_mp4, kind=kind))
+                   False, True, True, False, True, partial(video.write_effect_mp4, kind=kind), web=True)
       for kind in EFFECTS),
 )
 

@@ -14,72 +14,20 @@ hidden components so each gets an ``api_name``.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-from sam2_web.errors import CancelledError, ExportError, PromptError
+from sam2_web.errors import CancelledError, ExportError, LimitExceededError, PromptError
+from sam2_web.export.formats import FORMATS
 from sam2_web.ui import logic
 from sam2_web.ui.context import AppContext
 from sam2_web.ui.state import AppSession
 
-API_FORMATS = ("png_zip", "matte_mp4", "webm", "prores", "coco_rle", "overlay_mp4",
-               "effect_blur", "effect_grey", "effect_replace", "effect_highlight")
-
-
-@dataclass
-class ApiPrompt:
-    """Prompts of one object on one frame, as a client sends them."""
-
-    frame: int
-    obj_id: int
-    points: list[list[float]] = field(default_factory=list)
-    labels: list[int] = field(default_factory=list)
-    box: list[float] | None = None
-    name: str | None = None
-
-
-def parse_prompts(text: str | list | dict, width: int | None = None, height: int | None = None) -> list[ApiPrompt]:
-    """Read the prompts JSON of ``/segment`` (see ``API.md``).
-
-    Accepts a list of ``{"frame", "object", "points", "labels", "box", "name", "normalized"}``
-    or ``{"prompts": [...]}``. With ``"normalized": true`` coordinates are fractions of the frame
-    size (``width``/``height`` needed).
-
-    Raises:
-        PromptError: not JSON, wrong shape, or normalized coordinates without a frame size.
-    """
-    if isinstance(text, str):
-        try:
-            data = json.loads(text) if text.strip() else []
-        except json.JSONDecodeError as error:
-            raise PromptError(f"the prompts are not valid JSON ({error.msg} at char {error.pos})") from None
-    else:
-        data = text
-    if isinstance(data, dict):
-        data = data.get("prompts", [])
-    if not isinstance(data, list) or not data:
-        raise PromptError('give at least one prompt: [{"frame": 0, "object": 1, "points": [[x, y]], "labels": [1]}]')
-    prompts = []
-    for k, item in enumerate(data):
-        if not isinstance(item, dict):
-            raise PromptError(f"prompt #{k} must be an object like {{\"frame\": 0, \"object\": 1, ...}}")
-        try:
-            points = [[float(x), float(y)] for x, y in item.get("points") or []]
-            box = [float(v) for v in item["box"]] if item.get("box") else None
-            labels = [int(v) for v in item.get("labels", [1] * len(points))]
-            frame, obj_id = int(item.get("frame", 0)), int(item.get("object", item.get("obj_id", 1)))
-        except (TypeError, ValueError) as error:
-            raise PromptError(f"prompt #{k} is malformed ({error}); see API.md for the format") from None
-        if item.get("normalized"):
-            if width is None or height is None:
-                raise PromptError("normalized coordinates need the frame size")
-            points = [[x * width, y * height] for x, y in points]
-            if box is not None:
-                box = [box[0] * width, box[1] * height, box[2] * width, box[3] * height]
-        prompts.append(ApiPrompt(frame, obj_id, points, labels, box, item.get("name")))
-    return prompts
+# Formats the API writes: the web app's formats of the one table (one file each).
+API_FORMATS = tuple(name for name, spec in FORMATS.items() if spec.web)
+_EXAMPLE = '[{"frame": 0, "object": 1, "points": [[x, y]], "labels": [1]}]'
 
 
 def _info_json(session: AppSession) -> dict:
@@ -186,7 +134,7 @@ class Api:
         return _masks_json(session, logic.check_frame(session, frame))
 
     def export(self, session_id: str, fmt: str = "png_zip") -> str:
-        """Write the session's masks as ``fmt`` (see ``API_FORMATS``); returns the file path."""
+        """Write the session's masks as ``fmt`` (one of ``API_FORMATS``); returns the file path."""
         _check_format(fmt)
         session = self.ctx.store.get(session_id)
         with _exclusive(session):
@@ -198,25 +146,57 @@ class Api:
         return "closed"
 
     def segment(self, clip: str | None, prompts: str, model: str | None = None, fmt: str = "png_zip") -> str:
-        """The whole job in one call: open the clip, apply the prompts, track, export ``fmt``.
+        """The whole job in one call: the clip and its prompts JSON, tracked both ways through the
+        whole clip by ``sam2_web.jobs.run_job``, exported as ``fmt``.
+
+        The prompts are read by the jobs' parser (``sam2_web.jobs.prompts``; either shape), like
+        the CLI's and the plugins'. Unnamed objects are called "object <id>", as in the UI.
 
         Returns:
-            Path of the exported file.
+            Path of the exported file, named after the clip.
+        Raises:
+            PromptError: no prompts, prompts that are not valid, or that do not fit the clip.
+            VideoReadError, LimitExceededError, UnknownModelError, HubUnavailableError, ExportError.
         """
+        from sam2_web.jobs import MaskJob, OutputSpec, prompts_from_json, run_job
+
         _check_format(fmt)
-        opened = self.open_clip(clip, model)
-        session = self.ctx.store.get(opened["session"])
+        src = logic.check_uploaded_clip(clip, self.ctx.limits)
+        if not (prompts or "").strip():
+            raise PromptError(f"give at least one prompt: {_EXAMPLE}")
+        parsed = prompts_from_json(prompts, source="the prompts")
+        objects = tuple(replace(o, name=o.name or f"object {o.obj_id}") for o in parsed.objects)
+        _check_objects([o.obj_id for o in objects], self.ctx.limits.max_objects)
+        predictor = self.ctx.predictor(model or None)
+        # A session of the store owns the output folder: it is removed after the idle TTL, and
+        # never while its lock is held (the job runs under it).
+        session = self.ctx.store.create(predictor_name(model, self.ctx))
+        stem = src.stem or "clip"
+        job = MaskJob(clip=src, objects=objects, normalized=parsed.normalized, model=session.model,
+                      output=OutputSpec(session.workdir / "exports" / fmt, formats=(fmt,), name=stem))
         try:
-            for p in parse_prompts(prompts, opened["width"], opened["height"]):
-                logic.ensure_object(session, p.obj_id, self.ctx.limits, p.name)
-                logic.set_prompts(session, p.frame, p.obj_id, points=p.points, labels=p.labels, box=p.box)
-            if session.info.num_frames > 1:
-                for _ in logic.track(session):
-                    self.ctx.store.touch(session)
-            return str(logic.export_masks(session, fmt))
-        finally:
-            # The file stays (Gradio copies it after we return); the model state goes now.
-            session.close_engine()
+            with session.lock:
+                result = run_job(job, predictor=predictor, cancel=session.cancel,
+                                 progress=lambda *_: self.ctx.store.touch(session))
+        except BaseException:
+            self.ctx.store.close(session.sid)
+            raise
+        # Jobs name outputs <stem>_<format>; the API hands back one file named after the clip.
+        written = result.outputs[fmt]
+        path = written.with_name(stem + FORMATS[fmt].extension)
+        os.replace(written, path)
+        return str(path)  # the file stays until the TTL (Gradio copies it after we return)
+
+
+def _check_objects(ids: list[int], max_objects: int) -> None:
+    """The API's rules on objects: ids from 1 (as the UI numbers them), at most ``max_objects``."""
+    if min(ids) < 1:
+        raise PromptError(f"object ids start at 1, got {min(ids)}")
+    if 0 < max_objects < len(ids):
+        raise LimitExceededError(
+            f"the prompts have {len(ids)} objects; this server tracks up to {max_objects} objects per clip "
+            "(limits.max_objects)"
+        )
 
 
 def predictor_name(model: str, ctx: AppContext) -> str:
@@ -248,18 +228,18 @@ class _exclusive:
         self.session.lock.release()
 
 
-def register(api: Api, wrap: Callable[[Callable], Callable], track_limit: int) -> None:
+def register(api: Api, wrap: Callable[[Callable], Callable], track_limit: int, interactive_limit: int) -> None:
     """Create the named endpoints inside the current ``gr.Blocks`` (components hidden).
 
     Args:
         api: the endpoint functions.
         wrap: turns our errors into ``gr.Error`` (see ``layout.user_errors``).
         track_limit: concurrency of the whole-clip endpoints (shared with the UI's Track).
+        interactive_limit: concurrency of the one-frame endpoints (shared with the UI's clicks).
     """
     import gradio as gr
 
     from sam2_web.ui.gpu import on_gpu
-    from sam2_web.ui.layout import INTERACTIVE_LIMIT
 
     with gr.Column(visible=False):
         clip = gr.File(label="clip", type="filepath")
@@ -281,7 +261,7 @@ def register(api: Api, wrap: Callable[[Callable], Callable], track_limit: int) -
         run = wrap(on_gpu(fn) if heavy or name_ == "set_prompts" else fn)
         gr.on(triggers=[], fn=run, inputs=inputs, outputs=outputs, api_name=name_,
               api_description=(fn.__doc__ or "").strip().splitlines()[0],
-              concurrency_limit=track_limit if heavy else INTERACTIVE_LIMIT,
+              concurrency_limit=track_limit if heavy else interactive_limit,
               concurrency_id="track" if heavy else "interactive")
 
     endpoint(api.models, [], out_json, "models")

@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from sam2_web.errors import LimitExceededError, PromptError, UnknownObjectError, VideoReadError
-from sam2_web.ui.limits import Limits, check_clip, check_frame, check_upload, require_clip
+from sam2_web.errors import LimitExceededError, PromptError, UnknownObjectError
+from sam2_web.ui.limits import Limits, check_frame, check_uploaded_clip, require_clip
 from sam2_web.ui.state import (
     CLICK_MODES,
     AppSession,
     BoxPrompt,
+    ClickPrompt,
     PendingCorner,
-    PointPrompt,
     Prompt,
     TrackedObject,
 )
@@ -55,17 +55,8 @@ def open_clip(session: AppSession, predictor: Any, path: str | os.PathLike | Non
         VideoReadError: not a decodable video/image, empty, or missing.
         LimitExceededError: over the upload, duration, frame-count or resolution limit.
     """
-    from sam2_web.media.frames import open_frames
-
-    src = check_upload(path, limits)
+    src = check_uploaded_clip(path, limits, name)
     shown_name = name or src.name
-    # Probe first (reads the container index only) so an over-limit clip costs no model work.
-    try:
-        with open_frames(src) as frames:
-            check_clip(frames.info, limits)
-    except VideoReadError as error:
-        # The user knows their file by its name, not by the server's temp path.
-        raise VideoReadError(str(error).replace(str(src), shown_name)) from None
     session.close_engine()
     _reset(session)
     kept = _keep_copy(src, session.workdir)
@@ -239,13 +230,13 @@ def click(session: AppSession | None, frame_idx: int, x: float, y: float) -> Any
                            if not (isinstance(p, BoxPrompt) and p.frame_idx == frame_idx and p.obj_id == obj_id)]
         session.prompts.append(BoxPrompt(frame_idx, obj_id, x0, y0, x1, y1))
     else:
-        session.prompts.append(PointPrompt(frame_idx, obj_id, x, y, session.mode == "positive"))
+        session.prompts.append(ClickPrompt(frame_idx, obj_id, x, y, session.mode == "positive"))
     return _apply(session, frame_idx, obj_id)
 
 
 def _prompt_kwargs(prompts: Sequence[Prompt]) -> dict[str, Any]:
     """``add_prompt`` arguments for a set of prompts (the last box wins: one box per frame)."""
-    points = [p for p in prompts if isinstance(p, PointPrompt)]
+    points = [p for p in prompts if isinstance(p, ClickPrompt)]
     boxes = [p for p in prompts if isinstance(p, BoxPrompt)]
     kwargs: dict[str, Any] = {}
     if points:
@@ -368,7 +359,7 @@ def set_prompts(session: AppSession | None, frame_idx: int, obj_id: int, *,
         raise PromptError("labels must be 1 (positive) or 0 (negative)")
     if not points and box is None:
         raise PromptError(f"give points or a box for object {obj_id} on frame {frame_idx}")
-    new: list[Prompt] = [PointPrompt(frame_idx, obj_id, *_check_point(session, x, y), bool(int(v)))
+    new: list[Prompt] = [ClickPrompt(frame_idx, obj_id, *_check_point(session, x, y), bool(int(v)))
                          for (x, y), v in zip(points, labels)]
     if box is not None:
         if len(box) != 4:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from sam2_web.errors import CancelledError, Sam2WebError
+from sam2_web.errors import CancelledError, Sam2WebError, public_message
+from sam2_web.export.formats import FORMATS
 from sam2_web.ui import logic, render
 from sam2_web.ui.api import Api, register
 from sam2_web.ui.api import document as api_document
@@ -30,13 +31,7 @@ ASSETS = Path(__file__).resolve().parents[2] / "assets"
 EXAMPLES = ("ball.mp4", "crossing.mp4", "grow.mp4", "still.jpg")
 INTERACTIVE_LIMIT = 2  # clicks (one model call each) served at once, across users
 PREVIEW_EVERY_S = 0.5  # while tracking, send a new picture at most this often
-DOWNLOAD_FORMATS = [
-    ("PNG matte sequence (.zip)", "png_zip"),
-    ("Matte video, H.264 (.mp4)", "matte_mp4"),
-    ("RGBA cut-out, WebM VP9 alpha (.webm)", "webm"),
-    ("RGBA cut-out, ProRes 4444 (.mov)", "prores"),
-    ("COCO RLE (.json)", "coco_rle"),
-]
+DOWNLOAD_FORMATS = [(f.menu, f.name) for f in FORMATS.values() if f.menu]
 EFFECTS = [("Blur the background", "blur"), ("Grey background", "grey"),
            ("Replace the background", "replace"), ("Highlight the object", "highlight")]
 MODES = [("Positive point", "positive"), ("Negative point", "negative"), ("Box (two clicks)", "box")]
@@ -45,7 +40,7 @@ CSS = ".sam2-progress progress { height: 1.2em; } .sam2-objects { line-height: 1
 
 def _as_gr_error(error: Exception) -> gr.Error:
     if isinstance(error, Sam2WebError):
-        return gr.Error(str(error), print_exception=False)
+        return gr.Error(public_message(error), print_exception=False)  # no server paths
     log.exception("unexpected error in a callback")
     return gr.Error(f"Something went wrong ({type(error).__name__}); the server log has the details.",
                     print_exception=False)
@@ -158,7 +153,7 @@ class Callbacks:
         scale = render.display_scale(session.info.width, session.info.height)
         x, y = evt.index[0] * scale, evt.index[1] * scale
         with _holding(session):
-            logic.click(session, int(frame_idx), x, y)
+            logic.click(session, int(frame_idx), x, y, self.ctx.limits)
         return render.frame_image(session, int(frame_idx)), *self._objects(session)
 
     def set_mode(self, sid: str | None, mode: str) -> None:
@@ -202,7 +197,7 @@ class Callbacks:
     def rename_object(self, sid: str | None, name: str):
         """Rename the selected object."""
         session = logic.require_clip(self._session(sid))
-        logic.rename_object(session, session.current, name)
+        logic.rename_object(session, session.current, name, self.ctx.limits)
         return (*self._objects(session), "")
 
     def remove_object(self, sid: str | None, frame_idx: float):
@@ -355,7 +350,7 @@ def build_demo(ctx: AppContext) -> gr.Blocks:
         stop_btn.click(w(cb.stop), [sid], None, queue=False, **_ui("stop"))
         export_btn.click(w(cb.download), [sid, fmt, feather], [download], **heavy, **_ui("download"))
         effect_btn.click(w(cb.effect), [sid, effect, colour], [effect_video], **heavy, **_ui("effect"))
-        register(Api(ctx), w, track_limit)
+        register(Api(ctx), w, track_limit, INTERACTIVE_LIMIT)
     return demo
 
 

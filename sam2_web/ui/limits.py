@@ -80,6 +80,30 @@ def check_clip(info: Any, limits: Limits) -> None:
         )
 
 
+def check_uploaded_clip(path: str | os.PathLike | None, limits: Limits, name: str | None = None) -> Path:
+    """:func:`check_upload`, then probe the clip (container index only, no decoding) and
+    :func:`check_clip` it, so an over-limit clip costs no model work.
+
+    Args:
+        name: how the user knows the file (default: its file name); messages use it instead
+            of the server's temp path.
+    Returns:
+        The path.
+    Raises:
+        VideoReadError: no file, empty, or not a decodable video/image.
+        LimitExceededError: over the upload, duration, frame-count or resolution limit.
+    """
+    from sam2_web.media.frames import open_frames
+
+    src = check_upload(path, limits)
+    try:
+        with open_frames(src) as frames:
+            check_clip(frames.info, limits)
+    except VideoReadError as error:
+        raise VideoReadError(str(error).replace(str(src), name or src.name)) from None
+    return src
+
+
 def require_clip(session: AppSession | None) -> AppSession:
     """Return ``session`` if it has a clip open.
 

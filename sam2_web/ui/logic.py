@@ -4,9 +4,9 @@ No Gradio here: the callbacks in ``layout.py`` and the endpoints in ``api.py`` o
 components to these calls and errors to ``gr.Error``, so all of it is tested without a browser.
 The functions live in three modules, gathered here under one name:
 
-* ``limits``  — input limits and "is there a clip" guards;
-* ``editing`` — open a clip, objects, clicks/boxes, undo, the masks of a frame;
-* ``jobs``    — tracking with progress and cancel, exports.
+* ``limits``     — input limits and "is there a clip" guards;
+* ``editing``    — open a clip, objects, clicks/boxes, undo, the masks of a frame;
+* ``whole_clip`` — tracking with progress and cancel, exports.
 """
 
 from sam2_web.ui.editing import (
@@ -27,12 +27,12 @@ from sam2_web.ui.editing import (
     switch_model,
     undo,
 )
-from sam2_web.ui.jobs import TrackStep, export_masks, format_step, hex_colour, track
-from sam2_web.ui.limits import Limits, check_clip, check_frame, check_upload, require_clip
+from sam2_web.ui.limits import Limits, check_clip, check_frame, check_upload, check_uploaded_clip, require_clip
+from sam2_web.ui.whole_clip import TrackStep, export_masks, format_step, hex_colour, track
 
 __all__ = [
     "MIN_BOX_SIDE", "Limits", "TrackStep", "add_object", "check_clip", "check_frame", "check_upload",
-    "clear_frame", "click", "ensure_object", "export_masks", "format_step", "hex_colour", "mask_dict",
+    "check_uploaded_clip", "clear_frame", "click", "ensure_object", "export_masks", "format_step", "hex_colour", "mask_dict",
     "masks_at", "open_clip", "prompts_on", "remove_object", "rename_object", "require_clip",
     "select_object", "set_mode", "set_prompts", "switch_model", "track", "undo",
 ]

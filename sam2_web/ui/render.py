@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 
 from sam2_web.export.preview import color_of, overlay
 from sam2_web.ui.logic import TrackStep, format_step, mask_dict, prompts_on
-from sam2_web.ui.state import AppSession, BoxPrompt, PointPrompt
+from sam2_web.ui.state import AppSession, BoxPrompt, ClickPrompt
 
 # Frames are shown with their long side in this range: big ones shrink (less to send per click),
 # small ones grow (a 160 px frame is too small to click on). Clicks are mapped back.
@@ -54,7 +54,7 @@ def _draw_prompts(img: Image.Image, session: AppSession, frame_idx: int, scale: 
     draw = ImageDraw.Draw(img)
     r = max(3, round(min(img.size) / 60))
     for p in prompts_on(session, frame_idx):
-        if isinstance(p, PointPrompt):
+        if isinstance(p, ClickPrompt):
             x, y = p.x / scale, p.y / scale
             draw.ellipse((x - r, y - r, x + r, y + r), fill=POSITIVE if p.positive else NEGATIVE,
                          outline=(255, 255, 255), width=max(1, r // 3))

@@ -37,8 +37,12 @@ class SessionBusyError(Sam2WebError, RuntimeError):
 
 
 @dataclass(frozen=True)
-class PointPrompt:
-    """One click: a point in original-resolution pixels; ``positive`` False means "not this"."""
+class ClickPrompt:
+    """One click: a point in original-resolution pixels; ``positive`` False means "not this".
+
+    (The engine's ``sam2_web.video.state.PointPrompt`` is something else: every click and box
+    of an object on a frame, as model-input tensors.)
+    """
 
     frame_idx: int
     obj_id: int
@@ -59,7 +63,7 @@ class BoxPrompt:
     y1: float
 
 
-Prompt = Union[PointPrompt, BoxPrompt]
+Prompt = Union[ClickPrompt, BoxPrompt]
 
 
 @dataclass(frozen=True)
