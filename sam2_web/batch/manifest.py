@@ -245,12 +245,6 @@ def _unique(jobs: list[BatchJob]) -> None:
     ids: dict[str, int] = {}
     targets: dict[tuple[Path, str], int] = {}
     for job in jobs:
-        if job.id in ids:
-            raise ManifestError(
-                f"jobs[{job.index}]: the id {job.id!r} is also jobs[{ids[job.id]}]'s; give each job its own id "
-                "(or its own name/out)"
-            )
-        ids[job.id] = job.index
         target = (job.out_dir, job.stem)
         if target in targets:
             raise ManifestError(
@@ -258,6 +252,10 @@ def _unique(jobs: list[BatchJob]) -> None:
                 "give one of them another name or out"
             )
         targets[target] = job.index
+        if job.id in ids:
+            raise ManifestError(f"jobs[{job.index}]: the id {job.id!r} is also jobs[{ids[job.id]}]'s; "
+                                "give each job its own id")
+        ids[job.id] = job.index
 
 
 # --------------------------------------------------------------------------- values

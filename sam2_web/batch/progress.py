@@ -56,8 +56,9 @@ class BatchStatus:
     """Live numbers of a batch.
 
     Attributes:
-        jobs: jobs in the manifest; to_run: those not already complete.
-        done, failed, skipped: finished jobs by outcome.
+        jobs: jobs in the manifest; to_run: those that run (not complete, not invalid).
+        done, failed: jobs of this run that finished, by outcome.
+        skipped: jobs already complete; invalid: jobs that could not start (e.g. bad prompts).
         frames: frames of the jobs done so far.
         running: units in flight, by unit id.
         retries: units started again after their worker died.
@@ -69,6 +70,7 @@ class BatchStatus:
     done: int = 0
     failed: int = 0
     skipped: int = 0
+    invalid: int = 0
     frames: int = 0
     retries: int = 0
     running: dict[str, RunningUnit] = field(default_factory=dict)

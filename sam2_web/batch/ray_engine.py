@@ -61,15 +61,18 @@ class BatchWorker:
     Args:
         label: ``w<index>`` (its name in reports).
         token: the batch's token; the scratch folder is ``sam2web-<label>-<token>``, so a restarted
-            actor finds and removes what its dead predecessor left there.
-        board: the progress board actor.
+            actor finds and removes what its dead predecessor left there; the progress board is
+            the actor named ``sam2web-board-<token>``.
         scratch_parent: folder for the scratch folder (None: the system temp folder).
         threads: torch threads (None: torch's default).
     """
 
-    def __init__(self, label: str, token: str, board: Any, scratch_parent: Optional[str], threads: Optional[int]):
+    def __init__(self, label: str, token: str, scratch_parent: Optional[str], threads: Optional[int]):
+        import ray
+
         self.label = label
-        self.board = board
+        # Looked up by name: plain arguments only, so Ray can always restart the actor.
+        self.board = ray.get_actor(f"sam2web-board-{token}")
         self.scratch = Path(scratch_parent or tempfile.gettempdir()) / f"sam2web-{label}-{token}"
         shutil.rmtree(self.scratch, ignore_errors=True)
         self.scratch.mkdir(parents=True)
@@ -200,11 +203,11 @@ class RayEngine:
         ray = self._ray = self._init()
         self.resources = dict(ray.cluster_resources())
         n, request, threads = self.placement()
-        self._board = ray.remote(num_cpus=0)(ProgressBoard).remote()
+        self._board = ray.remote(num_cpus=0)(ProgressBoard).options(name=f"sam2web-board-{self.token}").remote()
         worker_cls = ray.remote(BatchWorker)
         for k in range(n):
             actor = worker_cls.options(max_restarts=-1, max_task_retries=0, **request).remote(
-                f"w{k}", self.token, self._board, self.scratch, threads)
+                f"w{k}", self.token, self.scratch, threads)
             self.actors.append(actor)
             self.names.append(f"w{k}")
             self.pids.append(0)

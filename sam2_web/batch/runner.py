@@ -246,9 +246,8 @@ def run_batch(manifest: Manifest, *, engine: Optional[Engine] = None, force: boo
     view = view or BatchProgressView("none")
     begin = time.monotonic()
     to_run, known = plan(manifest, force=force)
-    status = BatchStatus(jobs=len(manifest.jobs), to_run=len(to_run), skipped=sum(
-        1 for o in known.values() if o.status == SKIPPED))
-    status.failed = len(known) - status.skipped
+    skipped = sum(1 for o in known.values() if o.status == SKIPPED)
+    status = BatchStatus(jobs=len(manifest.jobs), to_run=len(to_run), skipped=skipped, invalid=len(known) - skipped)
     for outcome in known.values():
         if outcome.status != SKIPPED:
             view.message(f"FAILED {outcome.id}: {outcome.error['message']}")
