@@ -9,11 +9,10 @@ against a running app or Space.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import numpy as np
 
@@ -22,8 +21,7 @@ from sam2_web.errors import PromptError
 from sam2_web.jobs.job import MaskJob
 from sam2_web.jobs.prompts import ObjectPrompts
 from sam2_web.jobs.outputs import Progress, Staging, export_all
-
-Cancel = Union[threading.Event, Callable[[], bool], None]
+from sam2_web.video.cancel import Cancel, cancel_check
 
 
 @dataclass(frozen=True)
@@ -41,15 +39,6 @@ class JobResult:
     num_frames: int
     tracked: tuple[int, int]
     obj_ids: list[int]
-
-
-def cancel_check(cancel: Cancel) -> Callable[[], bool]:
-    """A no-argument callable telling whether ``cancel`` (an Event, a callable or None) is set."""
-    if cancel is None:
-        return lambda: False
-    if isinstance(cancel, threading.Event):
-        return cancel.is_set
-    return cancel
 
 
 def load_job_predictor(job: MaskJob, progress: Optional[Progress] = None) -> Any:

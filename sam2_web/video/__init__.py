@@ -6,8 +6,23 @@
 reference's ``init_state`` / ``propagate_in_video`` API.
 """
 
-from sam2_web.video.options import SessionOptions
-from sam2_web.video.session import VideoSession
-from sam2_web.video.state import FrameMasks
+from __future__ import annotations
 
-__all__ = ["FrameMasks", "SessionOptions", "VideoSession"]
+# Resolved on first use, so that light modules (``sam2_web.video.cancel``) import without torch.
+_LAZY = {
+    "FrameMasks": "sam2_web.video.state",
+    "SessionOptions": "sam2_web.video.options",
+    "VideoSession": "sam2_web.video.session",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sam2_web.video' has no attribute {name!r}")
