@@ -8,10 +8,12 @@ hide; ``perturb`` adds small seeded noise to every parameter and buffer so each 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
+
+from sam2_web.modeling.sam2_base import HeadsOutput, PointInputs, TrackStepOutput
 
 MODEL_NAMES = (
     "sam2_hiera_t", "sam2_hiera_s", "sam2_hiera_b+", "sam2_hiera_l",
@@ -94,3 +96,53 @@ def make_pair(name: str, overrides=(), *, video: bool = False, seed: int = 0, wo
         workdir: where the checkpoint is written (a session tmp dir).
     """
     return _cached_pair(name, tuple(overrides), video, seed, str(workdir))
+
+
+# --- the reference's shapes, converted here and nowhere else ----------------------------------
+
+# The order of the reference's ``_forward_sam_heads`` 7-tuple.
+REFERENCE_HEADS_ORDER = (
+    "low_res_multimasks", "high_res_multimasks", "ious",
+    "low_res_masks", "high_res_masks", "obj_ptr", "object_score_logits",
+)
+
+
+def heads_from_reference(outputs: tuple) -> HeadsOutput:
+    """The reference's ``_forward_sam_heads`` 7-tuple as our :class:`HeadsOutput`."""
+    return HeadsOutput(**dict(zip(REFERENCE_HEADS_ORDER, outputs, strict=True)))
+
+
+def step_from_reference(out: dict) -> TrackStepOutput:
+    """The reference's ``track_step`` dict as our :class:`TrackStepOutput` (the dict also
+    echoes the step's ``point_inputs``/``mask_inputs``, which ours does not)."""
+    return TrackStepOutput(**{f.name: out[f.name] for f in fields(TrackStepOutput)})
+
+
+def step_as_reference(out: TrackStepOutput) -> dict:
+    """Our :class:`TrackStepOutput` as the reference's ``track_step`` dict (what its memory reads)."""
+    return {f.name: getattr(out, f.name) for f in fields(TrackStepOutput)}
+
+
+def points_as_reference(points: PointInputs | None) -> dict | None:
+    """Our :class:`PointInputs` as the reference's ``{"point_coords", "point_labels"}`` dict."""
+    if points is None:
+        return None
+    return {"point_coords": points.point_coords, "point_labels": points.point_labels}
+
+
+class KeepAllMemory:
+    """A ``MemorySource`` that keeps every output, as the reference's ``output_dict`` does."""
+
+    def __init__(self) -> None:
+        self.cond: dict[int, TrackStepOutput] = {}
+        self.non_cond: dict[int, TrackStepOutput] = {}
+
+    def cond_frame_outputs(self) -> dict[int, TrackStepOutput]:
+        return self.cond
+
+    def non_cond_frame_output(self, frame_idx: int) -> TrackStepOutput | None:
+        return self.non_cond.get(frame_idx)
+
+    def store(self, frame_idx: int, out: TrackStepOutput, cond: bool) -> None:
+        """Keep ``out`` as a conditioning (prompted) or a tracked frame's output."""
+        (self.cond if cond else self.non_cond)[frame_idx] = out

@@ -1,21 +1,32 @@
 """SAM2Base's tracking step matches the reference's, frame by frame, on a synthetic sequence.
 
 Both models get identical random weights and the same frames and prompts; each keeps its own
-memory of earlier frames (reference-style output dicts). Covered: a first prompted frame, tracked
+memory of earlier frames (the reference in its output dict, ours in a ``MemorySource``); the
+reference's dicts and tuples are converted to our typed outputs by ``tests/parity.py``. Covered: a first prompted frame, tracked
 frames (memory attention over spatial memories + object pointers), a later mask-prompted frame,
 reverse tracking, the cond-frame cap and temporal stride, a bounded memory bank that holds only
 the frames the model reads, and bf16-stored memories with no float pointers (where the reference
-crashes on CPU).
+crashes on CPU), and the SAM heads' outputs field by field.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
 
 from sam2_web import transforms as T
-from tests.parity import make_pair
+from sam2_web.modeling.sam2_base import PointInputs
+from tests.parity import (
+    KeepAllMemory,
+    heads_from_reference,
+    make_pair,
+    points_as_reference,
+    step_as_reference,
+    step_from_reference,
+)
 
 SIZE = 256  # reduced image_size keeps each frame cheap; every code path is the same as at 1024
 OVERRIDES = (f"++model.image_size={SIZE}",)
@@ -44,50 +55,48 @@ def _features(model, frames):
     return out
 
 
-def _points(batch: int = 1):
+def _points(batch: int = 1) -> PointInputs:
     coords = torch.tensor([[[60.0, 100.0], [150.0, 40.0]]]).repeat(batch, 1, 1)
     labels = torch.tensor([[1, 0]], dtype=torch.int32).repeat(batch, 1)
-    return {"point_coords": coords, "point_labels": labels}
+    return PointInputs(coords, labels)
 
 
-def _run(model, feats, plan, output_dict, num_frames=NUM_FRAMES, **step_kw):
+def _step(model, memory, frame, is_init, feats, points, masks, num_frames=NUM_FRAMES, reverse=False):
+    """One ``track_step`` of ours (``memory`` a MemorySource) or of the reference (``memory`` its
+    output dict), returned as our ``TrackStepOutput`` together with what to store."""
+    f, p, s = feats
+    if isinstance(memory, dict):
+        out = model.track_step(frame, is_init, f, p, s, points_as_reference(points), masks, memory, num_frames, reverse)
+        return step_from_reference(out), out
+    out = model.track_step(frame, is_init, f, p, s, points, masks, memory, num_frames, reverse)
+    return out, out
+
+
+def _run(model, feats, plan, memory, num_frames=NUM_FRAMES):
     """Run ``plan`` [(frame, kind, reverse)] and return each step's output."""
     outs = []
     with torch.no_grad():
         for frame, kind, reverse in plan:
-            f, p, s = feats[frame]
             points = _points() if kind in ("init", "points") else None
             masks = None
             if kind == "mask":
                 masks = torch.zeros(1, 1, SIZE, SIZE)
                 masks[..., 80:160, 60:200] = 1.0
-            out = model.track_step(
-                frame_idx=frame,
-                is_init_cond_frame=kind == "init",
-                current_vision_feats=f,
-                current_vision_pos_embeds=p,
-                feat_sizes=s,
-                point_inputs=points,
-                mask_inputs=masks,
-                output_dict=output_dict,
-                num_frames=num_frames,
-                track_in_reverse=reverse,
-                **step_kw,
-            )
-            bucket = "cond_frame_outputs" if kind in ("init", "points", "mask") else "non_cond_frame_outputs"
-            if isinstance(output_dict, dict):
-                output_dict[bucket][frame] = out
+            out, stored = _step(model, memory, frame, kind == "init", feats[frame], points, masks, num_frames, reverse)
+            cond = kind in ("init", "points", "mask")
+            if isinstance(memory, dict):
+                memory["cond_frame_outputs" if cond else "non_cond_frame_outputs"][frame] = stored
             else:
-                output_dict.store(frame, out, cond=bucket == "cond_frame_outputs")
+                memory.store(frame, stored, cond=cond)
             outs.append(out)
     return outs
 
 
-def _worst(ref_outs, our_outs) -> float:
+def _worst(ref_outs, our_outs, names=COMPARED) -> float:
     worst = 0.0
-    for r, o in zip(ref_outs, our_outs):
-        for key in COMPARED:
-            worst = max(worst, (r[key].float() - o[key].float()).abs().max().item())
+    for r, o in zip(ref_outs, our_outs, strict=True):
+        for name in names:
+            worst = max(worst, (getattr(r, name).float() - getattr(o, name).float()).abs().max().item())
     return worst
 
 
@@ -108,7 +117,7 @@ def tracked(request, parity_dir):
 def test_forward_tracking_matches_reference(tracked):
     pair, ref_feats, our_feats = tracked
     ref_outs = _run(pair.ref, ref_feats, FORWARD_PLAN, _empty())
-    our_outs = _run(pair.ours, our_feats, FORWARD_PLAN, _empty())
+    our_outs = _run(pair.ours, our_feats, FORWARD_PLAN, KeepAllMemory())
     worst = _worst(ref_outs, our_outs)
     print(f"forward tracking: worst abs diff {worst:.3g}")
     assert worst <= TOL
@@ -126,7 +135,7 @@ def test_reverse_tracking_and_limits_match_reference(tracked):
             model.max_cond_frames_in_attn = 2
             model.memory_temporal_stride_for_eval = 2
         ref_outs = _run(pair.ref, ref_feats, plan, _empty())
-        our_outs = _run(pair.ours, our_feats, plan, _empty())
+        our_outs = _run(pair.ours, our_feats, plan, KeepAllMemory())
     finally:
         for model in (pair.ref, pair.ours):
             model.max_cond_frames_in_attn, model.memory_temporal_stride_for_eval = saved[id(model)]
@@ -135,21 +144,15 @@ def test_reverse_tracking_and_limits_match_reference(tracked):
     assert worst <= TOL
 
 
-class _WindowBank:
-    """A MemoryBank that keeps only what the model says it will read next (forward tracking)."""
+class _WindowMemory(KeepAllMemory):
+    """A MemorySource that keeps only what the model says it will read next (forward tracking)."""
 
     def __init__(self, model, num_frames):
+        super().__init__()
         self.model, self.num_frames = model, num_frames
-        self.cond, self.non_cond = {}, {}
-
-    def cond_frame_outputs(self):
-        return self.cond
-
-    def non_cond_frame_output(self, frame_idx):
-        return self.non_cond.get(frame_idx)
 
     def store(self, frame, out, cond):
-        (self.cond if cond else self.non_cond)[frame] = out
+        super().store(frame, out, cond)
         nxt = frame + 1
         keep = {t for _, t in self.model.memory_frame_indices(nxt)}
         keep |= {t for _, t in self.model.obj_ptr_frame_indices(nxt, self.num_frames)}
@@ -162,12 +165,12 @@ def test_bounded_memory_bank_gives_same_result(tracked):
     pair, _, our_feats = tracked
     model = pair.ours
     plan = [(0, "init", False)] + [(t, "track", False) for t in range(1, NUM_FRAMES)]
-    bank = _WindowBank(model, NUM_FRAMES)
+    bank = _WindowMemory(model, NUM_FRAMES)
     # With a pointer window of 3 and 3 memories, the bank must drop frames as it goes.
     saved = model.num_maskmem, model.max_obj_ptrs_in_encoder
     model.num_maskmem, model.max_obj_ptrs_in_encoder = 3, 3
     try:
-        full = _run(model, our_feats, plan, _empty())
+        full = _run(model, our_feats, plan, KeepAllMemory())
         bounded = _run(model, our_feats, plan, bank)
     finally:
         model.num_maskmem, model.max_obj_ptrs_in_encoder = saved
@@ -182,19 +185,62 @@ def test_bf16_memories_without_pointers_do_not_crash(tracked):
     (so no float pointer is concatenated) used to hit 'mat1 and mat2 must have the same dtype'."""
     pair, ref_feats, our_feats = tracked
     with torch.no_grad():
-        f, p, s = our_feats[6]
-        cond = pair.ours.track_step(6, True, f, p, s, _points(), None, _empty(), NUM_FRAMES)
-    stored = dict(cond)
-    stored["maskmem_features"] = cond["maskmem_features"].to(torch.bfloat16)
-    upcast = dict(stored)
-    upcast["maskmem_features"] = stored["maskmem_features"].float()
-    f, p, s = our_feats[3]
+        cond, _ = _step(pair.ours, KeepAllMemory(), 6, True, our_feats[6], _points(), None)
+    stored = dataclasses.replace(cond, maskmem_features=cond.maskmem_features.to(torch.bfloat16))
+    upcast = dataclasses.replace(stored, maskmem_features=stored.maskmem_features.float())
+    memory = KeepAllMemory()
+    memory.store(6, stored, cond=True)
     with torch.no_grad():
-        ours = pair.ours.track_step(3, False, f, p, s, None, None,
-                                    {"cond_frame_outputs": {6: stored}, "non_cond_frame_outputs": {}}, NUM_FRAMES)
-        rf, rp, rs = ref_feats[3]
-        ref = pair.ref.track_step(3, False, rf, rp, rs, None, None,
-                                  {"cond_frame_outputs": {6: upcast}, "non_cond_frame_outputs": {}}, NUM_FRAMES)
-    worst = max((ref[k].float() - ours[k].float()).abs().max().item() for k in COMPARED)
+        ours, _ = _step(pair.ours, memory, 3, False, our_feats[3], None, None)
+        ref_memory = {"cond_frame_outputs": {6: step_as_reference(upcast)}, "non_cond_frame_outputs": {}}
+        ref, _ = _step(pair.ref, ref_memory, 3, False, ref_feats[3], None, None)
+    worst = _worst([ref], [ours])
     print(f"bf16-stored memory: worst abs diff vs reference on upcast memory {worst:.3g}")
+    assert worst <= TOL
+
+
+HEADS_COMPARED = ("low_res_multimasks", "high_res_multimasks", "ious", "low_res_masks", "high_res_masks",
+                  "obj_ptr", "object_score_logits")
+
+
+def _heads_input(feats):
+    """A frame's (vision_feats, _, feat_sizes) as the heads take them: the stride-16 map and the
+    higher-resolution maps."""
+    tokens, _, sizes = feats
+    maps = [x.permute(1, 2, 0).view(1, -1, *hw) for x, hw in zip(tokens, sizes)]
+    return maps[-1], maps[:-1]
+
+
+@pytest.mark.parametrize("multimask", [False, True])
+def test_sam_heads_outputs_match_reference_by_name(tracked, multimask):
+    """Every field of our heads output is the reference's value at that name (with multimask
+    output the best candidate is picked, so the picked masks are not the first ones)."""
+    pair, ref_feats, our_feats = tracked
+    points = PointInputs(torch.tensor([[[60.0, 100.0]]]), torch.tensor([[1]], dtype=torch.int32))
+    with torch.no_grad():
+        pix, high_res = _heads_input(our_feats[0])
+        ours = pair.ours._forward_sam_heads(pix, points, None, high_res, multimask)
+        ref_pix, ref_high_res = _heads_input(ref_feats[0])
+        ref = heads_from_reference(
+            pair.ref._forward_sam_heads(ref_pix, points_as_reference(points), None, ref_high_res, multimask)
+        )
+    assert ours.ious.shape == (1, 3 if multimask else 1)
+    worst = _worst([ref], [ours], HEADS_COMPARED)
+    print(f"SAM heads (multimask={multimask}): worst abs diff {worst:.3g}")
+    assert worst <= TOL
+
+
+def test_mask_as_output_matches_reference_by_name(tracked):
+    """A mask prompt taken as the output fills the same seven fields as the reference's tuple."""
+    pair, ref_feats, our_feats = tracked
+    mask = torch.zeros(1, 1, SIZE, SIZE)
+    mask[..., 80:160, 60:200] = 1.0
+    with torch.no_grad():
+        pix, high_res = _heads_input(our_feats[0])
+        ours = pair.ours._use_mask_as_output(pix, high_res, mask)
+        ref_pix, ref_high_res = _heads_input(ref_feats[0])
+        ref = heads_from_reference(pair.ref._use_mask_as_output(ref_pix, ref_high_res, mask))
+    assert torch.equal(ours.low_res_masks, ours.low_res_multimasks)
+    worst = _worst([ref], [ours], HEADS_COMPARED)
+    print(f"mask as output: worst abs diff {worst:.3g}")
     assert worst <= TOL

@@ -1,4 +1,5 @@
-"""Small building blocks shared by the encoder, the heads and the memory modules.
+"""Small building blocks shared by the encoder, the heads and the memory modules, and the
+mask-logit ops that the model and the video engine both apply.
 
 Parameter names (``layers.{i}``, ``weight``/``bias``) follow the official checkpoints, so the
 modules that embed these load official weights without key remapping.
@@ -200,3 +201,20 @@ def select_closest_cond_frames(
         selected[t] = cond_frame_outputs[t]
     unselected = {t: v for t, v in cond_frame_outputs.items() if t not in selected}
     return selected, unselected
+
+
+def non_overlapping(scores: torch.Tensor, suppressed_max: float = -10.0) -> torch.Tensor:
+    """Keep, at every pixel, only the highest-scoring object as foreground.
+
+    Args:
+        scores: (N, 1, H, W) mask logits of N objects on one frame.
+        suppressed_max: the other objects' logits are clamped to at most this value
+            (sigmoid(-10) ~ 4.5e-5: firmly background).
+    Returns:
+        A tensor like ``scores``; ``scores`` itself when N <= 1.
+    """
+    if scores.size(0) <= 1:
+        return scores
+    winner = scores.argmax(dim=0, keepdim=True)
+    index = torch.arange(scores.size(0), device=scores.device).view(-1, 1, 1, 1)
+    return torch.where(winner == index, scores, scores.clamp(max=suppressed_max))

@@ -1,36 +1,39 @@
 """SAM 2 as one module: image encoder, SAM prompt/mask heads, memory attention and memory encoder.
 
-This class holds the weights and the single-frame operations (encode an image, decode prompts,
-condition on memory, encode a new memory). The image predictor and the video engine drive it;
-state across frames lives with them, not here.
+This class holds the weights and the single-frame operations; the image predictor and the video
+engine drive it, and state across frames lives with them, not here. One tracking step
+(:meth:`SAM2Base.track_step`) is three steps, each a method of its own:
+
+1. condition the frame's features on the memory of other frames
+   (:meth:`~SAM2Base._prepare_memory_conditioned_features`: which frames and how their outputs
+   become tokens is :mod:`sam2_web.modeling.memory_reading`; then memory attention);
+2. decode the prompts on them (:meth:`~SAM2Base._forward_sam_heads`, a :class:`HeadsOutput`);
+3. encode the predicted mask into this frame's memory (:meth:`~SAM2Base._encode_new_memory`,
+   ending in :meth:`~SAM2Base._compress_memory`, the identity for SAM 2).
 
 Inference only: training-time switches of the published configs are accepted (so the official
 YAMLs instantiate) and evaluation semantics are always used.
-
-Memory reading (which other frames a frame attends to, and gathering their memories and object
-pointers into tokens) lives in :mod:`sam2_web.modeling.memory_bank`; the methods here delegate to
-it with the model's current settings and weights.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.init import trunc_normal_
 
-from sam2_web.modeling import memory_bank
-from sam2_web.modeling.common import MLP
-from sam2_web.modeling.memory_bank import MemoryBank, OutputDictMemory, entry_field
+from sam2_web.modeling import memory_reading
+from sam2_web.modeling.common import MLP, non_overlapping
+from sam2_web.modeling.memory_reading import MemoryReadConfig, MemorySource, MemoryTokens
 from sam2_web.modeling.sam.mask_decoder import MaskDecoder
 from sam2_web.modeling.sam.prompt_encoder import PromptEncoder
 from sam2_web.modeling.sam.transformer import TwoWayTransformer
 
-# MemoryBank / OutputDictMemory are re-exported: callers import the memory protocol from here.
-__all__ = ["NO_OBJ_SCORE", "MemoryBank", "OutputDictMemory", "SAM2Base"]
+__all__ = ["NO_OBJ_SCORE", "HeadsOutput", "PointInputs", "SAM2Base", "TrackStepOutput"]
 
 # Logit given to every pixel of a frame where the object is judged absent.
 NO_OBJ_SCORE = -1024.0
@@ -39,23 +42,108 @@ NO_OBJ_SCORE = -1024.0
 _MASK_AS_OUTPUT_SCALE, _MASK_AS_OUTPUT_BIAS = 20.0, -10.0
 
 
-def _points_of(point_inputs: Any) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(coords, labels) from a ``{"point_coords", "point_labels"}`` mapping, an object with those
-    attributes, or a ``(coords, labels)`` pair."""
-    if isinstance(point_inputs, (tuple, list)):
-        return point_inputs[0], point_inputs[1]
-    return entry_field(point_inputs, "point_coords"), entry_field(point_inputs, "point_labels")
+@dataclass
+class PointInputs:
+    """Clicks (and a box, as two corner points) on one frame: the heads' ``point_inputs``.
+
+    ``point_coords`` is (B, P, 2) float in ``image_size`` pixels; ``point_labels`` is (B, P)
+    int32 with 1 = positive, 0 = negative, 2/3 = box top-left/bottom-right (how SAM 2 was
+    trained), -1 = padding. (The app's record of one click is ``sam2_web.ui.state.PointPrompt``.)
+    """
+
+    point_coords: torch.Tensor
+    point_labels: torch.Tensor
+
+    def extended(self, coords: torch.Tensor, labels: torch.Tensor) -> "PointInputs":
+        """Return inputs with ``coords``/``labels`` appended after the existing points."""
+        return PointInputs(
+            torch.cat([self.point_coords, coords], dim=1), torch.cat([self.point_labels, labels], dim=1)
+        )
 
 
-def _tokens_to_map(x: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
+@dataclass
+class HeadsOutput:
+    """What the SAM heads predict on one frame for B prompt sets (M = 3 candidate masks with
+    multimask output, else 1; S = ``image_size``).
+
+    Attributes:
+        low_res_multimasks: (B, M, S/4, S/4) mask logits of every candidate.
+        high_res_multimasks: (B, M, S, S) the same, upsampled to the model input size.
+        ious: (B, M) predicted IoU of each candidate.
+        low_res_masks / high_res_masks: (B, 1, S/4, S/4) / (B, 1, S, S) the best candidate.
+        obj_ptr: (B, C) object pointer, read by later frames' memory attention.
+        object_score_logits: (B, 1) logit that the object is present on the frame.
+    """
+
+    low_res_multimasks: torch.Tensor
+    high_res_multimasks: torch.Tensor
+    ious: torch.Tensor
+    low_res_masks: torch.Tensor
+    high_res_masks: torch.Tensor
+    obj_ptr: torch.Tensor
+    object_score_logits: torch.Tensor
+
+
+@dataclass
+class TrackStepOutput:
+    """One frame's result of :meth:`SAM2Base.track_step`; it is also what later frames read
+    as this frame's memory (a :class:`~sam2_web.modeling.memory_reading.MemoryEntry`).
+
+    Attributes:
+        pred_masks: (B, 1, S/4, S/4) low-res mask logits.
+        pred_masks_high_res: (B, 1, S, S) mask logits at the model input size.
+        obj_ptr: (B, C) object pointer.
+        object_score_logits: (B, 1) logit that the object is present.
+        maskmem_features: (B, mem_dim, h, w) spatial memory, or None when not encoded.
+        maskmem_pos_enc: ``[(B, mem_dim, h, w)]`` its position encoding, or None when not encoded.
+    """
+
+    pred_masks: torch.Tensor
+    pred_masks_high_res: torch.Tensor
+    obj_ptr: torch.Tensor
+    object_score_logits: torch.Tensor
+    maskmem_features: Optional[torch.Tensor] = None
+    maskmem_pos_enc: Optional[List[torch.Tensor]] = None
+
+
+def _tokens_to_map(x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
     """(HW, B, C) token sequence -> (B, C, H, W) map."""
     return x.permute(1, 2, 0).view(x.size(1), x.size(2), *hw)
+
+
+class _MemorySetting:
+    """A ``SAM2Base`` attribute kept in its ``memory_config``: reading it reads the config and
+    assigning it replaces the config, so the attribute and what memory reading uses never differ."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, model: Optional["SAM2Base"], owner: Optional[type] = None) -> Any:
+        if model is None:
+            return self
+        return getattr(model.memory_config, self.name)
+
+    def __set__(self, model: "SAM2Base", value: Any) -> None:
+        model.memory_config = dataclasses.replace(model.memory_config, **{self.name: value})
 
 
 class SAM2Base(nn.Module):
     """The SAM 2 network. Keyword arguments are those of the published configs (see the module
     docstring for the memory layout); argument names and parameter names match the official
     checkpoints."""
+
+    # The memory-reading settings live in ``self.memory_config`` (built once in __init__).
+    num_maskmem = _MemorySetting()
+    memory_temporal_stride_for_eval = _MemorySetting()
+    max_cond_frames_in_attn = _MemorySetting()
+    use_obj_ptrs_in_encoder = _MemorySetting()
+    max_obj_ptrs_in_encoder = _MemorySetting()
+    add_tpos_enc_to_obj_ptrs = _MemorySetting()
+    proj_tpos_enc_in_obj_ptrs = _MemorySetting()
+    use_signed_tpos_enc_to_obj_ptrs = _MemorySetting()
+    only_obj_ptrs_in_the_past_for_eval = _MemorySetting()
+    hidden_dim = _MemorySetting()
+    mem_dim = _MemorySetting()
 
     def __init__(
         self,
@@ -139,21 +227,32 @@ class SAM2Base(nn.Module):
         self.memory_attention = memory_attention
         self.memory_encoder = memory_encoder
         self.spatial_perceiver = spatial_perceiver
-        self.hidden_dim = image_encoder.neck.d_model
+        hidden_dim = image_encoder.neck.d_model
         # Memories may be narrower than the image features (64 vs 256 channels in all configs).
         out_proj = getattr(memory_encoder, "out_proj", None)
-        self.mem_dim = out_proj.weight.shape[0] if hasattr(out_proj, "weight") else self.hidden_dim
+        mem_dim = out_proj.weight.shape[0] if hasattr(out_proj, "weight") else hidden_dim
+        self.memory_config = MemoryReadConfig(
+            num_maskmem=num_maskmem,
+            memory_temporal_stride_for_eval=memory_temporal_stride_for_eval,
+            max_cond_frames_in_attn=max_cond_frames_in_attn,
+            use_obj_ptrs_in_encoder=use_obj_ptrs_in_encoder,
+            max_obj_ptrs_in_encoder=max_obj_ptrs_in_encoder,
+            add_tpos_enc_to_obj_ptrs=add_tpos_enc_to_obj_ptrs,
+            proj_tpos_enc_in_obj_ptrs=proj_tpos_enc_in_obj_ptrs,
+            use_signed_tpos_enc_to_obj_ptrs=use_signed_tpos_enc_to_obj_ptrs,
+            only_obj_ptrs_in_the_past_for_eval=only_obj_ptrs_in_the_past_for_eval,
+            hidden_dim=hidden_dim,
+            mem_dim=mem_dim,
+        )
 
         self.image_size = image_size
         self.backbone_stride = backbone_stride
-        self.num_maskmem = num_maskmem
         self.use_high_res_features_in_sam = use_high_res_features_in_sam
         self.num_feature_levels = 3 if use_high_res_features_in_sam else 1
         self.sigmoid_scale_for_mem_enc = sigmoid_scale_for_mem_enc
         self.sigmoid_bias_for_mem_enc = sigmoid_bias_for_mem_enc
         self.binarize_mask_from_pts_for_mem_enc = binarize_mask_from_pts_for_mem_enc
         self.use_mask_input_as_output_without_sam = use_mask_input_as_output_without_sam
-        self.max_cond_frames_in_attn = max_cond_frames_in_attn
         self.directly_add_no_mem_embed = directly_add_no_mem_embed
         self.multimask_output_in_sam = multimask_output_in_sam
         self.multimask_min_pt_num = multimask_min_pt_num
@@ -161,14 +260,7 @@ class SAM2Base(nn.Module):
         self.multimask_output_for_tracking = multimask_output_for_tracking
         self.use_multimask_token_for_obj_ptr = use_multimask_token_for_obj_ptr
         self.iou_prediction_use_sigmoid = iou_prediction_use_sigmoid
-        self.memory_temporal_stride_for_eval = memory_temporal_stride_for_eval
         self.non_overlap_masks_for_mem_enc = non_overlap_masks_for_mem_enc
-        self.use_obj_ptrs_in_encoder = use_obj_ptrs_in_encoder
-        self.max_obj_ptrs_in_encoder = max_obj_ptrs_in_encoder
-        self.add_tpos_enc_to_obj_ptrs = add_tpos_enc_to_obj_ptrs
-        self.proj_tpos_enc_in_obj_ptrs = proj_tpos_enc_in_obj_ptrs
-        self.use_signed_tpos_enc_to_obj_ptrs = use_signed_tpos_enc_to_obj_ptrs
-        self.only_obj_ptrs_in_the_past_for_eval = only_obj_ptrs_in_the_past_for_eval
         self.pred_obj_scores = pred_obj_scores
         self.pred_obj_scores_mlp = pred_obj_scores_mlp
         self.fixed_no_obj_ptr = fixed_no_obj_ptr
@@ -296,25 +388,23 @@ class SAM2Base(nn.Module):
     def _forward_sam_heads(
         self,
         backbone_features: torch.Tensor,
-        point_inputs: Any = None,
+        point_inputs: Optional[PointInputs] = None,
         mask_inputs: Optional[torch.Tensor] = None,
         high_res_features: Optional[List[torch.Tensor]] = None,
         multimask_output: bool = False,
-    ) -> Tuple[torch.Tensor, ...]:
+    ) -> HeadsOutput:
         """Decode prompts on one frame's (memory-conditioned) features.
 
         Args:
             backbone_features: (B, C, h, w) with h = w = image_size / backbone_stride.
-            point_inputs: ``{"point_coords": (B, P, 2) float in input pixels,
-                "point_labels": (B, P) int32}`` (1 positive, 0 negative, 2/3 box corners,
-                -1 padding), or None.
+            point_inputs: the clicks (see :class:`PointInputs`), or None.
             mask_inputs: (B, 1, H, W) mask prompt (resized to the prompt encoder's size), or None.
             high_res_features: the two projected stride-4/8 maps, or None.
             multimask_output: ask for three candidate masks.
         Returns:
-            ``(low_res_multimasks, high_res_multimasks, ious, low_res_masks, high_res_masks,
-            obj_ptr, object_score_logits)``: logits at 1/4 and full input resolution (M = 3 or 1
-            candidates), the best candidate of each, the (B, C) object pointer and (B, 1) score.
+            The :class:`HeadsOutput`.
+        Raises:
+            ValueError: ``backbone_features`` of another shape.
         """
         batch = backbone_features.size(0)
         device = backbone_features.device
@@ -326,7 +416,7 @@ class SAM2Base(nn.Module):
             )
 
         if point_inputs is not None:
-            coords, labels = _points_of(point_inputs)
+            coords, labels = point_inputs.point_coords, point_inputs.point_labels
         else:
             # The decoder needs at least one token: a padding point (label -1).
             coords = torch.zeros(batch, 1, 2, device=device)
@@ -385,14 +475,14 @@ class SAM2Base(nn.Module):
                 obj_ptr = presence * obj_ptr
             obj_ptr = obj_ptr + (1 - presence) * self.no_obj_ptr
 
-        return (
-            low_res_multimasks,
-            high_res_multimasks,
-            ious,
-            low_res_masks,
-            high_res_masks,
-            obj_ptr,
-            object_score_logits,
+        return HeadsOutput(
+            low_res_multimasks=low_res_multimasks,
+            high_res_multimasks=high_res_multimasks,
+            ious=ious,
+            low_res_masks=low_res_masks,
+            high_res_masks=high_res_masks,
+            obj_ptr=obj_ptr,
+            object_score_logits=object_score_logits,
         )
 
     def _use_mask_as_output(
@@ -400,10 +490,10 @@ class SAM2Base(nn.Module):
         backbone_features: torch.Tensor,
         high_res_features: Optional[List[torch.Tensor]],
         mask_inputs: torch.Tensor,
-    ) -> Tuple[torch.Tensor, ...]:
-        """Take a (B, 1, H, W) input mask as the output (logits -10/+10), with the same outputs as
-        :meth:`_forward_sam_heads`. The object pointer still comes from the decoder (fed the
-        downsampled mask) so that later frames can attend to it."""
+    ) -> HeadsOutput:
+        """Take a (B, 1, H, W) input mask as the output (logits -10/+10), in the form of
+        :meth:`_forward_sam_heads`' output (one candidate). The object pointer still comes from
+        the decoder (fed the downsampled mask) so that later frames can attend to it."""
         mask = mask_inputs.float()
         high_res_masks = mask * _MASK_AS_OUTPUT_SCALE + _MASK_AS_OUTPUT_BIAS
         low_res_masks = F.interpolate(
@@ -419,7 +509,7 @@ class SAM2Base(nn.Module):
                 backbone_features=backbone_features,
                 mask_inputs=self.mask_downsample(mask),
                 high_res_features=high_res_features,
-            )[5]
+            ).obj_ptr
         else:
             obj_ptr = torch.zeros(mask_inputs.size(0), self.hidden_dim, device=mask_inputs.device)
         # Presence follows the given mask (any foreground pixel), not the decoder's score.
@@ -429,45 +519,38 @@ class SAM2Base(nn.Module):
             if self.fixed_no_obj_ptr:
                 obj_ptr = presence * obj_ptr
             obj_ptr = obj_ptr + (1 - presence) * self.no_obj_ptr
-        return low_res_masks, high_res_masks, ious, low_res_masks, high_res_masks, obj_ptr, object_score_logits
+        return HeadsOutput(
+            low_res_multimasks=low_res_masks,
+            high_res_multimasks=high_res_masks,
+            ious=ious,
+            low_res_masks=low_res_masks,
+            high_res_masks=high_res_masks,
+            obj_ptr=obj_ptr,
+            object_score_logits=object_score_logits,
+        )
 
-    def _use_multimask(self, is_init_cond_frame: bool, point_inputs: Any) -> bool:
+    def _use_multimask(self, is_init_cond_frame: bool, point_inputs: Optional[PointInputs]) -> bool:
         """Whether the decoder should propose three masks for this prompt (a box counts as two points)."""
-        num_pts = 0 if point_inputs is None else _points_of(point_inputs)[1].size(1)
+        num_pts = 0 if point_inputs is None else point_inputs.point_labels.size(1)
         return bool(
             self.multimask_output_in_sam
             and (is_init_cond_frame or self.multimask_output_for_tracking)
             and self.multimask_min_pt_num <= num_pts <= self.multimask_max_pt_num
         )
 
-    # ------------------------------------------------------------------ memory (see memory_bank.py)
-
-    def _memory_config(self) -> memory_bank.MemoryReadConfig:
-        """The memory-reading switches as they are now (built per call: callers may change them);
-        its fields are named after this model's attributes."""
-        names = (f.name for f in dataclasses.fields(memory_bank.MemoryReadConfig))
-        return memory_bank.MemoryReadConfig(**{name: getattr(self, name) for name in names})
-
-    def _memory_weights(self) -> memory_bank.MemoryWeights:
-        """This model's learnt pieces used to read memory (references, not copies)."""
-        names = (f.name for f in dataclasses.fields(memory_bank.MemoryWeights))
-        return memory_bank.MemoryWeights(**{name: getattr(self, name) for name in names})
+    # ------------------------------------------------------------------ memory
 
     def memory_frame_indices(self, frame_idx: int, track_in_reverse: bool = False) -> List[Tuple[int, int]]:
         """``[(t_pos, frame)]`` whose non-conditioning memory frame ``frame_idx`` attends to
-        (see :meth:`memory_bank.MemoryReadConfig.memory_frame_indices`)."""
-        return self._memory_config().memory_frame_indices(frame_idx, track_in_reverse)
+        (see :meth:`MemoryReadConfig.memory_frame_indices`)."""
+        return self.memory_config.memory_frame_indices(frame_idx, track_in_reverse)
 
     def obj_ptr_frame_indices(
         self, frame_idx: int, num_frames: Optional[int], track_in_reverse: bool = False
     ) -> List[Tuple[int, int]]:
         """``[(t_diff, frame)]`` whose object pointers frame ``frame_idx`` attends to
-        (see :meth:`memory_bank.MemoryReadConfig.obj_ptr_frame_indices`)."""
-        return self._memory_config().obj_ptr_frame_indices(frame_idx, num_frames, track_in_reverse)
-
-    def _max_obj_ptrs(self, num_frames: Optional[int]) -> int:
-        """Size of the object-pointer window for a clip of ``num_frames`` (None: unknown)."""
-        return self._memory_config().max_obj_ptrs(num_frames)
+        (see :meth:`MemoryReadConfig.obj_ptr_frame_indices`)."""
+        return self.memory_config.obj_ptr_frame_indices(frame_idx, num_frames, track_in_reverse)
 
     def _prepare_memory_conditioned_features(
         self,
@@ -476,65 +559,65 @@ class SAM2Base(nn.Module):
         current_vision_feats: List[torch.Tensor],
         current_vision_pos_embeds: List[torch.Tensor],
         feat_sizes: List[Tuple[int, int]],
-        output_dict: Union[MemoryBank, Mapping[str, Any]],
+        memory: MemorySource,
         num_frames: Optional[int],
         track_in_reverse: bool = False,
     ) -> torch.Tensor:
-        """(B, C, h, w) features of ``frame_idx`` fused with the memory of other frames.
+        """Fuse the frame's lowest-resolution features with the memory of other frames.
 
-        ``output_dict`` is a :class:`MemoryBank` or the reference's output dict; the last of
-        ``feat_sizes`` is the (h, w) of the last (HW, B, C) feature tokens. Other arguments and
-        the ValueError raised are those of :func:`memory_bank.condition_on_memory`.
+        Args:
+            frame_idx: the frame being segmented.
+            is_init_cond_frame: a prompted frame with no earlier memory (no memory is read).
+            current_vision_feats / current_vision_pos_embeds: (HW, B, C) tokens per level, from
+                :meth:`_prepare_backbone_features`; the last (lowest-resolution) level is used.
+            feat_sizes: (h, w) of each level.
+            memory: the other frames' outputs of this object.
+            num_frames: clip length (bounds the pointer window), or None if unknown.
+            track_in_reverse: tracking towards earlier frames.
+        Returns:
+            (B, C, h, w) memory-conditioned features.
+        Raises:
+            ValueError: a non-initial frame while no frame has a prompt.
         """
-        fused = memory_bank.condition_on_memory(
-            self._memory_config(),
-            self._memory_weights(),
-            frame_idx,
-            is_init_cond_frame,
-            current_vision_feats,
-            current_vision_pos_embeds,
-            memory_bank.as_memory_bank(output_dict),
-            num_frames,
-            track_in_reverse,
+        feats, size = current_vision_feats[-1], feat_sizes[-1]
+        batch = feats.size(1)
+        if self.num_maskmem == 0:  # SAM on images: no memory at all
+            return _tokens_to_map(feats, size)
+        if is_init_cond_frame:
+            if self.directly_add_no_mem_embed:
+                return _tokens_to_map(feats + self.no_mem_embed, size)
+            # A stand-in memory token, since attention needs at least one key.
+            tokens = MemoryTokens(
+                tokens=self.no_mem_embed.expand(1, batch, self.mem_dim),
+                pos=self.no_mem_pos_enc.expand(1, batch, self.mem_dim),
+                num_spatial_mem=1,
+                num_obj_ptr_tokens=0,
+            )
+        else:
+            tokens = memory_reading.gather_memory(
+                self.memory_config,
+                memory,
+                frame_idx,
+                num_frames,
+                track_in_reverse,
+                maskmem_tpos_enc=self.maskmem_tpos_enc,
+                obj_ptr_tpos_proj=self.obj_ptr_tpos_proj,
+                batch=batch,
+                device=feats.device,
+            )
+        # Stored memories may be bf16 (to save space) while the attention weights are float32;
+        # cast so the matmuls agree. When float pointers are also present, concatenation has
+        # already upcast the values exactly like this.
+        dtype = self.maskmem_tpos_enc.dtype
+        fused = self.memory_attention(
+            curr=current_vision_feats[-1:],
+            curr_pos=current_vision_pos_embeds[-1:],
+            memory=tokens.tokens.to(dtype),
+            memory_pos=tokens.pos.to(dtype),
+            num_obj_ptr_tokens=tokens.num_obj_ptr_tokens,
+            num_spatial_mem=tokens.num_spatial_mem,
         )
-        return _tokens_to_map(fused, feat_sizes[-1])
-
-    def _gather_memory(
-        self,
-        frame_idx: int,
-        bank: MemoryBank,
-        num_frames: Optional[int],
-        track_in_reverse: bool,
-        batch: int,
-        device: torch.device,
-    ) -> Tuple[torch.Tensor, torch.Tensor, int, int]:
-        """``(memory, memory_pos, num_obj_ptr_tokens, num_spatial_mem)``; see
-        :func:`memory_bank.gather_memory`."""
-        config, weights = self._memory_config(), self._memory_weights()
-        return memory_bank.gather_memory(config, weights, frame_idx, bank, num_frames, track_in_reverse, batch, device)
-
-    def _gather_obj_ptrs(
-        self,
-        frame_idx: int,
-        selected_cond: Mapping[int, Any],
-        non_cond: Any,
-        num_frames: Optional[int],
-        track_in_reverse: bool,
-        batch: int,
-        device: torch.device,
-    ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
-        """Pointer tokens and their encodings, or None; see :func:`memory_bank.gather_obj_ptrs`."""
-        return memory_bank.gather_obj_ptrs(
-            self._memory_config(),
-            self.obj_ptr_tpos_proj,
-            frame_idx,
-            selected_cond,
-            non_cond,
-            num_frames,
-            track_in_reverse,
-            batch,
-            device,
-        )
+        return _tokens_to_map(fused, size)
 
     def _encode_new_memory(
         self,
@@ -547,12 +630,12 @@ class SAM2Base(nn.Module):
         """Encode a frame's features and its predicted (B, 1, H, W) mask logits into a memory.
 
         Returns ``(maskmem_features (B, mem_dim, h, w), maskmem_pos_enc [tensor])``; with a
-        spatial perceiver both are (B, N, mem_dim) tokens instead.
+        spatial perceiver both are (B, N, mem_dim) tokens instead (see :meth:`_compress_memory`).
         """
         pix_feat = _tokens_to_map(current_vision_feats[-1], feat_sizes[-1])
         masks = pred_masks_high_res
         if self.non_overlap_masks_for_mem_enc:
-            masks = self._apply_non_overlapping_constraints(masks)
+            masks = non_overlapping(masks)
         if self.binarize_mask_from_pts_for_mem_enc and is_mask_from_pts:
             mask_for_mem = (masks > 0).float()
         else:
@@ -570,93 +653,19 @@ class SAM2Base(nn.Module):
             maskmem_features = maskmem_features + absent[..., None, None] * self.no_obj_embed_spatial[
                 ..., None, None
             ].expand(*maskmem_features.shape)
-        if self.spatial_perceiver is not None:
-            maskmem_features, perceiver_pos = self.spatial_perceiver(maskmem_features, maskmem_pos_enc[-1])
-            maskmem_pos_enc = [perceiver_pos]
-        return maskmem_features, maskmem_pos_enc
+        return self._compress_memory(maskmem_features, maskmem_pos_enc)
 
-    def _apply_non_overlapping_constraints(self, pred_masks: torch.Tensor) -> torch.Tensor:
-        """Per pixel keep the highest-scoring object of the (N, 1, H, W) logits; others are
-        clamped to at most -10 so masks of different objects do not overlap."""
-        if pred_masks.size(0) == 1:
-            return pred_masks
-        winner = torch.argmax(pred_masks, dim=0, keepdim=True)
-        ids = torch.arange(pred_masks.size(0), device=pred_masks.device)[:, None, None, None]
-        return torch.where(winner == ids, pred_masks, torch.clamp(pred_masks, max=-10.0))
+    def _compress_memory(
+        self, maskmem_features: torch.Tensor, maskmem_pos_enc: List[torch.Tensor]
+    ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """The last step of encoding a memory: a model with a spatial perceiver (EdgeTAM) stores
+        each memory frame as (B, N, mem_dim) latents; SAM 2 keeps the map (returned unchanged)."""
+        if self.spatial_perceiver is None:
+            return maskmem_features, maskmem_pos_enc
+        latents, latents_pos = self.spatial_perceiver(maskmem_features, maskmem_pos_enc[-1])
+        return latents, [latents_pos]
 
     # ------------------------------------------------------------------ one tracking step
-
-    def _track_step(
-        self,
-        frame_idx: int,
-        is_init_cond_frame: bool,
-        current_vision_feats: List[torch.Tensor],
-        current_vision_pos_embeds: List[torch.Tensor],
-        feat_sizes: List[Tuple[int, int]],
-        point_inputs: Any,
-        mask_inputs: Optional[torch.Tensor],
-        output_dict: Union[MemoryBank, Mapping[str, Any]],
-        num_frames: Optional[int],
-        track_in_reverse: bool,
-        prev_sam_mask_logits: Optional[torch.Tensor],
-    ) -> Tuple[Dict[str, Any], Tuple[torch.Tensor, ...], Optional[List[torch.Tensor]], torch.Tensor]:
-        """Segment one frame: returns ``(current_out, sam_outputs, high_res_features, pix_feat)``;
-        ``sam_outputs`` is the 7-tuple of :meth:`_forward_sam_heads`."""
-        current_out: Dict[str, Any] = {"point_inputs": point_inputs, "mask_inputs": mask_inputs}
-        high_res_features = None
-        if len(current_vision_feats) > 1:
-            high_res_features = [_tokens_to_map(x, s) for x, s in zip(current_vision_feats[:-1], feat_sizes[:-1])]
-        if mask_inputs is not None and self.use_mask_input_as_output_without_sam:
-            pix_feat = _tokens_to_map(current_vision_feats[-1], feat_sizes[-1])
-            sam_outputs = self._use_mask_as_output(pix_feat, high_res_features, mask_inputs)
-            return current_out, sam_outputs, high_res_features, pix_feat
-
-        pix_feat = self._prepare_memory_conditioned_features(
-            frame_idx=frame_idx,
-            is_init_cond_frame=is_init_cond_frame,
-            current_vision_feats=current_vision_feats[-1:],
-            current_vision_pos_embeds=current_vision_pos_embeds[-1:],
-            feat_sizes=feat_sizes[-1:],
-            output_dict=output_dict,
-            num_frames=num_frames,
-            track_in_reverse=track_in_reverse,
-        )
-        if prev_sam_mask_logits is not None:
-            # Refining an earlier prediction with new clicks: feed its logits as the mask prompt.
-            if point_inputs is None or mask_inputs is not None:
-                raise ValueError("prev_sam_mask_logits needs point inputs and no mask input")
-            mask_inputs = prev_sam_mask_logits
-        sam_outputs = self._forward_sam_heads(
-            backbone_features=pix_feat,
-            point_inputs=point_inputs,
-            mask_inputs=mask_inputs,
-            high_res_features=high_res_features,
-            multimask_output=self._use_multimask(is_init_cond_frame, point_inputs),
-        )
-        return current_out, sam_outputs, high_res_features, pix_feat
-
-    def _encode_memory_in_output(
-        self,
-        current_vision_feats: List[torch.Tensor],
-        feat_sizes: List[Tuple[int, int]],
-        point_inputs: Any,
-        run_mem_encoder: bool,
-        high_res_masks: torch.Tensor,
-        object_score_logits: torch.Tensor,
-        current_out: Dict[str, Any],
-    ) -> None:
-        """Set ``current_out["maskmem_features"]`` / ``["maskmem_pos_enc"]`` (None when skipped)."""
-        if run_mem_encoder and self.num_maskmem > 0:
-            feats, pos = self._encode_new_memory(
-                current_vision_feats=current_vision_feats,
-                feat_sizes=feat_sizes,
-                pred_masks_high_res=high_res_masks,
-                object_score_logits=object_score_logits,
-                is_mask_from_pts=point_inputs is not None,
-            )
-            current_out["maskmem_features"], current_out["maskmem_pos_enc"] = feats, pos
-        else:
-            current_out["maskmem_features"], current_out["maskmem_pos_enc"] = None, None
 
     def track_step(
         self,
@@ -665,51 +674,73 @@ class SAM2Base(nn.Module):
         current_vision_feats: List[torch.Tensor],
         current_vision_pos_embeds: List[torch.Tensor],
         feat_sizes: List[Tuple[int, int]],
-        point_inputs: Any,
+        point_inputs: Optional[PointInputs],
         mask_inputs: Optional[torch.Tensor],
-        output_dict: Union[MemoryBank, Mapping[str, Any]],
+        memory: MemorySource,
         num_frames: Optional[int],
         track_in_reverse: bool = False,
         run_mem_encoder: bool = True,
         prev_sam_mask_logits: Optional[torch.Tensor] = None,
-    ) -> Dict[str, Any]:
+    ) -> TrackStepOutput:
         """Segment one frame from its features, prompts and the memory of other frames.
 
-        Args: see :meth:`_prepare_memory_conditioned_features` and :meth:`_forward_sam_heads`;
-            ``run_mem_encoder=False`` skips encoding this frame's memory (e.g. while the user is
-            still clicking); ``prev_sam_mask_logits`` are earlier low-res logits to refine.
+        Args:
+            frame_idx ... track_in_reverse: see :meth:`_prepare_memory_conditioned_features`
+                (all feature levels are given: the higher ones feed the mask decoder).
+            point_inputs / mask_inputs: the frame's prompts (see :meth:`_forward_sam_heads`), or None.
+            run_mem_encoder: False skips encoding this frame's memory (e.g. while the user is
+                still clicking).
+            prev_sam_mask_logits: earlier low-res logits to refine with new clicks, or None.
         Returns:
-            The frame's output (the reference's keys): ``point_inputs``, ``mask_inputs``,
-            ``pred_masks`` (B, 1, image_size/4, image_size/4) low-res logits,
-            ``pred_masks_high_res`` (B, 1, image_size, image_size), ``obj_ptr`` (B, C),
-            ``object_score_logits`` (B, 1), ``maskmem_features`` (B, mem_dim, h, w) and
-            ``maskmem_pos_enc`` ([tensor]); the last two are None when not encoded.
+            The :class:`TrackStepOutput`; its memory fields are None when not encoded.
+        Raises:
+            ValueError: a tracked frame while no frame has a prompt, or ``prev_sam_mask_logits``
+                without point inputs or with a mask input.
         """
-        current_out, sam_outputs, _, _ = self._track_step(
-            frame_idx,
-            is_init_cond_frame,
-            current_vision_feats,
-            current_vision_pos_embeds,
-            feat_sizes,
-            point_inputs,
-            mask_inputs,
-            output_dict,
-            num_frames,
-            track_in_reverse,
-            prev_sam_mask_logits,
+        high_res_features = None
+        if len(current_vision_feats) > 1:
+            high_res_features = [_tokens_to_map(x, s) for x, s in zip(current_vision_feats[:-1], feat_sizes[:-1])]
+        if mask_inputs is not None and self.use_mask_input_as_output_without_sam:
+            pix_feat = _tokens_to_map(current_vision_feats[-1], feat_sizes[-1])
+            heads = self._use_mask_as_output(pix_feat, high_res_features, mask_inputs)
+        else:
+            pix_feat = self._prepare_memory_conditioned_features(
+                frame_idx=frame_idx,
+                is_init_cond_frame=is_init_cond_frame,
+                current_vision_feats=current_vision_feats,
+                current_vision_pos_embeds=current_vision_pos_embeds,
+                feat_sizes=feat_sizes,
+                memory=memory,
+                num_frames=num_frames,
+                track_in_reverse=track_in_reverse,
+            )
+            if prev_sam_mask_logits is not None:
+                # Refining an earlier prediction with new clicks: feed its logits as the mask prompt.
+                if point_inputs is None or mask_inputs is not None:
+                    raise ValueError("prev_sam_mask_logits needs point inputs and no mask input")
+                mask_inputs = prev_sam_mask_logits
+            heads = self._forward_sam_heads(
+                backbone_features=pix_feat,
+                point_inputs=point_inputs,
+                mask_inputs=mask_inputs,
+                high_res_features=high_res_features,
+                multimask_output=self._use_multimask(is_init_cond_frame, point_inputs),
+            )
+
+        maskmem_features, maskmem_pos_enc = None, None
+        if run_mem_encoder and self.num_maskmem > 0:
+            maskmem_features, maskmem_pos_enc = self._encode_new_memory(
+                current_vision_feats=current_vision_feats,
+                feat_sizes=feat_sizes,
+                pred_masks_high_res=heads.high_res_masks,
+                object_score_logits=heads.object_score_logits,
+                is_mask_from_pts=point_inputs is not None,
+            )
+        return TrackStepOutput(
+            pred_masks=heads.low_res_masks,
+            pred_masks_high_res=heads.high_res_masks,
+            obj_ptr=heads.obj_ptr,
+            object_score_logits=heads.object_score_logits,
+            maskmem_features=maskmem_features,
+            maskmem_pos_enc=maskmem_pos_enc,
         )
-        _, _, _, low_res_masks, high_res_masks, obj_ptr, object_score_logits = sam_outputs
-        current_out["pred_masks"] = low_res_masks
-        current_out["pred_masks_high_res"] = high_res_masks
-        current_out["obj_ptr"] = obj_ptr
-        current_out["object_score_logits"] = object_score_logits
-        self._encode_memory_in_output(
-            current_vision_feats,
-            feat_sizes,
-            point_inputs,
-            run_mem_encoder,
-            high_res_masks,
-            object_score_logits,
-            current_out,
-        )
-        return current_out

@@ -64,7 +64,7 @@ class MemoryBank:
         # The memory position encoding is the same for every frame; set by the session.
         self.maskmem_pos_enc: Optional[list[torch.Tensor]] = None
 
-    # -- what the model reads (sam2_web.modeling.sam2_base.MemoryBank protocol) ----------------
+    # -- what the model reads (sam2_web.modeling.memory_reading.MemorySource protocol) --------
     def cond_frame_outputs(self) -> dict[int, FrameOutput]:
         """Conditioning frames' outputs, keyed by frame index, in insertion order."""
         return self.cond

@@ -12,28 +12,9 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 import torch
 
-if TYPE_CHECKING:  # memory.py imports this module
-    from sam2_web.video.memory import MemoryBank
-
-
-@dataclass
-class PointInputs:
-    """Clicks (and a box, as two corner points) on one frame, as the model's ``point_inputs``.
-
-    ``point_coords`` is (1, N, 2) float in ``image_size`` pixels; ``point_labels`` is (1, N)
-    int32 with 1 = positive, 0 = negative, 2/3 = box top-left/bottom-right (how SAM 2 was
-    trained). The field names are the ones the model's heads read. (The app's record of one
-    click is ``sam2_web.ui.state.PointPrompt``.)
-    """
-
-    point_coords: torch.Tensor
-    point_labels: torch.Tensor
-
-    def extended(self, coords: torch.Tensor, labels: torch.Tensor) -> "PointInputs":
-        """Return inputs with ``coords``/``labels`` appended after the existing points."""
-        return PointInputs(
-            torch.cat([self.point_coords, coords], dim=1), torch.cat([self.point_labels, labels], dim=1)
-        )
+if TYPE_CHECKING:
+    from sam2_web.modeling.sam2_base import PointInputs
+    from sam2_web.video.memory import MemoryBank  # memory.py imports this module
 
 
 @dataclass

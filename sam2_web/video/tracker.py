@@ -24,14 +24,15 @@ import torch.nn.functional as F
 
 from sam2_web.device import autocast_context
 from sam2_web.errors import CancelledError, PromptError, UnknownObjectError
-from sam2_web.modeling.sam2_base import NO_OBJ_SCORE
+from sam2_web.modeling.common import non_overlapping
+from sam2_web.modeling.sam2_base import NO_OBJ_SCORE, PointInputs
 from sam2_web.transforms import fill_holes_and_sprinkles
 from sam2_web.video.cancel import Cancel, cancel_check
 from sam2_web.video.features import EncodedFrame, FrameFeatures
 from sam2_web.video.memory import MemoryBank
 from sam2_web.video.options import SessionOptions
 from sam2_web.video.prompts import check_frame, mask_prompt, point_prompt
-from sam2_web.video.state import FrameMasks, FrameOutput, ObjectTrack, PointInputs
+from sam2_web.video.state import FrameMasks, FrameOutput, ObjectTrack
 from sam2_web.video.store import ResultStore
 
 if TYPE_CHECKING:
@@ -88,23 +89,6 @@ def memory_reach(model: "SAM2Base", frame_idx: int, reverse: bool, num_frames: i
     if model.use_obj_ptrs_in_encoder:
         reach |= {t for _, t in model.obj_ptr_frame_indices(frame_idx, num_frames, reverse)}
     return reach
-
-
-def non_overlapping(scores: torch.Tensor, suppressed_max: float = -10.0) -> torch.Tensor:
-    """Keep, at every pixel, only the highest-scoring object as foreground.
-
-    Args:
-        scores: (N, 1, H, W) logits of N objects on one frame.
-        suppressed_max: the losers' scores are clamped to at most this value
-            (sigmoid(-10) ~ 4.5e-5, i.e. firmly background).
-    Returns:
-        A tensor like ``scores``; unchanged when N <= 1.
-    """
-    if scores.size(0) <= 1:
-        return scores
-    winner = scores.argmax(dim=0, keepdim=True)
-    index = torch.arange(scores.size(0), device=scores.device).view(-1, 1, 1, 1)
-    return torch.where(winner == index, scores, scores.clamp(max=suppressed_max))
 
 
 class Tracker:
@@ -448,27 +432,27 @@ class Tracker:
             feat_sizes=image.feat_sizes,
             point_inputs=point_inputs,
             mask_inputs=mask_inputs,
-            output_dict=track.memory,
+            memory=track.memory,
             num_frames=self.num_frames,
             track_in_reverse=reverse,
             run_mem_encoder=run_mem_encoder,
             prev_sam_mask_logits=prev_sam_mask_logits,
         )
-        pred_masks = out["pred_masks"]
+        pred_masks = out.pred_masks
         area = self.options.fill_hole_area
         if area > 0:
             pred_masks = fill_holes_and_sprinkles(
                 pred_masks, 0.0, area, area if self.options.remove_sprinkles else 0,
                 score_offset=_FILL_SCORE_OFFSET, sprinkles_after_holes=True,
             )
-        maskmem, maskmem_pos = out["maskmem_features"], None
+        maskmem, maskmem_pos = out.maskmem_features, None
         if maskmem is not None:
             maskmem = maskmem.to(_DTYPES[self.options.memory_dtype])
-            maskmem_pos = self._shared_maskmem_pos_enc(out["maskmem_pos_enc"])
+            maskmem_pos = self._shared_maskmem_pos_enc(out.maskmem_pos_enc)
         return FrameOutput(
             pred_masks=pred_masks,
-            obj_ptr=out["obj_ptr"],
-            object_score_logits=out["object_score_logits"],
+            obj_ptr=out.obj_ptr,
+            object_score_logits=out.object_score_logits,
             maskmem_features=maskmem,
             maskmem_pos_enc=maskmem_pos,
         )

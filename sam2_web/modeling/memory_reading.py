@@ -1,13 +1,12 @@
-"""What the tracker reads about other frames, and how it reads it.
+"""Which other frames a frame attends to, and how their outputs become memory tokens.
 
-:class:`~sam2_web.modeling.sam2_base.SAM2Base` holds the weights; this module holds the rules
-that decide which past frames a frame attends to and the code that turns those frames' outputs
-into memory tokens. Nothing here owns parameters: the settings come in as a
-:class:`MemoryReadConfig` (plain values) and the learnt tensors/modules as a
-:class:`MemoryWeights` borrowed from the model for one call.
+:class:`~sam2_web.modeling.sam2_base.SAM2Base` holds the weights and runs memory attention;
+this module holds the rules that decide what a frame reads and the code that gathers it into
+tokens. Nothing here owns parameters: the settings come in as a :class:`MemoryReadConfig`
+(built once by the model) and the two learnt pieces used for positions are passed in.
 
-Lookups go through the :class:`MemoryBank` protocol, so a video engine can keep a bounded window
-of past frames instead of every frame's outputs. For frame ``f`` the model reads:
+Lookups go through the :class:`MemorySource` protocol, so a video engine can keep a bounded
+window of past frames instead of every frame's outputs. For frame ``f`` the model reads:
 
 * the conditioning (prompted) frames: all of them, or the ``max_cond_frames_in_attn`` closest;
 * the non-conditioning memories of the frames given by :meth:`MemoryReadConfig.memory_frame_indices`
@@ -21,7 +20,7 @@ of past frames instead of every frame's outputs. For frame ``f`` the model reads
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, List, Mapping, Optional, Protocol, Tuple, Union
+from typing import Callable, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -29,54 +28,29 @@ from torch import nn
 from sam2_web.modeling.common import get_1d_sine_pe, select_closest_cond_frames
 
 
-class MemoryBank(Protocol):
-    """What :meth:`SAM2Base._prepare_memory_conditioned_features` reads about past frames.
+class MemoryEntry(Protocol):
+    """What is read of one frame's output: its spatial memory and its object pointer.
 
-    An entry (a frame's output) may be a mapping or an object; it must provide
-    ``maskmem_features`` (B, mem_dim, h, w), ``maskmem_pos_enc`` (a list whose last element is
-    the (B, mem_dim, h, w) position encoding, or that tensor itself) and ``obj_ptr`` (B, C).
-    A model with a spatial perceiver stores its memories as tokens instead: (B, N, mem_dim)
-    features and encodings.
+    The memory is a (B, mem_dim, h, w) map, or (B, N, mem_dim) tokens for a model with a spatial
+    perceiver; its position encoding has the same shape (or is a sequence whose last element is it).
     """
 
-    def cond_frame_outputs(self) -> Mapping[int, Any]:
-        """All conditioning (prompted) frames' entries, keyed by frame index."""
+    maskmem_features: torch.Tensor
+    maskmem_pos_enc: Union[torch.Tensor, Sequence[torch.Tensor]]
+    obj_ptr: torch.Tensor  # (B, C)
+
+
+class MemorySource(Protocol):
+    """Where :meth:`SAM2Base.track_step` finds the outputs of the other frames of one object."""
+
+    def cond_frame_outputs(self) -> Mapping[int, MemoryEntry]:
+        """All conditioning (prompted) frames' entries, keyed by frame index; the iteration
+        order is the order their memories are concatenated in."""
         ...
 
-    def non_cond_frame_output(self, frame_idx: int) -> Optional[Any]:
+    def non_cond_frame_output(self, frame_idx: int) -> Optional[MemoryEntry]:
         """The tracked (non-prompted) frame's entry, or None if it is not held."""
         ...
-
-
-class OutputDictMemory:
-    """:class:`MemoryBank` over the reference's ``{"cond_frame_outputs": {t: out},
-    "non_cond_frame_outputs": {t: out}}`` dict (the reference-compatible API passes this)."""
-
-    def __init__(self, output_dict: Mapping[str, Mapping[int, Any]]) -> None:
-        self._cond = output_dict["cond_frame_outputs"]
-        self._non_cond = output_dict["non_cond_frame_outputs"]
-
-    def cond_frame_outputs(self) -> Mapping[int, Any]:
-        """The ``cond_frame_outputs`` dict itself."""
-        return self._cond
-
-    def non_cond_frame_output(self, frame_idx: int) -> Optional[Any]:
-        """``non_cond_frame_outputs.get(frame_idx)``."""
-        return self._non_cond.get(frame_idx)
-
-
-def as_memory_bank(output_dict: Union[MemoryBank, Mapping[str, Any]]) -> MemoryBank:
-    """Wrap the reference's output dict in :class:`OutputDictMemory`; a bank is returned as is."""
-    if isinstance(output_dict, Mapping):
-        return OutputDictMemory(output_dict)
-    return output_dict
-
-
-def entry_field(entry: Any, name: str) -> Any:
-    """Read ``name`` from a frame entry that is either a mapping or an object."""
-    if isinstance(entry, Mapping):
-        return entry[name]
-    return getattr(entry, name)
 
 
 @dataclass(frozen=True)
@@ -87,7 +61,6 @@ class MemoryReadConfig:
     num_maskmem: int
     memory_temporal_stride_for_eval: int
     max_cond_frames_in_attn: int
-    directly_add_no_mem_embed: bool
     use_obj_ptrs_in_encoder: bool
     max_obj_ptrs_in_encoder: int
     add_tpos_enc_to_obj_ptrs: bool
@@ -144,106 +117,62 @@ class MemoryReadConfig:
         return min(num_frames, self.max_obj_ptrs_in_encoder)
 
 
-@dataclass(frozen=True, eq=False)
-class MemoryWeights:
-    """The model's learnt pieces that reading memory uses, borrowed (not copied) for one call.
+@dataclass(frozen=True)
+class MemoryTokens:
+    """What memory attention reads for one frame.
 
-    ``maskmem_tpos_enc`` (num_maskmem, 1, 1, mem_dim) temporal encodings of memories;
-    ``no_mem_embed`` / ``no_mem_pos_enc`` (1, 1, C) the stand-in memory of a first prompted frame;
-    ``obj_ptr_tpos_proj`` maps pointer temporal encodings to ``mem_dim``; ``memory_attention``
-    fuses the current frame with the memory tokens.
+    Attributes:
+        tokens / pos: (N, B, mem_dim) memory tokens and their position encodings: the spatial
+            memories of ``num_spatial_mem`` frames (the same number of tokens each), then
+            ``num_obj_ptr_tokens`` pointer tokens.
+        num_spatial_mem: frames whose spatial memory is in ``tokens``.
+        num_obj_ptr_tokens: the trailing tokens that are object pointers (no 2D position).
     """
 
-    maskmem_tpos_enc: torch.Tensor
-    no_mem_embed: torch.Tensor
-    no_mem_pos_enc: torch.Tensor
-    obj_ptr_tpos_proj: nn.Module
-    memory_attention: nn.Module
-
-
-def condition_on_memory(
-    config: MemoryReadConfig,
-    weights: MemoryWeights,
-    frame_idx: int,
-    is_init_cond_frame: bool,
-    current_vision_feats: List[torch.Tensor],
-    current_vision_pos_embeds: List[torch.Tensor],
-    bank: MemoryBank,
-    num_frames: Optional[int],
-    track_in_reverse: bool = False,
-) -> torch.Tensor:
-    """Fuse the current frame's lowest-resolution tokens with the memory of other frames.
-
-    Args:
-        config / weights: the model's memory-reading settings and learnt pieces.
-        frame_idx: the frame being segmented.
-        is_init_cond_frame: a prompted frame with no earlier memory (no memory attention).
-        current_vision_feats / current_vision_pos_embeds: (HW, B, C) tokens; the last is used.
-        bank: the other frames' outputs.
-        num_frames: clip length (bounds the pointer window), or None if unknown.
-        track_in_reverse: tracking towards earlier frames.
-    Returns:
-        (HW, B, C) memory-conditioned tokens (the caller reshapes them to a map).
-    Raises:
-        ValueError: a non-initial frame without any conditioning frame in memory.
-    """
-    feats = current_vision_feats[-1]
-    batch, device = feats.size(1), feats.device
-    if config.num_maskmem == 0:  # SAM-on-images mode: no memory at all
-        return feats
-
-    if is_init_cond_frame:
-        if config.directly_add_no_mem_embed:
-            return feats + weights.no_mem_embed
-        # A dummy memory token, since attention needs at least one key.
-        memory = weights.no_mem_embed.expand(1, batch, config.mem_dim)
-        memory_pos = weights.no_mem_pos_enc.expand(1, batch, config.mem_dim)
-        num_obj_ptr_tokens, num_spatial_mem = 0, 1
-    else:
-        memory, memory_pos, num_obj_ptr_tokens, num_spatial_mem = gather_memory(
-            config, weights, frame_idx, bank, num_frames, track_in_reverse, batch, device
-        )
-
-    # Stored memories may be bf16 (to save space) while the attention weights are float32;
-    # cast so the matmuls agree. When float pointers are also present, concatenation has
-    # already upcast the values exactly like this.
-    attn_dtype = weights.maskmem_tpos_enc.dtype
-    return weights.memory_attention(
-        curr=current_vision_feats[-1:],
-        curr_pos=current_vision_pos_embeds[-1:],
-        memory=memory.to(attn_dtype),
-        memory_pos=memory_pos.to(attn_dtype),
-        num_obj_ptr_tokens=num_obj_ptr_tokens,
-        num_spatial_mem=num_spatial_mem,
-    )
+    tokens: torch.Tensor
+    pos: torch.Tensor
+    num_spatial_mem: int
+    num_obj_ptr_tokens: int
 
 
 def gather_memory(
     config: MemoryReadConfig,
-    weights: MemoryWeights,
+    source: MemorySource,
     frame_idx: int,
-    bank: MemoryBank,
     num_frames: Optional[int],
     track_in_reverse: bool,
+    *,
+    maskmem_tpos_enc: torch.Tensor,
+    obj_ptr_tpos_proj: nn.Module,
     batch: int,
     device: torch.device,
-) -> Tuple[torch.Tensor, torch.Tensor, int, int]:
-    """Concatenate spatial memories and object pointers into (N, B, mem_dim) tokens.
+) -> MemoryTokens:
+    """Gather the spatial memories and object pointers that frame ``frame_idx`` attends to.
 
-    Returns ``(memory, memory_pos, num_obj_ptr_tokens, num_spatial_mem)``: the pointer tokens
-    come last, after ``num_spatial_mem`` frames' memories. Raises ValueError when no frame has
-    a prompt yet.
+    Args:
+        config: the model's memory-reading settings.
+        source: the other frames' outputs of this object.
+        frame_idx: the frame being segmented.
+        num_frames: clip length (bounds the pointer window), or None if unknown.
+        track_in_reverse: tracking towards earlier frames.
+        maskmem_tpos_enc: (num_maskmem, 1, 1, mem_dim) temporal encodings of memories.
+        obj_ptr_tpos_proj: maps pointer temporal encodings to ``mem_dim``.
+        batch / device: batch size and device of the current frame's tokens.
+    Returns:
+        The :class:`MemoryTokens`, conditioning frames first.
+    Raises:
+        ValueError: no frame has a prompt yet.
     """
-    cond_outputs = bank.cond_frame_outputs()
+    cond_outputs = source.cond_frame_outputs()
     if len(cond_outputs) == 0:
         raise ValueError(
             f"frame {frame_idx} is tracked but no frame has a prompt yet; add a prompt first"
         )
     selected, unselected = select_closest_cond_frames(frame_idx, cond_outputs, config.max_cond_frames_in_attn)
 
-    def non_cond(t: int) -> Optional[Any]:
+    def non_cond(t: int) -> Optional[MemoryEntry]:
         # A conditioning frame left out of the selection still counts as a recent memory.
-        out = bank.non_cond_frame_output(t)
+        out = source.non_cond_frame_output(t)
         return out if out is not None else unselected.get(t)
 
     # Conditioning frames first, all at temporal position 0.
@@ -253,23 +182,23 @@ def gather_memory(
     for t_pos, entry in entries:
         if entry is None:
             continue  # before the clip's start, or not tracked yet
-        feats = entry_field(entry, "maskmem_features").to(device, non_blocking=True)
+        feats = entry.maskmem_features.to(device, non_blocking=True)
         mem_list.append(_as_tokens(feats))
-        enc = entry_field(entry, "maskmem_pos_enc")
+        enc = entry.maskmem_pos_enc
         enc = enc[-1] if isinstance(enc, (list, tuple)) else enc
-        pos_list.append(_as_tokens(enc.to(device)) + weights.maskmem_tpos_enc[config.num_maskmem - t_pos - 1])
+        pos_list.append(_as_tokens(enc.to(device)) + maskmem_tpos_enc[config.num_maskmem - t_pos - 1])
     num_spatial_mem = len(mem_list)
 
     num_ptr_tokens = 0
     if config.use_obj_ptrs_in_encoder:
         ptrs = gather_obj_ptrs(
-            config, weights.obj_ptr_tpos_proj, frame_idx, selected, non_cond, num_frames, track_in_reverse, batch, device
+            config, obj_ptr_tpos_proj, frame_idx, selected, non_cond, num_frames, track_in_reverse, batch, device
         )
         if ptrs is not None:
             mem_list.append(ptrs[0])
             pos_list.append(ptrs[1])
             num_ptr_tokens = ptrs[0].shape[0]
-    return torch.cat(mem_list, dim=0), torch.cat(pos_list, dim=0), num_ptr_tokens, num_spatial_mem
+    return MemoryTokens(torch.cat(mem_list, dim=0), torch.cat(pos_list, dim=0), num_spatial_mem, num_ptr_tokens)
 
 
 def _as_tokens(x: torch.Tensor) -> torch.Tensor:
@@ -283,8 +212,8 @@ def gather_obj_ptrs(
     config: MemoryReadConfig,
     obj_ptr_tpos_proj: nn.Module,
     frame_idx: int,
-    selected_cond: Mapping[int, Any],
-    non_cond: Callable[[int], Optional[Any]],
+    selected_cond: Mapping[int, MemoryEntry],
+    non_cond: Callable[[int], Optional[MemoryEntry]],
     num_frames: Optional[int],
     track_in_reverse: bool,
     batch: int,
@@ -300,12 +229,12 @@ def gather_obj_ptrs(
     offsets, ptrs = [], []
     for t, out in cond.items():
         offsets.append((frame_idx - t) * sign if config.use_signed_tpos_enc_to_obj_ptrs else abs(frame_idx - t))
-        ptrs.append(entry_field(out, "obj_ptr"))
+        ptrs.append(out.obj_ptr)
     for t_diff, t in config.obj_ptr_frame_indices(frame_idx, num_frames, track_in_reverse):
         out = non_cond(t)
         if out is not None:
             offsets.append(t_diff)
-            ptrs.append(entry_field(out, "obj_ptr"))
+            ptrs.append(out.obj_ptr)
     if not ptrs:
         return None
 
