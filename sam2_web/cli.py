@@ -133,27 +133,6 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -
     return args
 
 
-def _split_overrides(overrides: Sequence[str]) -> tuple[Optional[str], Optional[str], Optional[str], list[str]]:
-    """Pull ``model=``, ``checkpoint=`` and ``device=`` out of the overrides (they get registry
-    lookup and path handling); return (model, checkpoint, device, the rest)."""
-    model = checkpoint = device = None
-    rest = []
-    for item in overrides:
-        if "=" not in item:
-            raise _Usage(f"{item!r} is not a KEY=VALUE override; give e.g. model=sam2.1_hiera_s")
-        key, value = item.split("=", 1)
-        bare = key.lstrip("+")
-        if bare == "model":
-            model = value
-        elif bare == "checkpoint":
-            checkpoint = value
-        elif bare == "device":
-            device = value
-        else:
-            rest.append(item)
-    return model, checkpoint, device, rest
-
-
 class _Usage(Exception):
     """A command-line mistake found after argparse (exit code 2)."""
 
@@ -233,12 +212,15 @@ class _Interrupts:
 
 
 def _job_from_args(args: argparse.Namespace) -> Any:
-    from sam2_web.jobs import FrameRange, MaskJob, OutputSpec, load_prompts
-
-    model, checkpoint, device, rest = _split_overrides(args.overrides)
-    from sam2_web.jobs.outputs import check_formats
     from sam2_web.errors import ExportError
+    from sam2_web.jobs import FrameRange, MaskJob, OutputSpec, load_prompts
+    from sam2_web.jobs.job import split_overrides
+    from sam2_web.jobs.outputs import check_formats
 
+    try:
+        model, checkpoint, device, rest = split_overrides(args.overrides)
+    except ValueError as exc:
+        raise _Usage(str(exc)) from None
     formats = [f.strip() for item in (args.formats or ["png"]) for f in item.split(",") if f.strip()]
     try:
         check_formats(formats)

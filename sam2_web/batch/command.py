@@ -72,23 +72,14 @@ def settings_from(overrides: Sequence[str]) -> Any:
         ManifestError: an argument that is not KEY=VALUE.
     """
     from sam2_web.batch.manifest import CommandLineSettings, ManifestError
+    from sam2_web.jobs.job import split_overrides
 
-    model = checkpoint = device = None
-    rest = []
-    for item in overrides:
-        if "=" not in item:
-            raise ManifestError(f"{item!r} is not a KEY=VALUE override; give e.g. device=cuda")
-        key, value = item.split("=", 1)
-        bare = key.lstrip("+")
-        if bare == "model":
-            model = value
-        elif bare == "checkpoint":
-            checkpoint = Path(value).absolute()
-        elif bare == "device":
-            device = value
-        else:
-            rest.append(item)
-    return CommandLineSettings(model=model, checkpoint=checkpoint, device=device, overrides=tuple(rest))
+    try:
+        model, checkpoint, device, rest = split_overrides(overrides)
+    except ValueError as exc:
+        raise ManifestError(str(exc)) from None
+    return CommandLineSettings(model=model, checkpoint=Path(checkpoint).absolute() if checkpoint else None,
+                               device=device, overrides=rest)
 
 
 def default_report_path(manifest: Path) -> Path:

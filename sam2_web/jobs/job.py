@@ -7,15 +7,17 @@ running a job is ``sam2_web.jobs.runner``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from sam2_web.errors import FrameIndexError, PromptError
 
 from sam2_web.jobs.prompts import FramePrompt, ObjectPrompts, StartMask, check_prompts
 
-__all__ = ["DIRECTIONS", "FramePrompt", "FrameRange", "MaskJob", "ObjectPrompts", "OutputSpec", "StartMask"]
+__all__ = ["DIRECTIONS", "FramePrompt", "FrameRange", "MaskJob", "ModelSettings", "ObjectPrompts", "OutputSpec",
+           "StartMask", "split_overrides"]
 
 DIRECTIONS = ("both", "forward", "backward")
 
@@ -164,3 +166,39 @@ class MaskJob:
         if self.device is not None:
             out.append(f"device={self.device}")
         return out + list(self.overrides)
+
+
+class ModelSettings(NamedTuple):
+    """Which model runs where, as ``KEY=VALUE`` arguments give it (see :func:`split_overrides`).
+
+    Attributes:
+        model: the ``model=`` value (a registry name, alias or Hub id), or None.
+        checkpoint: the ``checkpoint=`` value (a local ``.pt``), or None.
+        device: the ``device=`` value, or None.
+        overrides: every other hydra override, in order.
+    """
+
+    model: Optional[str]
+    checkpoint: Optional[str]
+    device: Optional[str]
+    overrides: tuple[str, ...]
+
+
+def split_overrides(items: Sequence[str]) -> ModelSettings:
+    """Pull ``model=``, ``checkpoint=`` and ``device=`` (with or without ``+``/``++``) out of hydra
+    ``KEY=VALUE`` overrides: they become :class:`MaskJob` fields (registry lookup, path handling).
+
+    Raises:
+        ValueError: an item that is not ``KEY=VALUE`` (the message says what to write).
+    """
+    found: dict[str, Optional[str]] = {"model": None, "checkpoint": None, "device": None}
+    rest = []
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"{item!r} is not a KEY=VALUE override; give e.g. model=sam2.1_hiera_s or device=cuda")
+        key, value = item.split("=", 1)
+        if key.lstrip("+") in found:
+            found[key.lstrip("+")] = value
+        else:
+            rest.append(item)
+    return ModelSettings(found["model"], found["checkpoint"], found["device"], tuple(rest))

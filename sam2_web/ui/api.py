@@ -165,6 +165,9 @@ class Api:
         if not (prompts or "").strip():
             raise PromptError(f"give at least one prompt: {_EXAMPLE}")
         parsed = prompts_from_json(prompts, source="the prompts")
+        if any(o.start_mask is not None for o in parsed.objects):
+            # A path would name a file on this server, not the client's: never read one.
+            raise PromptError("/segment takes clicks and boxes, not start masks; drop \"mask\" from the prompts")
         objects = tuple(replace(o, name=o.name or f"object {o.obj_id}") for o in parsed.objects)
         _check_objects([o.obj_id for o in objects], self.ctx.limits.max_objects)
         predictor = self.ctx.predictor(model or None)
