@@ -7,6 +7,8 @@ so code written against the reference, which raised those, keeps working.
 
 from __future__ import annotations
 
+import re
+
 
 class Sam2WebError(Exception):
     """Base class of every error sam2_web raises on purpose."""
@@ -60,3 +62,22 @@ class ExportError(Sam2WebError, OSError):
 
 class CancelledError(Sam2WebError):
     """Work stopped on request; finished frames are kept and the job can be resumed."""
+
+
+# An absolute POSIX path of at least one folder (``/tmp/x/source.mp4``, ``file:/srv/a.mp4``), or a
+# Windows one (``C:\\Users\\me\\x.pt``); not URLs (``http://h/p``), not ``/track``, not ``1/2``.
+_POSIX_PATH = re.compile(r"(?:\bfile:|(?<![\w:/.~-]))/(?:[^\s/'\"`]+/)+([^\s/'\"`,;:()]*)")
+_HOME_PATH = re.compile(r"(?<![\w/])~/(?:[^\s/'\"`]+/)*([^\s/'\"`,;:()]*)")
+_WINDOWS_PATH = re.compile(r"\b[A-Za-z]:\\(?:[^\s\\'\"`]+\\)+([^\s\\'\"`,;:()]*)")
+
+
+def public_message(error: BaseException | str) -> str:
+    """An error's message fit for a remote user: every server path shortened to its file name.
+
+    Messages name files so a local user can find them; a user of a public server must not learn
+    its folders (session folders and ids, the checkpoint and Hub cache paths).
+    """
+    text = str(error)
+    for pattern in (_POSIX_PATH, _HOME_PATH, _WINDOWS_PATH):
+        text = pattern.sub(lambda m: m.group(1) or "…", text)
+    return text

@@ -25,7 +25,8 @@ class AppContext:
     Attributes:
         cfg: the composed app config (``configs/app.yaml`` + the command-line overrides).
         overrides: those overrides, re-applied when another model is chosen.
-        store: the per-session store (TTL ``server.session_ttl_s``).
+        store: the per-session store (TTL ``server.session_ttl_s``, at most ``server.max_sessions``
+            sessions, ``server.feature_cache_total_mb`` of feature cache shared by them).
         limits: input limits (``limits.*``).
     """
 
@@ -46,7 +47,9 @@ class AppContext:
 
         cfg = compose_app_config(list(overrides))
         set_cache_size(int(cfg.server.get("models_cached", 2)))
-        store = SessionStore(ttl_s=float(cfg.server.session_ttl_s))
+        server = cfg.server
+        store = SessionStore(ttl_s=float(server.session_ttl_s), max_sessions=int(server.get("max_sessions", 0)),
+                             feature_budget_mb=float(server.get("feature_cache_total_mb", 0)))
         return cls(cfg=cfg, overrides=tuple(overrides), store=store, limits=Limits.from_config(cfg.get("limits")))
 
     @property

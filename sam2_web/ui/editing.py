@@ -6,7 +6,9 @@ pixels of the original frame.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +17,17 @@ from typing import Any
 import numpy as np
 
 from sam2_web.errors import LimitExceededError, PromptError, UnknownObjectError
-from sam2_web.ui.limits import Limits, check_frame, check_uploaded_clip, require_clip
+from sam2_web.media.probe import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from sam2_web.ui.limits import (
+    Limits,
+    check_frame,
+    check_name,
+    check_upload,
+    history_bytes_per_frame,
+    open_checked,
+    require_clip,
+    whole_number,
+)
 from sam2_web.ui.state import (
     CLICK_MODES,
     AppSession,
@@ -27,13 +39,17 @@ from sam2_web.ui.state import (
 )
 
 MIN_BOX_SIDE = 2.0  # pixels; a "box" thinner than this is a double click, not a box
+MAX_OBJECT_ID = 2**31 - 1  # ids travel as JSON numbers, int32 tensors and COCO ids
 
 
 # --- clip -----------------------------------------------------------------------------------------
 
 def _keep_copy(src: Path, workdir: Path) -> Path:
     """Keep the upload in the session folder: Gradio's cache may be cleaned before we are done."""
-    target = workdir / ("source" + src.suffix.lower())
+    suffix = src.suffix.lower()
+    if suffix not in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS:
+        suffix = ".video"  # the name is the uploader's; only known extensions are kept
+    target = workdir / ("source" + suffix)
     if target.exists():
         target.unlink()
     try:
@@ -49,26 +65,55 @@ def open_clip(session: AppSession, predictor: Any, path: str | os.PathLike | Non
 
     Objects, prompts and masks start fresh with one object ("object 1") selected.
 
+    The upload is first linked into the session folder, and that copy is opened once: its probe
+    is checked against the limits and the same open source is what the engine reads, so the
+    file that is checked is the file that is opened (a playlist resolving differently from two
+    folders, or a file swapped in between, cannot slip past the limits).
+
     Returns:
         The clip's ``VideoInfo``.
     Raises:
-        VideoReadError: not a decodable video/image, empty, or missing.
+        VideoReadError: not a decodable video/image, empty, missing, or not an accepted container.
         LimitExceededError: over the upload, duration, frame-count or resolution limit.
     """
-    src = check_uploaded_clip(path, limits, name)
-    shown_name = name or src.name
+    src = check_upload(path, limits)
+    shown_name = _display_name(name or src.name)
     session.close_engine()
     _reset(session)
     kept = _keep_copy(src, session.workdir)
     try:
-        session.engine = predictor.open_session(str(kept), temp_dir=str(session.workdir))
-    except Exception:
+        session.frames = open_checked(kept, limits, shown_name, readahead=_engine_option(predictor, "read_ahead", 4))
+        session.engine = _open_engine(session, predictor)
+    except BaseException:
+        session.close_engine()
         kept.unlink(missing_ok=True)
         raise
     session.source_path = kept
     session.source_name = shown_name
+    session.history_bytes_per_frame = history_bytes_per_frame(predictor)
+    session.disk_budget_mb = max(0.0, float(limits.session_disk_mb))
     add_object(session, limits)
     return session.engine.info
+
+
+def _display_name(name: str, limit: int = 120) -> str:
+    """The uploader's file name as messages and export names show it: printable, not too long."""
+    name = "".join(c for c in str(name) if c.isprintable()).strip() or "clip"
+    if len(name) > limit:
+        stem, dot, ext = name.rpartition(".")
+        name = (stem[:limit - len(ext) - 1] + dot + ext) if dot and len(ext) < 10 else name[:limit]
+    return name
+
+
+def _engine_option(predictor: Any, name: str, default: Any) -> Any:
+    return getattr(getattr(predictor, "default_options", None), name, default)
+
+
+def _open_engine(session: AppSession, predictor: Any) -> Any:
+    """An engine session on ``session.frames`` with this session's share of the feature cache."""
+    want = float(_engine_option(predictor, "feature_cache_mb", 1024))
+    grant = session.reserve_features(want)
+    return predictor.open_session(session.frames, temp_dir=str(session.workdir), feature_cache_mb=grant)
 
 
 def _reset(session: AppSession) -> None:
@@ -90,10 +135,13 @@ def switch_model(session: AppSession, predictor: Any, model: str) -> None:
     Tracked results are dropped (they came from the old model); click masks are recomputed.
     """
     session.model = model
-    if session.source_path is None:
+    if session.source_path is None or session.frames is None:
         return
-    session.close_engine()
-    session.engine = predictor.open_session(str(session.source_path), temp_dir=str(session.workdir))
+    old, session.engine = session.engine, None
+    if old is not None:
+        old.close()  # the frame source stays open: the new engine reads the same checked clip
+    session.engine = _open_engine(session, predictor)
+    session.history_bytes_per_frame = history_bytes_per_frame(predictor)
     session.masks.clear()
     session.tracked.clear()
     for frame_idx, obj_id in dict.fromkeys((p.frame_idx, p.obj_id) for p in session.prompts):
@@ -108,12 +156,13 @@ def add_object(session: AppSession, limits: Limits, name: str | None = None) -> 
     Raises:
         LimitExceededError: the session already has ``limits.max_objects`` objects.
     """
+    name = check_name(name, limits)
     if limits.max_objects > 0 and len(session.objects) >= limits.max_objects:
         raise LimitExceededError(
             f"this server tracks up to {limits.max_objects} objects per clip; remove one first "
             "(or raise limits.max_objects)"
         )
-    obj = TrackedObject(session.next_obj_id, (name or "").strip() or f"object {session.next_obj_id}")
+    obj = TrackedObject(session.next_obj_id, name or f"object {session.next_obj_id}")
     session.next_obj_id += 1
     session.objects.append(obj)
     session.current = obj.obj_id
@@ -121,8 +170,8 @@ def add_object(session: AppSession, limits: Limits, name: str | None = None) -> 
     return obj
 
 
-def _object(session: AppSession, obj_id: int | None) -> TrackedObject:
-    obj = session.object(int(obj_id)) if obj_id is not None else None
+def _object(session: AppSession, obj_id: Any) -> TrackedObject:
+    obj = session.object(whole_number(obj_id, "the object id")) if obj_id is not None else None
     if obj is None:
         known = ", ".join(f"{o.obj_id} ({o.name})" for o in session.objects) or "none yet"
         raise UnknownObjectError(f"there is no object {obj_id}; objects: {known}. Add one with 'Add object'")
@@ -137,14 +186,15 @@ def select_object(session: AppSession, obj_id: int) -> TrackedObject:
     return obj
 
 
-def rename_object(session: AppSession, obj_id: int, name: str) -> TrackedObject:
+def rename_object(session: AppSession, obj_id: int, name: str, limits: Limits = Limits()) -> TrackedObject:
     """Rename an object (names label exports: folders, channels, COCO categories).
 
     Raises:
-        UnknownObjectError, PromptError (an empty name).
+        UnknownObjectError, PromptError (an empty name), LimitExceededError (a name over
+        ``limits.max_name_chars``).
     """
     obj = _object(session, obj_id)
-    name = (name or "").strip()
+    name = check_name(name, limits)
     if not name:
         raise PromptError("type a name for the object first")
     obj.name = name
@@ -195,14 +245,25 @@ def _current_object(session: AppSession) -> int:
     return session.current
 
 
+def _check_point_count(count: int, limits: Limits) -> None:
+    if limits.max_points > 0 and count > limits.max_points:
+        raise LimitExceededError(
+            f"{count} points for one object on one frame; this server takes up to {limits.max_points}: "
+            "undo some, or draw a box around the object instead"
+        )
+
+
 def _check_point(session: AppSession, x: float, y: float) -> tuple[float, float]:
     info = session.info
+    if not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in (x, y)) \
+            or not (math.isfinite(x) and math.isfinite(y)):
+        raise PromptError(f"a point is two numbers (x, y) in pixels, got ({x!r}, {y!r})")
     if not (0 <= x < info.width and 0 <= y < info.height):
         raise PromptError(f"the point ({x:.0f}, {y:.0f}) is outside the {info.width}x{info.height} frame")
     return float(x), float(y)
 
 
-def click(session: AppSession | None, frame_idx: int, x: float, y: float) -> Any | None:
+def click(session: AppSession | None, frame_idx: int, x: float, y: float, limits: Limits = Limits()) -> Any | None:
     """Handle a click on frame ``frame_idx`` at pixel (x, y) according to the session's mode.
 
     A point click runs the model on this frame and returns its ``FrameMasks``. In box mode the
@@ -210,11 +271,16 @@ def click(session: AppSession | None, frame_idx: int, x: float, y: float) -> Any
 
     Raises:
         PromptError: no clip, no object, a point outside the frame, or a degenerate box.
+        LimitExceededError: the object has ``limits.max_points`` clicks on this frame already.
     """
     session = require_clip(session)
     frame_idx = check_frame(session, frame_idx)
     obj_id = _current_object(session)
     x, y = _check_point(session, x, y)
+    if session.mode != "box":
+        clicks = sum(1 for p in session.prompts
+                     if isinstance(p, ClickPrompt) and p.frame_idx == frame_idx and p.obj_id == obj_id)
+        _check_point_count(clicks + 1, limits)
     if session.mode == "box":
         corner = session.pending
         if corner is None or corner.frame_idx != frame_idx or corner.obj_id != obj_id:
@@ -312,11 +378,13 @@ def ensure_object(session: AppSession, obj_id: int, limits: Limits, name: str | 
     """Return object ``obj_id``, creating it with that id (for API clients that pick their ids).
 
     Raises:
-        PromptError: an id below 1; LimitExceededError: too many objects.
+        PromptError: an id that is not a whole number from 1 to ``MAX_OBJECT_ID``, or a bad name;
+        LimitExceededError: too many objects, or a name over ``limits.max_name_chars``.
     """
-    obj_id = int(obj_id)
-    if obj_id < 1:
-        raise PromptError(f"object ids start at 1, got {obj_id}")
+    obj_id = whole_number(obj_id, "the object id")
+    if not 1 <= obj_id <= MAX_OBJECT_ID:
+        raise PromptError(f"object ids are whole numbers from 1 to {MAX_OBJECT_ID}, got {obj_id}")
+    name = check_name(name, limits)
     obj = session.object(obj_id)
     if obj is None:
         if limits.max_objects > 0 and len(session.objects) >= limits.max_objects:
@@ -327,53 +395,70 @@ def ensure_object(session: AppSession, obj_id: int, limits: Limits, name: str | 
         session.objects.append(obj)
         session.next_obj_id = max(session.next_obj_id, obj_id + 1)
     if name:
-        obj.name = str(name).strip() or obj.name
+        obj.name = name
     session.current = obj_id
     return obj
 
 
 def set_prompts(session: AppSession | None, frame_idx: int, obj_id: int, *,
-                points: Sequence[Sequence[float]] = (), labels: Sequence[int] = (),
-                box: Sequence[float] | None = None) -> Any:
+                points: Any = (), labels: Any = (), box: Any = None, limits: Limits = Limits()) -> Any:
     """Replace the prompts of one object on one frame (API clients send them all at once).
+
+    The values are checked by the one prompts parser (``sam2_web.jobs.prompts``, as for
+    ``/segment``, the CLI and the plugins): whole-number frames, finite non-negative numbers,
+    labels exactly 1 or 0, a box with x0 < x1 and y0 < y1, everything inside the frame. Nothing
+    is rounded or clipped: a value that does not fit is refused with what to send instead.
 
     Args:
         points: [[x, y], ...] pixels of the original frame; labels: 1 positive / 0 negative each.
         box: [x0, y0, x1, y1] or None.
+        limits: ``max_points`` per object and frame.
     Returns:
         The frame's ``FrameMasks`` after one model call on that frame.
     Raises:
-        PromptError: no clip, unknown object, mismatched points/labels, points outside the frame,
-            or no point and no box.
+        PromptError: no clip, unknown object, malformed values, points outside the frame, or
+            no point and no box; LimitExceededError: more than ``limits.max_points`` points.
     """
+    from sam2_web.jobs.prompts import check_prompts, parse_prompts
+
     session = require_clip(session)
     frame_idx = check_frame(session, frame_idx)
     _object(session, obj_id)
-    points = [tuple(p) for p in points or ()]
-    labels = list(labels or ())
-    if any(len(p) != 2 for p in points):
-        raise PromptError("points must be a list of [x, y] pairs")
-    if len(labels) != len(points):
-        raise PromptError(f"got {len(points)} points but {len(labels)} labels; give one label (1 or 0) per point")
-    if any(int(v) not in (0, 1) for v in labels):
-        raise PromptError("labels must be 1 (positive) or 0 (negative)")
-    if not points and box is None:
-        raise PromptError(f"give points or a box for object {obj_id} on frame {frame_idx}")
-    new: list[Prompt] = [ClickPrompt(frame_idx, obj_id, *_check_point(session, x, y), bool(int(v)))
-                         for (x, y), v in zip(points, labels)]
+    if isinstance(points, list):
+        _check_point_count(len(points), limits)
+    item = {"frame": frame_idx, "object": int(obj_id), "points": _listed(points), "labels": _listed(labels)}
     if box is not None:
-        if len(box) != 4:
-            raise PromptError("a box is [x0, y0, x1, y1]")
-        x0, x1 = sorted((float(box[0]), float(box[2])))
-        y0, y1 = sorted((float(box[1]), float(box[3])))
-        _check_point(session, x0, y0)
-        _check_point(session, min(x1, session.info.width - 1), min(y1, session.info.height - 1))
+        item["box"] = box
+    info = session.info
+    try:
+        parsed = parse_prompts([item]).objects
+        check_prompts(parsed, num_frames=info.num_frames, width=info.width, height=info.height)
+    except PromptError as error:
+        # The parser names JSON paths of a list ("[0].points[1][0]"); here there is one prompt.
+        raise PromptError(re.sub(r"^\[0\](?:\.|: )", "", str(error))) from None
+    prompt = parsed[0].frames[0]
+    new: list[Prompt] = [ClickPrompt(frame_idx, obj_id, x, y, bool(v)) for (x, y), v in zip(prompt.points, prompt.labels)]
+    if prompt.box is not None:
+        x0, y0, x1, y1 = prompt.box
         if x1 - x0 < MIN_BOX_SIDE or y1 - y0 < MIN_BOX_SIDE:
-            raise PromptError(f"the box {list(box)} is empty; give two opposite corners")
+            raise PromptError(f"the box {list(prompt.box)} is less than {MIN_BOX_SIDE:g} px wide or high; "
+                              "give two opposite corners of the object")
         new.append(BoxPrompt(frame_idx, obj_id, x0, y0, x1, y1))
     session.prompts = [p for p in session.prompts if not (p.frame_idx == frame_idx and p.obj_id == obj_id)]
     session.prompts.extend(new)
     return _apply(session, frame_idx, obj_id)
+
+
+def _listed(value: Any) -> Any:
+    """Points/labels as the parser reads them: tuples become lists, anything else is left for
+    the parser to refuse with a message."""
+    if isinstance(value, tuple):
+        return [_listed(v) for v in value]
+    if isinstance(value, list):
+        return [_listed(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
 
 
 def prompts_on(session: AppSession, frame_idx: int) -> list[Prompt]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from sam2_web.errors import CancelledError, Sam2WebError
+from sam2_web.errors import CancelledError, Sam2WebError, public_message
 from sam2_web.export.formats import FORMATS
 from sam2_web.ui import logic, render
 from sam2_web.ui.api import Api, register
@@ -40,7 +40,7 @@ CSS = ".sam2-progress progress { height: 1.2em; } .sam2-objects { line-height: 1
 
 def _as_gr_error(error: Exception) -> gr.Error:
     if isinstance(error, Sam2WebError):
-        return gr.Error(str(error), print_exception=False)
+        return gr.Error(public_message(error), print_exception=False)  # no server paths
     log.exception("unexpected error in a callback")
     return gr.Error(f"Something went wrong ({type(error).__name__}); the server log has the details.",
                     print_exception=False)
@@ -153,7 +153,7 @@ class Callbacks:
         scale = render.display_scale(session.info.width, session.info.height)
         x, y = evt.index[0] * scale, evt.index[1] * scale
         with _holding(session):
-            logic.click(session, int(frame_idx), x, y)
+            logic.click(session, int(frame_idx), x, y, self.ctx.limits)
         return render.frame_image(session, int(frame_idx)), *self._objects(session)
 
     def set_mode(self, sid: str | None, mode: str) -> None:
@@ -197,7 +197,7 @@ class Callbacks:
     def rename_object(self, sid: str | None, name: str):
         """Rename the selected object."""
         session = logic.require_clip(self._session(sid))
-        logic.rename_object(session, session.current, name)
+        logic.rename_object(session, session.current, name, self.ctx.limits)
         return (*self._objects(session), "")
 
     def remove_object(self, sid: str | None, frame_idx: float):

@@ -7,6 +7,7 @@ after an idle time-to-live even when the tab never says goodbye.
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import shutil
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Union
 
-from sam2_web.errors import Sam2WebError
+from sam2_web.errors import LimitExceededError, Sam2WebError
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,11 @@ class AppSession:
         tracked: frames whose masks came from tracking since the last prompt change.
         cancel: set by Stop; checked by the tracker between frames.
         last_used: ``time.monotonic()`` of the last request; the TTL counts from here.
+        frames: the clip's frame source, opened (and checked) once; the engine reads it.
+        feature_mb: the share of the server's feature-cache budget this session holds.
+        history_bytes_per_frame: disk one tracked frame of one object takes (see ``limits``).
+        disk_budget_mb: what this session's temp files may take (0: no limit).
+        ttl_s: this session's own idle time-to-live (None: the store's).
     """
 
     sid: str
@@ -120,6 +126,20 @@ class AppSession:
     cancel: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     last_used: float = field(default_factory=time.monotonic)
+    frames: Any = None
+    feature_mb: float = 0.0
+    history_bytes_per_frame: int = 0
+    disk_budget_mb: float = 0.0
+    ttl_s: float | None = None
+    _grant: Callable[[float], float] | None = field(default=None, repr=False)
+
+    def reserve_features(self, want_mb: float) -> float:
+        """Take up to ``want_mb`` of the server's feature-cache budget (see
+        :meth:`SessionStore.grant_features`); returns the grant in MB."""
+        if self._grant is None:  # a session outside a store: no shared budget
+            self.feature_mb = float(want_mb)
+            return self.feature_mb
+        return self._grant(want_mb)
 
     @property
     def has_clip(self) -> bool:
@@ -136,12 +156,17 @@ class AppSession:
         return next((o for o in self.objects if o.obj_id == obj_id), None)
 
     def close_engine(self) -> None:
-        """Free the engine session (its caches and temp files); keep objects and prompts."""
-        if self.engine is not None:
-            try:
+        """Free the engine session (its caches and temp files) and the clip's decoder; keep
+        objects and prompts."""
+        try:
+            if self.engine is not None:
                 self.engine.close()
-            finally:
-                self.engine = None
+        finally:
+            self.engine = None
+            self.feature_mb = 0.0
+            frames, self.frames = self.frames, None
+            if frames is not None:
+                frames.close()
 
     def close(self) -> None:
         """Free everything this session holds, including its temp folder."""
@@ -155,14 +180,24 @@ class AppSession:
 class SessionStore:
     """Sessions by id, each with its own temp folder, dropped after ``ttl_s`` idle seconds.
 
+    The store also holds the server-wide budgets: at most ``max_sessions`` sessions at once (a
+    new one is refused, the open ones keep working), and ``feature_budget_mb`` of image-feature
+    cache shared by all sessions (see :meth:`grant_features`).
+
     Args:
         ttl_s: idle seconds after which a session and its files are removed.
         root: parent folder of the session folders (a fresh temp folder by default).
         clock: the time source (``time.monotonic``); tests pass their own to age sessions.
+        max_sessions: sessions open at once (``server.max_sessions``); 0 = no limit.
+        feature_budget_mb: feature cache of all sessions together (``server.feature_cache_total_mb``);
+            0 = no shared limit (each session gets what it asks for).
     """
 
-    def __init__(self, ttl_s: float, root: Path | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, ttl_s: float, root: Path | None = None, clock: Callable[[], float] = time.monotonic,
+                 max_sessions: int = 0, feature_budget_mb: float = 0):
         self.ttl_s = float(ttl_s)
+        self.max_sessions = int(max_sessions)
+        self.feature_budget_mb = float(feature_budget_mb)
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="sam2_web_ui_"))
         self.root.mkdir(parents=True, exist_ok=True)
         self._clock = clock
@@ -178,15 +213,49 @@ class SessionStore:
         return sid in self._sessions
 
     def create(self, model: str) -> AppSession:
-        """Start a new empty session for ``model``; old idle sessions are swept first."""
+        """Start a new empty session for ``model``; old idle sessions are swept first.
+
+        Raises:
+            LimitExceededError: ``max_sessions`` sessions are open already (the server is full).
+        """
         self.sweep()
         sid = secrets.token_urlsafe(16)
-        workdir = self.root / sid
-        workdir.mkdir()
-        session = AppSession(sid=sid, workdir=workdir, model=model, last_used=self._clock())
         with self._lock:
+            if self.max_sessions > 0 and len(self._sessions) >= self.max_sessions:
+                raise LimitExceededError(
+                    f"the server is busy: {len(self._sessions)} sessions are open, its limit "
+                    "(server.max_sessions); try again in a few minutes"
+                )
+            workdir = self.root / sid
+            workdir.mkdir()
+            session = AppSession(sid=sid, workdir=workdir, model=model, last_used=self._clock())
+            session._grant = functools.partial(self.grant_features, session)
             self._sessions[sid] = session
         return session
+
+    def grant_features(self, session: AppSession, want_mb: float) -> float:
+        """Reserve up to ``want_mb`` of the shared feature-cache budget for ``session`` (replacing
+        what it held) and return the grant; 0 when the budget is spent (the session then works
+        without a cache: re-tracking encodes frames again)."""
+        with self._lock:
+            if self.feature_budget_mb <= 0:
+                grant = float(want_mb)
+            else:
+                others = sum(s.feature_mb for s in self._sessions.values() if s is not session)
+                grant = max(0.0, min(float(want_mb), self.feature_budget_mb - others))
+            session.feature_mb = grant
+        return grant
+
+    def feature_mb_held(self) -> float:
+        """Feature-cache budget held by all sessions together."""
+        with self._lock:
+            return sum(s.feature_mb for s in self._sessions.values())
+
+    def expire_after(self, session: AppSession, seconds: float) -> None:
+        """Let ``session`` expire ``seconds`` after its last use instead of the store's TTL
+        (one-call clients such as ``/segment`` only need their file fetched)."""
+        session.ttl_s = float(seconds)
+        session.last_used = self._clock()
 
     def get(self, sid: str | None) -> AppSession:
         """Return the live session ``sid`` and mark it used.
@@ -231,7 +300,7 @@ class SessionStore:
         with self._lock:
             stale = [
                 sid for sid, s in self._sessions.items()
-                if now - s.last_used > self.ttl_s and not s.lock.locked()
+                if now - s.last_used > (self.ttl_s if s.ttl_s is None else s.ttl_s) and not s.lock.locked()
             ]
             dropped = [self._sessions.pop(sid) for sid in stale]
         for session in dropped:

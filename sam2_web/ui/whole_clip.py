@@ -12,7 +12,7 @@ import numpy as np
 
 from sam2_web.errors import ExportError, PromptError
 from sam2_web.ui.editing import mask_dict
-from sam2_web.ui.limits import require_clip
+from sam2_web.ui.limits import check_export_room, check_track_room, require_clip
 from sam2_web.ui.state import AppSession, SessionBusyError
 
 
@@ -44,6 +44,7 @@ def track(session: AppSession | None, direction: str = "both") -> Iterator[Track
     session = require_clip(session)
     if not session.prompts:
         raise PromptError("add at least one click on an object before tracking")
+    check_track_room(session)  # limits.session_disk_mb: refused before any work
     if not session.lock.acquire(blocking=False):
         raise SessionBusyError("tracking is already running for this clip; wait for it or press Stop")
     session.cancel.clear()  # a Stop pressed before this run (e.g. during an export) is not for it
@@ -114,6 +115,7 @@ def export_masks(session: AppSession | None, fmt: str, out_dir: Path | None = No
         raise PromptError("nothing to export yet: click on an object (and press Track for the whole clip)")
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    check_export_room(session)  # limits.session_disk_mb
     info = session.info
     # A folder per format keeps the file named after the clip ("ball.zip", frames "ball_00000.png").
     out_dir = Path(out_dir) if out_dir is not None else session.workdir / "exports" / fmt
