@@ -37,16 +37,19 @@ VIDEO_PREDICTOR_TARGET = "sam2_web.video.predictor.SAM2VideoPredictor"
 _TARGET_MAP = {
     "sam2.sam2_video_predictor.SAM2VideoPredictor": VIDEO_PREDICTOR_TARGET,
     "sam2.sam2_video_predictor.SAM2VideoPredictorVOS": VIDEO_PREDICTOR_TARGET,
+    # EdgeTAM's configs (its package is also `sam2`); its other classes map by the default rule.
+    "sam2.modeling.backbones.timm.TimmBackbone": "sam2_web.modeling.backbones.timm_backbone.TimmBackbone",
 }
 
 
 def available_configs() -> list[str]:
-    """Names of the model configs shipped with sam2_web, e.g. ``sam2.1/sam2.1_hiera_t.yaml``."""
+    """Names of the network configs shipped with sam2_web, e.g. ``sam2.1/sam2.1_hiera_t.yaml``
+    (every family folder; ``model/`` holds the registry entries, not networks)."""
     root = configs_dir()
     return sorted(
         str(p.relative_to(root))
         for p in root.glob("*/*.yaml")
-        if p.parent.name.startswith("sam2")
+        if p.parent.name != "model"
     )
 
 

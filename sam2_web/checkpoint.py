@@ -186,8 +186,11 @@ def _shape_of_state(state: Mapping[str, torch.Tensor]) -> _Shape | None:
     return _Shape(int(patch.shape[0]), len(blocks), "no_obj_embed_spatial" in state)
 
 
-def _shape_of_config(config_path: Path) -> _Shape:
+def _shape_of_config(config_path: Path) -> _Shape | None:
     cfg = OmegaConf.load(config_path)
+    trunk = str(OmegaConf.select(cfg, "model.image_encoder.trunk._target_", default=""))
+    if not trunk.endswith(".Hiera"):
+        return None  # another family (EdgeTAM, EfficientTAM): these shapes do not describe it
     stages = OmegaConf.select(cfg, "model.image_encoder.trunk.stages", default=None) or (2, 3, 16, 3)
     return _Shape(
         embed_dim=int(OmegaConf.select(cfg, "model.image_encoder.trunk.embed_dim", default=96)),
