@@ -1,4 +1,6 @@
-"""Blender add-on, headless in real Blender (the ``bpy`` 4.5 module) in a subprocess.
+"""Blender add-on, headless in real Blender in a subprocess: the ``bpy`` 4.5.4 LTS module (dev
+venv) and the ``bpy`` 5.0.1 module (its own venv, ``.oracles/blender5``), each from the default
+startup file. Blender's own ``extension validate`` checks the extension zip's manifest.
 
 The subprocess installs the add-on from a zip as a user would, loads a generated clip as a
 movie strip (moved and trimmed, so alignment is not trivially frame 1), runs *Track Object*
@@ -13,7 +15,6 @@ bpy runs in a subprocess because it is heavy and process-global (one scene, one 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -29,11 +30,10 @@ from PIL import Image
 from tests.clips import make_moving_disc_clip
 from tests.parity import build_reference, save_official_checkpoint
 
-# Looked up, not imported: bpy is process-global and heavy, it only ever loads in the subprocess.
-if importlib.util.find_spec("bpy") is None:
-    pytest.skip("needs Blender as a Python module: pip install bpy==4.5.4 (Python 3.11)", allow_module_level=True)
-
 REPO = Path(__file__).resolve().parents[1]
+# Each Blender as a Python module, in the environment scripts/dev.sh installs it into: bpy 4.5.4 LTS
+# in the dev venv (a dev extra), bpy 5.0.1 in its own venv (it needs numpy<2).
+BLENDERS = {"4.5": Path(sys.executable), "5.0": REPO / ".oracles" / "blender5" / "bin" / "python"}
 ADDON = "sam2web_blender"
 OVERRIDES = "++model.image_size=256"
 SIZE = (192, 128)  # width, height of the generated clip
@@ -56,7 +56,15 @@ def blender_session(config_file: str) -> None:
     import bpy
 
     cfg = json.loads(Path(config_file).read_text())
-    report: dict = {}
+    report: dict = {"version": list(bpy.app.version)}
+    # Blender's own manifest check, as `blender --command extension validate <zip>` runs it.
+    from bl_pkg import bl_extension_cli
+
+    report["validate"] = bl_extension_cli.cli_extension_handler(["validate", cfg["extension_zip"]])
+    # The default startup file: in Blender 5 its workspace has no sequencer scene yet.
+    workspace = bpy.context.workspace
+    report["sequencer_scene_at_start"] = (
+        repr(workspace.sequencer_scene) if hasattr(workspace, "sequencer_scene") else "no such setting")
     # The legacy add-on install (a zip holding the package folder) registers and unregisters cleanly...
     assert bpy.ops.preferences.addon_install(filepath=cfg["legacy_zip"], overwrite=True) == {"FINISHED"}
     assert bpy.ops.preferences.addon_enable(module=ADDON) == {"FINISHED"}
@@ -83,8 +91,11 @@ def blender_session(config_file: str) -> None:
     source = editor.strips.new_movie("shot", cfg["clip"], channel=2, frame_start=STRIP_START)
     source.frame_offset_start = 1  # trim the first frame: the matte has to follow the handles
     # Something on the channel above, but later in time: the matte still fits on channel 3.
-    editor.strips.new_effect("later", "COLOR", channel=3, frame_start=STRIP_START + 20,
-                             frame_end=STRIP_START + 25)
+    try:  # Blender 5 takes a length, earlier versions an end frame
+        editor.strips.new_effect("later", "COLOR", channel=3, frame_start=STRIP_START + 20, length=5)
+    except TypeError:
+        editor.strips.new_effect("later", "COLOR", channel=3, frame_start=STRIP_START + 20,
+                                 frame_end=STRIP_START + 25)
     editor.active_strip = source
 
     settings = scene.sam2web
@@ -200,8 +211,9 @@ def _render(scene, source, prefix: Path) -> dict[int, str]:
 # --------------------------------------------------------------------------- in the test process
 
 
-def run_blender(config: dict, tmp: Path) -> tuple[dict, str]:
-    """Run :func:`blender_session` in a subprocess; return its report and its console output."""
+def run_blender(python: Path, config: dict, tmp: Path) -> tuple[dict, str]:
+    """Run :func:`blender_session` in a subprocess of ``python`` (a Python with bpy); return its
+    report and its console output."""
     config_file = tmp / "blender.json"
     config_file.write_text(json.dumps(config))
     paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
@@ -209,7 +221,7 @@ def run_blender(config: dict, tmp: Path) -> tuple[dict, str]:
     env = dict(os.environ, BLENDER_USER_SCRIPTS=str(tmp / "blender_scripts"),
                BLENDER_USER_RESOURCES=str(tmp / "blender_resources"), PYTHONPATH=os.pathsep.join(paths))
     code = "import sys; from tests.test_plugin_blender import blender_session; blender_session(sys.argv[1])"
-    done = subprocess.run([sys.executable, "-c", code, str(config_file)], cwd=tmp, env=env,
+    done = subprocess.run([str(python), "-c", code, str(config_file)], cwd=tmp, env=env,
                           capture_output=True, text=True, timeout=1800)
     console = done.stdout + done.stderr
     assert done.returncode == 0, console[-4000:]
@@ -247,9 +259,14 @@ def oracle_masks(clip: Path, checkpoint: Path) -> np.ndarray:
     return masks
 
 
-@pytest.fixture(scope="module")
-def blender_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("blender")
+@pytest.fixture(scope="module", params=sorted(BLENDERS))
+def blender_run(request, tmp_path_factory):
+    python = BLENDERS[request.param]
+    assert python.is_file(), f"{python} is missing: run `bash scripts/dev.sh install`"
+    found = subprocess.run([str(python), "-c", "import importlib.util as u; print(bool(u.find_spec('bpy')))"],
+                           capture_output=True, text=True)
+    assert found.stdout.strip() == "True", f"no bpy in {python}: run `bash scripts/dev.sh install`"
+    tmp = tmp_path_factory.mktemp(f"blender{request.param}")
     clip, _ = make_moving_disc_clip(tmp / "shot.mp4", n_frames=NUM_FRAMES, size=SIZE, radius=20, fps=FPS)
     checkpoint = save_official_checkpoint(build_reference("sam2.1_hiera_t", [OVERRIDES], video=True),
                                           tmp / "sam2.1_hiera_t_random.pt")
@@ -263,7 +280,8 @@ def blender_run(tmp_path_factory):
     config = {"extension_zip": str(extension_zip), "legacy_zip": str(legacy_zip), "repo": str(REPO), "clip": str(clip), "checkpoint": str(checkpoint),
               "prompts": str(prompts), "bad_prompts": str(bad), "out": str(tmp / "mattes"),
               "report": str(tmp / "report.json")}
-    report, console = run_blender(config, tmp)
+    report, console = run_blender(python, config, tmp)
+    assert report["version"][:2] == [int(v) for v in request.param.split(".")]
     from sam2_web.media.frames import open_frames
 
     with open_frames(clip) as frames:
@@ -277,6 +295,19 @@ def movie_frame(scene_frame: int) -> int:
 
 def read(path) -> np.ndarray:
     return np.asarray(Image.open(path))
+
+
+def test_manifest_passes_blenders_own_validation(blender_run):
+    assert blender_run["report"]["validate"] == 0, blender_run["console"][-2000:]
+    assert "Success parsing TOML" in blender_run["console"]
+
+
+def test_runs_from_the_default_startup_file(blender_run):
+    """Blender 5's default startup file has no sequencer scene: the add-on sets it before it adds
+    strip modifiers (Blender 5.0 crashed in ``strip.modifiers.new`` otherwise)."""
+    report = blender_run["report"]
+    expected = "None" if report["version"][0] >= 5 else "no such setting"
+    assert report["sequencer_scene_at_start"] == expected
 
 
 def test_addon_installs_as_extension_and_as_legacy_addon(blender_run):

@@ -16,7 +16,7 @@ from .settings import preferences
 
 
 def _poll_movie_strip(cls, context) -> bool:
-    scene = context.scene
+    scene = strips.sequencer_scene(context)
     editor = scene.sequence_editor if scene is not None else None
     strip = editor.active_strip if editor is not None else None
     if strip is None or strip.type != "MOVIE":
@@ -69,7 +69,7 @@ class _Prepared:
 
 def _prepare(context) -> _Prepared:
     """Read the active strip, the settings and the prompts; raises SetupError with what to fix."""
-    scene = context.scene
+    scene = strips.sequencer_scene(context)
     settings = scene.sam2web
     prefs = preferences(context)
     engine.add_engine_path(prefs)
@@ -117,6 +117,7 @@ def _place(prepared: _Prepared, mattes: engine.Mattes) -> tuple[int, int]:
             f"{decoded}; convert the movie to a constant frame rate (e.g. ffmpeg -i in.mp4 -fps_mode cfr "
             "out.mp4), use that in the strip, and track again"
         )
+    strips.ensure_sequencer_scene(bpy.context, scene)  # before any modifier is added or removed
     strips.remove_previous(editor, source)
     sequences = dict(mattes.sequences)
     effect = prepared.effect
@@ -250,7 +251,9 @@ class SEQUENCER_OT_sam2web_remove(bpy.types.Operator):
         return _poll_movie_strip(cls, context)
 
     def execute(self, context):
-        strips.remove_previous(context.scene.sequence_editor, context.scene.sequence_editor.active_strip)
+        scene = strips.sequencer_scene(context)
+        strips.ensure_sequencer_scene(context, scene)
+        strips.remove_previous(scene.sequence_editor, scene.sequence_editor.active_strip)
         return {"FINISHED"}
 
 

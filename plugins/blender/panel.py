@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import bpy
 
+from . import strips
+
 
 class SEQUENCER_PT_sam2web(bpy.types.Panel):
     """Track an object of the active movie strip with SAM 2."""
@@ -15,7 +17,7 @@ class SEQUENCER_PT_sam2web(bpy.types.Panel):
 
     def draw(self, context):
         layout = self.layout
-        settings = context.scene.sam2web
+        settings = strips.sequencer_scene(context).sam2web
         layout.use_property_split = True
         layout.use_property_decorate = False
 

@@ -20,13 +20,31 @@ _PICTURE = ("use_flip_x", "use_flip_y")
 
 
 def strips_of(editor):
-    """Top-level strips collection (``strips`` since Blender 4.4, ``sequences`` before)."""
+    """Top-level strips collection (``strips`` since Blender 4.4, ``sequences`` before; 5.0 has only ``strips``)."""
     return editor.strips if hasattr(editor, "strips") else editor.sequences
 
 
 def all_strips(editor):
     """Every strip, including those inside meta strips."""
     return editor.strips_all if hasattr(editor, "strips_all") else editor.sequences_all
+
+
+def sequencer_scene(context):
+    """The scene whose strips the Sequencer edits: the workspace's ``sequencer_scene`` since
+    Blender 5.0 (when set), the context's scene before and otherwise."""
+    return getattr(context, "sequencer_scene", None) or context.scene
+
+
+def ensure_sequencer_scene(context, scene) -> None:
+    """Blender 5.0+: make ``scene`` the workspace's sequencer scene when it has none.
+
+    Blender 5 looks strips up through the workspace's sequencer scene; adding or removing a
+    strip modifier while it is unset (the default startup file, a script, a background run)
+    crashes Blender. Earlier versions have no such setting and are left alone.
+    """
+    workspace = getattr(context, "workspace", None)
+    if workspace is not None and hasattr(workspace, "sequencer_scene") and workspace.sequencer_scene is None:
+        workspace.sequencer_scene = scene
 
 
 def active_movie_strip(scene):
