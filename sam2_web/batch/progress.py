@@ -59,7 +59,8 @@ class BatchStatus:
         jobs: jobs in the manifest; to_run: those that run (not complete, not invalid).
         done, failed: jobs of this run that finished, by outcome.
         skipped: jobs already complete; invalid: jobs that could not start (e.g. bad prompts).
-        frames: frames of the jobs done so far.
+        frames: frames of the jobs done so far; part_frames: the share of finished parts of split
+            jobs that are not done yet.
         running: units in flight, by unit id.
         retries: units started again after their worker died.
         started: ``time.monotonic()`` at the start.
@@ -72,6 +73,7 @@ class BatchStatus:
     skipped: int = 0
     invalid: int = 0
     frames: int = 0
+    part_frames: float = 0.0
     retries: int = 0
     running: dict[str, RunningUnit] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
@@ -85,7 +87,7 @@ class BatchStatus:
         """Frames of finished jobs plus frames tracked so far by running ones."""
         tracking = sum(r.done / r.parts for r in self.running.values() if r.stage == "track")
         exporting = sum(r.total / r.parts for r in self.running.values() if r.stage.startswith("export"))
-        return self.frames + int(tracking + exporting)
+        return self.frames + int(self.part_frames + tracking + exporting)
 
     def eta(self) -> Optional[float]:
         """Seconds until every job finished, or None before anything finished."""

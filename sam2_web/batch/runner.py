@@ -136,6 +136,7 @@ class BatchRun:
                 self.queue.give_up(unit.job_id)
             self._conclude(unit, result)
         elif unit.kind == PART:
+            self.status.part_frames += result.num_frames / unit.parts
             self.queue.part_done(unit)
         else:
             self._conclude(unit, result)
@@ -169,6 +170,8 @@ class BatchRun:
             outcome = JobOutcome(bj.id, str(bj.clip), DONE, frames=result.num_frames, tracked=list(result.tracked),
                                  seconds=seconds, outputs=dict(result.outputs), **common)
         self.outcomes[bj.id] = outcome
+        finished_parts = [r for r in results if r.ok and r.uid != result.uid and unit.kind != JOB]
+        self.status.part_frames -= sum(r.num_frames / unit.parts for r in finished_parts)
         if outcome.status == DONE:
             self.status.done += 1
             self.status.frames += outcome.frames or 0
