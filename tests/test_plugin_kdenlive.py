@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import select
 import subprocess
 import sys
 import threading
@@ -51,54 +53,141 @@ def frames_dir(work) -> Path:
     return path
 
 
-class KdenliveSide:
-    """The Kdenlive end of the pipes: writes command lines, waits for the lines it expects."""
+def simplified(data: bytes) -> str:
+    """QString::simplified: whitespace runs become one space, ends trimmed."""
+    return " ".join(data.decode("utf-8", "replace").split())
 
-    def __init__(self, args: list[str], cwd: Path):
-        env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-        self.process = subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, text=True,
+
+def progress_of(chunk: str) -> int | None:
+    """Kdenlive's stderr progress: ``section("%|", 0, 0).section(' ', -1).toInt()``."""
+    if "%|" not in chunk:
+        return None
+    word = chunk.split("%|", 1)[0].split(" ")[-1]
+    return int(word) if word.isdigit() else None
+
+
+class KdenliveSide:
+    """The Kdenlive end of the pipes, with either of Kdenlive's two stdout readers.
+
+    ``reader="chunks"`` is the earlier Object Mask code: every read of stdout is one message
+    (whatever arrived within ``CHUNK_WINDOW_S`` of the first byte, as a busy GUI thread sees it),
+    whitespace collapsed, then ``startsWith("preview ok")`` / ``== "mask ok"`` /
+    ``startsWith("INFO:")``. ``reader="lines"`` is the newer code: buffered, split at newlines,
+    and ``frame_done n/total`` is progress too. Both take progress from stderr reads. A message
+    neither recognises is kept in ``unknown``: Kdenlive would drop it.
+    """
+
+    CHUNK_WINDOW_S = 0.03
+
+    def __init__(self, args: list[str], cwd: Path, reader: str, env: dict | None = None):
+        env = dict(os.environ, HF_HUB_OFFLINE="1", **(env or {}))
+        self.process = subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.stdout: list[str] = []
+        self.reader = reader
+        self.messages: "queue.Queue[tuple[str, str]]" = queue.Queue()
+        self.unknown: list[str] = []
+        self.infos: list[str] = []
+        self.progress: list[int] = []
         self.stderr: list[str] = []
-        # Kdenlive reads stderr continuously (progress); so must we, or the pipe fills up.
-        self._pump = threading.Thread(target=lambda: self.stderr.extend(self.process.stderr), daemon=True)
-        self._pump.start()
+        self._threads = [threading.Thread(target=self._read_stdout, daemon=True),
+                         threading.Thread(target=self._read_stderr, daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    def _classify(self, command: str) -> None:
+        if not command:
+            return
+        if command.startswith("preview ok"):
+            self.messages.put(("preview ok", command.split(" ")[-1]))
+        elif command == "mask ok":
+            self.messages.put(("mask ok", ""))
+        elif command.startswith("INFO:"):
+            self.infos.append(command[len("INFO:"):].split(":")[0])
+            self.messages.put(("INFO", self.infos[-1]))
+        elif self.reader == "lines" and command.startswith("frame_done"):
+            done, total = command.split(" ")[1].split("/")
+            self.progress.append(int(100 * int(done) / int(total)))
+        else:
+            self.unknown.append(command)
+
+    def _read_stdout(self) -> None:
+        fd, pending = self.process.stdout.fileno(), b""
+        while True:
+            data = os.read(fd, 65536)
+            if not data:
+                break
+            if self.reader == "chunks":
+                while select.select([fd], [], [], self.CHUNK_WINDOW_S)[0]:
+                    more = os.read(fd, 65536)
+                    if not more:
+                        break
+                    data += more
+                self._classify(simplified(data))
+            else:
+                pending += data
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    self._classify(simplified(line))
+        self.messages.put(("exit", ""))
+
+    def _read_stderr(self) -> None:
+        fd = self.process.stderr.fileno()
+        while data := os.read(fd, 65536):
+            text = data.decode("utf-8", "replace")
+            self.stderr.append(text)
+            value = progress_of(text)
+            if value is not None:
+                self.progress.append(value)
 
     def send(self, line: str) -> None:
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
+        """Write a command line; like QProcess::write, a process that has already exited is not an error."""
+        try:
+            self.process.stdin.write((line + "\n").encode())
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            pass
 
-    def wait_for(self, prefix: str) -> str:
-        """Read stdout lines until one starts with ``prefix`` (fails if the process ends first)."""
-        for line in self.process.stdout:
-            line = line.strip()
-            self.stdout.append(line)
-            if line.startswith(prefix):
-                return line
-        self.process.wait()
-        self._pump.join()
-        raise AssertionError(f"no {prefix!r} line; stdout: {self.stdout}; stderr: {''.join(self.stderr)[-3000:]}")
+    def expect(self, kind: str) -> str:
+        """The next recognised message, which must be of ``kind``; returns its value."""
+        got, value = self.messages.get(timeout=600)
+        assert (got, self.unknown) == (kind, []), (
+            f"wanted {kind!r}, got {got!r} {value!r}; unrecognised: {self.unknown}; "
+            f"stderr: {''.join(self.stderr)[-3000:]}")
+        return value
 
     def finish(self) -> int:
-        code = self.process.wait()
-        self._pump.join()
+        code = self.process.wait(600)
+        for thread in self._threads:
+            thread.join()
         return code
 
 
-def engine_masks(checkpoint: Path, frames_dir: Path) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
-    """The oracle: (preview masks by frame, tracked masks by frame) from the engine run directly."""
+def engine_run(checkpoint: Path, frames_dir: Path, keyframes: dict) -> dict[int, np.ndarray]:
+    """The oracle: the engine's masks tracked from ``keyframes`` ({frame: dict(points=, labels=, box=)})."""
     from sam2_web.build import build_sam2_video_predictor
 
     predictor = build_sam2_video_predictor("sam2.1/sam2.1_hiera_t.yaml", checkpoint, device="cpu",
                                            hydra_overrides_extra=list(OVERRIDES))
     with predictor.open_session(str(frames_dir)) as session:
-        previews = {
-            0: session.add_prompt(0, 1, points=np.array([[30, 28], [100, 80]], np.float32),
-                                  labels=np.array([1, 0])).mask(1).copy(),
-            2: session.add_prompt(2, 1, box=np.array([70, 50, 120, 90], np.float32)).mask(1).copy(),
-        }
-        tracked = {fm.frame_idx: fm.mask(1).copy() for fm in session.propagate(direction="both")}
-    return previews, tracked
+        for frame, prompt in sorted(keyframes.items()):
+            session.add_prompt(frame, 1, **{k: np.asarray(v, np.float32 if k != "labels" else np.int32)
+                                            for k, v in prompt.items()})
+        return {fm.frame_idx: fm.mask(1).copy() for fm in session.propagate(direction="both")}
+
+
+def replay_previews(checkpoint: Path, frames_dir: Path, steps: list[tuple[int, dict]]) -> dict[int, np.ndarray]:
+    """The oracle of the previews: the same prompts, in the same order, on one engine session
+    (a second preview of a frame refines the first, as in the backend's session)."""
+    from sam2_web.build import build_sam2_video_predictor
+
+    predictor = build_sam2_video_predictor("sam2.1/sam2.1_hiera_t.yaml", checkpoint, device="cpu",
+                                           hydra_overrides_extra=list(OVERRIDES))
+    shown = {}
+    with predictor.open_session(str(frames_dir)) as session:
+        for frame, prompt in steps:
+            arrays = {k: np.asarray(v, np.float32 if k != "labels" else np.int32) for k, v in prompt.items()}
+            shown[frame] = session.add_prompt(frame, 1, **arrays).mask(1).copy()
+    return shown
 
 
 def rgba(path: Path) -> np.ndarray:
@@ -107,57 +196,90 @@ def rgba(path: Path) -> np.ndarray:
     return np.asarray(image)
 
 
-def test_a_kdenlive_session_end_to_end(work, checkpoint, frames_dir):
-    previews, renders = work / "previews", frames_dir / "output-frames"
-    # The launch line of Kdenlive's AutomaskHelper::launchSam (clicks of the first frame included).
-    kdenlive = KdenliveSide([
-        "-I", str(frames_dir), "-F", "0", "-O", str(previews), "-M", str(checkpoint), "-C", KDENLIVE_CONFIG,
-        "-P", "0=30,28", "-L", "0=1", "-D", "cpu", "--color", "255,100,100,180",
-        "--set", OVERRIDES[0],
-    ], cwd=work)
-    # The user adds an exclude point (sendPreviewCommand: the frame's whole state), then a box on frame 2.
-    kdenlive.send("preview=-F 0 -P 0=30,28,100,80 -L 0=1,0 --border 0 --color 255,100,100,180 --overlay-mode 0")
-    assert kdenlive.wait_for("preview ok") == "preview ok 0"
-    kdenlive.send("preview=-F two")  # a garbled line is reported, the session goes on
-    assert "cannot read the preview line" in kdenlive.wait_for("INFO:")
-    kdenlive.send("preview=-F 2 -B 2=70,50,120,90 --border 2 --bordercolor 0,0,255,255 "
+# The user's keyframes: clicks on frame 0 (then a negative point added), a box on frame 2.
+CLICKS_0 = {"points": [[30, 28], [100, 80]], "labels": [1, 0]}
+BOX_2 = {"box": [70, 50, 120, 90]}
+# Editing the saved mask later: Kdenlive restores it and adds a correction on frame 3.
+CORRECTION_3 = {"points": [[90, 60]], "labels": [1]}
+
+
+@pytest.mark.parametrize("reader", ["chunks", "lines"])
+def test_a_kdenlive_session_with_either_reader(work, checkpoint, frames_dir, reader):
+    previews, renders = work / f"previews-{reader}", frames_dir / f"output-{reader}"
+    tmp = work / f"tmp-{reader}"
+    tmp.mkdir()
+    launch = ["-I", str(frames_dir), "-O", str(previews), "-M", str(checkpoint), "-C", KDENLIVE_CONFIG,
+              "-D", "cpu", "--offload", "--set", OVERRIDES[0]]
+    # AutomaskHelper::launchSam: the first click of frame 0 is on the command line.
+    kdenlive = KdenliveSide([*launch, "-F", "0", "-P", "0=30,28", "-L", "0=1", "--color", "255,100,100,180"],
+                            cwd=work, reader=reader, env={"TMPDIR": str(tmp)})
+    style = "--border 0 --color 255,100,100,180 --overlay-mode 0"
+    kdenlive.send(f"preview=-F 0 -P 0=30,28 -L 0=1 {style}")  # the click
+    assert kdenlive.expect("preview ok") == "0"
+    kdenlive.send(f"preview=-F 0 -P 0=30,28,100,80 -L 0=1,0 {style}")  # plus a negative point
+    assert kdenlive.expect("preview ok") == "0"
+    kdenlive.send(f"preview=-F 2 -B 2=70,50,120,90 {style}")  # a box on frame 2
+    assert kdenlive.expect("preview ok") == "2"
+    kdenlive.send("preview=-F 2 -P 2=1,2,3")  # garbled: said why, still acknowledged
+    assert "-P" in kdenlive.expect("INFO")
+    assert kdenlive.expect("preview ok") == "2"
+    # updateMaskParams: new colours (no answer), then the preview again in the new style.
+    kdenlive.send("edit=--border 2 --bordercolor 0,0,255,255 --color 255,100,100,180")
+    kdenlive.send(f"preview=-F 2 -B 2=70,50,120,90 --border 2 --bordercolor 0,0,255,255 "
                   "--color 255,100,100,180 --overlay-mode 0")
-    assert kdenlive.wait_for("preview ok") == "preview ok 2"
-    # generateMask: the output folder lives inside the source-frames folder, as in Kdenlive.
+    assert kdenlive.expect("preview ok") == "2"
     renders.mkdir()
     kdenlive.send(f"render={renders}")
-    kdenlive.wait_for("mask ok")
-    kdenlive.send("finish")  # newer Kdenlive says so after "mask ok"; the backend may be gone already
+    assert kdenlive.expect("INFO") == "Propagating in video"
+    kdenlive.expect("mask ok")
+    kdenlive.send("finish")  # the newer Kdenlive says so after "mask ok"; the backend may be gone already
     assert kdenlive.finish() == 0, "".join(kdenlive.stderr)[-3000:]
+    assert kdenlive.unknown == [] and kdenlive.progress and kdenlive.progress[-1] == 100, kdenlive.progress
+    assert list(tmp.iterdir()) == []  # Kdenlive's --offload (frames in CPU memory) spills nothing to disk
 
-    oracle_previews, oracle_tracked = engine_masks(checkpoint, frames_dir)
-    assert sorted(oracle_tracked) == list(range(N_FRAMES))
-
+    first = engine_run(checkpoint, frames_dir, {0: CLICKS_0, 2: BOX_2})
+    assert sorted(first) == list(range(N_FRAMES))
     assert sorted(p.name for p in previews.iterdir()) == ["preview-00000.png", "preview-00002.png"]
-    for frame, mask in oracle_previews.items():
+    steps = [(0, {"points": [[30, 28]], "labels": [1]}), (0, CLICKS_0), (2, BOX_2), (2, BOX_2)]
+    for frame, expected in replay_previews(checkpoint, frames_dir, steps).items():
         picture = rgba(previews / f"preview-{frame:05d}.png")
-        assert picture.shape == (SIZE[1], SIZE[0], 4)
-        assert ((picture[..., 3] > 0) == mask).all(), frame
-    assert oracle_previews[0].any() and oracle_previews[2].any()
+        assert picture.shape == (SIZE[1], SIZE[0], 4) and expected.any()
+        assert ((picture[..., 3] > 0) == expected).all(), frame
     box_preview = rgba(previews / "preview-00002.png")
-    colours = {tuple(c) for c in box_preview[oracle_previews[2]]}
-    assert colours == {COLOR, BORDER_COLOR}  # fill inside, a 2-px border in the border colour
+    assert {tuple(c) for c in box_preview[box_preview[..., 3] > 0]} == {COLOR, BORDER_COLOR}
+    check_render(renders, first)
+    encode_like_kdenlive(renders, work / f"mask-{reader}.mkv")
 
-    assert "INFO:Propagating in video" in kdenlive.stdout
-    done = [line for line in kdenlive.stdout if line.startswith("frame_done")]
-    assert done[-1] == f"frame_done {N_FRAMES}/{N_FRAMES}"
-    assert any(line.strip().endswith("%|") for line in "".join(kdenlive.stderr).splitlines())
+    # Editing the saved mask: a fresh process whose launch line holds the mask data Kdenlive
+    # restored (its keyframes, in Kdenlive's "f=...;f=..." form), a correction, then rerender=.
+    again = work / f"output-again-{reader}"
+    kdenlive = KdenliveSide([*launch, "-F", "2", "-P", "0=30,28,100,80", "-L", "0=1,0", "-B", "2=70,50,120,90",
+                             "--border", "2", "--bordercolor", "0,0,255,255", "--color", "255,100,100,180"],
+                            cwd=work, reader=reader)
+    kdenlive.send(f"preview=-F 3 -P 3=90,60 -L 3=1 {style}")
+    assert kdenlive.expect("preview ok") == "3"
+    again.mkdir()
+    kdenlive.send(f"rerender={again}")
+    assert kdenlive.expect("INFO") == "Propagating in video"
+    kdenlive.expect("mask ok")
+    kdenlive.send("finish")
+    assert kdenlive.finish() == 0, "".join(kdenlive.stderr)[-3000:]
+    assert kdenlive.unknown == [] and kdenlive.progress[-1] == 100
+    check_render(again, engine_run(checkpoint, frames_dir, {0: CLICKS_0, 2: BOX_2, 3: CORRECTION_3}))
 
-    files = sorted(p.name for p in renders.iterdir())
-    assert files == [f"{i:05d}.png" for i in range(N_FRAMES)]
+
+def check_render(folder: Path, tracked: dict[int, np.ndarray]) -> None:
+    assert sorted(p.name for p in folder.iterdir()) == [f"{i:05d}.png" for i in range(N_FRAMES)]
     for i in range(N_FRAMES):
-        picture = rgba(renders / f"{i:05d}.png")
-        assert ((picture[..., 3] > 0) == oracle_tracked[i]).all(), i
-        assert {tuple(c) for c in picture[oracle_tracked[i]]} <= {COLOR, BORDER_COLOR}
+        picture = rgba(folder / f"{i:05d}.png")
+        assert ((picture[..., 3] > 0) == tracked[i]).all(), i
+        assert {tuple(c) for c in picture[tracked[i]]} <= {COLOR, BORDER_COLOR}
+    assert any(m.any() for m in tracked.values())
 
-    # Kdenlive's MaskTask: encode the frames to FFV1 with alpha and use it as a mask clip.
-    mkv = work / "mask.mkv"
-    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-framerate", "25", "-i", str(renders / "%05d.png"),
+
+def encode_like_kdenlive(folder: Path, mkv: Path) -> None:
+    """Kdenlive's MaskTask: the frames to FFV1 with alpha, used as a mask clip."""
+    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-framerate", "25", "-i", str(folder / "%05d.png"),
                     "-c:v", "ffv1", "-pix_fmt", "yuva420p", str(mkv)], check=True)
     probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
                             "stream=nb_read_frames,pix_fmt,width,height", "-of", "json", str(mkv)],
@@ -170,10 +292,10 @@ def test_a_kdenlive_session_end_to_end(work, checkpoint, frames_dir):
 def test_a_missing_model_file_fails_with_a_message(work, frames_dir):
     missing = work / "gone" / "sam2.1_hiera_tiny.pt"
     kdenlive = KdenliveSide(["-I", str(frames_dir), "-O", str(work / "p2"), "-M", str(missing), "-C", KDENLIVE_CONFIG],
-                            cwd=work)
+                            cwd=work, reader="lines")
     kdenlive.process.stdin.close()
     assert kdenlive.finish() == 1
-    assert "does not exist" in "".join(kdenlive.stderr)
+    assert "does not exist" in "".join(kdenlive.stderr) and kdenlive.unknown == []
 
 
 # --------------------------------------------------------------------------- protocol pieces
@@ -213,6 +335,14 @@ def test_command_lines():
     assert parse_per_frame("0=1,2;10=3,4,5,6", 2, "-P") == {0: [1.0, 2.0], 10: [3.0, 4.0, 5.0, 6.0]}
     with pytest.raises(PromptError, match="groups of 4"):
         parse_per_frame("0=1,2,3", 4, "-B")
+
+
+def test_offload_is_kdenlives_and_spilling_features_is_ours():
+    from plugins.kdenlive.protocol import argument_parser
+
+    kdenlive = argument_parser().parse_args(["-I", "frames", "--offload"])
+    assert kdenlive.offload and not kdenlive.spill_features
+    assert argument_parser().parse_args(["--spill-features"]).spill_features
 
 
 def test_drawing_modes():

@@ -6,13 +6,22 @@ Differences from Kdenlive's own script, all invisible to Kdenlive: frames are re
 are tracked (not collected first), previews come from the same session that renders (so the
 render starts from exactly the masks the user saw), and ``-M``/``-C`` accept our model names as
 well as Kdenlive's checkpoint-path + config pair.
+
+Kdenlive reads the answers in two ways, depending on its version (see ``plugins/README.md``):
+the earlier Object Mask code takes each read of stdout as one message (``preview ok <f>``,
+``mask ok``, ``INFO:<text>``), the newer splits lines. So that both understand every answer,
+each stdout message is written in one piece and at least ``MESSAGE_GAP_S`` after the previous
+one (two messages arriving together would read as one), progress goes to stderr only (both
+read ``<n>%|`` there), and nothing else reaches stdout: stray prints from libraries go to stderr.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional, TextIO
 
@@ -26,6 +35,9 @@ from plugins.kdenlive.protocol import (
 )
 
 OBJ_ID = 1  # Kdenlive tracks one object per mask
+# Time between two stdout messages: Kdenlive's earlier reader takes whatever arrived since its
+# last read (10-30 ms of GUI latency) as one message.
+MESSAGE_GAP_S = 0.25
 
 
 # --------------------------------------------------------------------------- model
@@ -117,27 +129,41 @@ class ObjectMaskBackend:
         frames_dir: Kdenlive's ``-I`` folder of ``00000.jpg ...``.
         preview_dir: Kdenlive's ``-O`` folder for ``preview-<frame>.png``.
         style: initial drawing style.
-        offload: spill image features to disk rather than keeping them in memory.
-        out, err: Kdenlive's stdout (protocol lines) and stderr (progress and logs).
+        spill_features: keep cached image features in a temporary folder on disk instead of in
+            memory (our ``--spill-features``; Kdenlive's ``--offload`` means something else).
+        out, err: Kdenlive's stdout (protocol messages) and stderr (progress and logs).
     """
 
-    def __init__(self, predictor: Any, frames_dir: str, preview_dir: str, style: Style, *, offload: bool = False,
-                 out: TextIO = sys.stdout, err: TextIO = sys.stderr):
+    def __init__(self, predictor: Any, frames_dir: str, preview_dir: str, style: Style, *,
+                 spill_features: bool = False, out: TextIO = sys.stdout, err: TextIO = sys.stderr):
         self.predictor = predictor
         self.frames_dir = frames_dir
         self.preview_dir = Path(preview_dir)
         self.style = style
-        self.offload = offload
+        self.spill_features = spill_features
         self.prompts: dict[int, FramePrompts] = {}
+        self.last_preview = 0  # frame of the latest preview (what a garbled preview line is answered with)
         self._out, self._err = out, err
+        self._last_said = float("-inf")
         self._session: Any = None
         self._spill: Optional[tempfile.TemporaryDirectory] = None
 
     # ---------------------------------------------------------------- protocol output
 
-    def say(self, line: str) -> None:
-        """One protocol line on stdout, flushed (Kdenlive reacts line by line)."""
-        print(line, file=self._out, flush=True)
+    def say(self, message: str) -> None:
+        """One protocol message on stdout: a single flushed write, ``MESSAGE_GAP_S`` after the
+        previous one, so that no Kdenlive reads two messages as one."""
+        wait = self._last_said + MESSAGE_GAP_S - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self._out.write(message + "\n")
+        self._out.flush()
+        self._last_said = time.monotonic()
+
+    def info(self, text: str) -> None:
+        """``INFO:<text>``, which Kdenlive shows in its mask panel. Kdenlive keeps the text up to
+        its first ':' and collapses whitespace, so neither survives in the text."""
+        self.say("INFO:" + " ".join(text.replace(":", " -").split()))
 
     def log(self, line: str) -> None:
         """A line on stderr: Kdenlive shows it if the process fails."""
@@ -153,7 +179,7 @@ class ObjectMaskBackend:
         """
         if self._session is None:
             opts: dict[str, Any] = {}
-            if self.offload:
+            if self.spill_features:
                 self._spill = tempfile.TemporaryDirectory(prefix="sam2web-kdenlive-")
                 opts["feature_cache_dir"] = self._spill.name
             self._session = self.predictor.open_session(self.frames_dir, **opts)
@@ -204,7 +230,7 @@ class ObjectMaskBackend:
         if command.frame not in command.prompts:
             self.prompts.pop(command.frame, None)
         session = self.session()
-        frame = command.frame
+        frame = self.last_preview = command.frame
         mask = np.zeros((session.info.height, session.info.width), dtype=bool)
         try:
             prompt = self.prompts.get(frame)
@@ -216,15 +242,35 @@ class ObjectMaskBackend:
         except (PromptError, IndexError) as exc:
             # Kdenlive waits for "preview ok" to leave its busy state: answer with an empty preview.
             self.prompts.pop(frame, None)
-            self.say(f"INFO:{exc}")
+            self.info(str(exc))
         self.preview_dir.mkdir(parents=True, exist_ok=True)
         write_png(self.preview_dir / f"preview-{frame:05d}.png",
                   draw_mask(mask, self.style, OVERLAY_MODES[self.style.overlay_mode]))
         self.say(f"preview ok {frame}")
 
+    def unreadable_preview(self, line: str, problem: PromptError) -> None:
+        """Answer a ``preview=`` line that cannot be read: the reason as ``INFO:``, then ``preview ok``
+        for its frame (Kdenlive stays busy until it gets one), showing the frame's last preview or
+        an empty one."""
+        self.info(str(problem))
+        found = re.search(r"(?:^|\s)(?:-F|--preview_frame)[ =](\d+)(?:\s|$)", line)
+        frame = int(found.group(1)) if found else self.last_preview
+        picture = self.preview_dir / f"preview-{frame:05d}.png"
+        if not picture.exists():
+            session = self.session()
+            self.preview_dir.mkdir(parents=True, exist_ok=True)
+            write_png(picture, np.zeros((session.info.height, session.info.width, 4), dtype=np.uint8))
+        self.say(f"preview ok {frame}")
+
     def render(self, command: Render) -> None:
-        """Track the zone from every prompted frame and write ``<folder>/<frame:05d>.png`` as frames
-        finish, with progress on stdout/stderr; say ``mask ok`` when all are written.
+        """Track the zone from every keyframe and write ``<folder>/<frame:05d>.png`` as frames finish,
+        with progress on stderr; say ``mask ok`` when all are written.
+
+        The keyframes are Kdenlive's: the frames its launch line and its ``preview=`` lines named
+        (each preview line carries the whole state of its frame). ``rerender=`` (a correction of a
+        saved mask, in a process Kdenlive started for it) is the same: the launch line holds the
+        mask data Kdenlive restored, the previews the corrections; the tracking state the
+        previews built is dropped and the zone is tracked again from those keyframes alone.
 
         Raises:
             PromptError: there is no prompt at all.
@@ -239,16 +285,16 @@ class ObjectMaskBackend:
         for frame, prompt in prompted.items():
             self._apply(session, frame, prompt)
         total = session.info.num_frames
-        self.say("INFO:Propagating in video")
+        self.info("Propagating in video")
         written: set[int] = set()
         last_percent = [-1]
 
         def report(done: int, of: int) -> None:
-            self.say(f"frame_done {done}/{of}")
+            # Kdenlive reads the number between the last space and the first "%|" of a stderr read.
             percent = int(100 * done / max(1, of))
             if percent != last_percent[0]:
                 last_percent[0] = percent
-                self.log(f"{percent}%|")
+                self.log(f"Propagating {percent}%|")
 
         for result in session.propagate(direction="both", progress=report):
             write_png(folder / f"{result.frame_idx:05d}.png", draw_mask(result.mask(OBJ_ID), self.style))
@@ -278,6 +324,8 @@ def main(argv: Optional[list[str]] = None, stdin: TextIO = sys.stdin, stdout: Te
         return 1
 
     backend = None
+    # stdout carries the protocol only: whatever a library prints goes to stderr instead.
+    real_stdout, sys.stdout = sys.stdout, stderr
     try:
         style = style_from(args, Style())
         initial = prompts_from(args)
@@ -286,14 +334,20 @@ def main(argv: Optional[list[str]] = None, stdin: TextIO = sys.stdin, stdout: Te
         if load is None:
             from sam2_web.models import load_app_predictor as load
         predictor = load(overrides, checkpoint=checkpoint)
-        backend = ObjectMaskBackend(predictor, args.inputFolder, args.output, style, offload=args.offload,
-                                    out=stdout, err=stderr)
+        # Kdenlive's --offload asks to keep video frames in CPU memory rather than on the GPU; the
+        # engine always does (it decodes frames on demand on the CPU), so it needs no switch.
+        backend = ObjectMaskBackend(predictor, args.inputFolder, args.output, style,
+                                    spill_features=args.spill_features, out=stdout, err=stderr)
         backend.prompts.update(initial)
+        backend.last_preview = max(0, int(args.preview_frame))
         for line in iter(stdin.readline, ""):
             try:
                 command = parse_command(line, backend.style)
             except PromptError as exc:  # one garbled line must not end the user's session
-                backend.say(f"INFO:{exc}")
+                if line.strip().startswith("preview="):
+                    backend.unreadable_preview(line.strip(), exc)
+                else:
+                    backend.info(str(exc))
                 continue
             if command is not None and not backend.handle(command):
                 break
@@ -301,5 +355,6 @@ def main(argv: Optional[list[str]] = None, stdin: TextIO = sys.stdin, stdout: Te
     except (Sam2WebError, OSError, ValueError) as exc:
         return fail(exc)
     finally:
+        sys.stdout = real_stdout
         if backend is not None:
             backend.close()

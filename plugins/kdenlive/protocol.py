@@ -13,11 +13,17 @@ then talks to it line by line on stdin:
   ``<preview folder>/preview-<frame:05d>.png`` (the mask drawn in ``--color``) and print
   ``preview ok <frame>``;
 * ``edit=--color ... --border ... --bordercolor ...``: new drawing colours;
-* ``render=<folder>`` (``rerender=<folder>`` after an edit): track through the zone, write
-  ``<folder>/<frame:05d>.png`` for every frame, print ``mask ok``. Meanwhile ``INFO:<text>``
-  lines are shown to the user, ``frame_done <n>/<total>`` on stdout and ``<percent>%|`` on
-  stderr drive the progress bar;
-* ``finish`` (sent after ``mask ok``) or ``q``: exit.
+* ``render=<folder>`` (``rerender=<folder>`` to correct a saved mask): track through the zone,
+  write ``<folder>/<frame:05d>.png`` for every frame, print ``mask ok``. Meanwhile ``INFO:<text>``
+  messages are shown to the user and ``<percent>%|`` on stderr drives the progress bar (the
+  newer Kdenlive also reads ``frame_done <n>/<total>`` on stdout; the earlier one would take
+  it for a message of its own, so the backend does not send it);
+* ``finish`` (sent after ``mask ok`` by the newer Kdenlive) or ``q``: exit.
+
+Kdenlive's Object Mask code exists in two generations. The earlier takes each read of stdout
+as one message, whitespace collapsed: ``preview ok`` (the frame is the last word),
+``mask ok`` (exactly) or ``INFO:`` (the text up to the next ':'). The newer one splits lines.
+``--offload`` is Kdenlive's "keep video frames in CPU memory".
 
 Kdenlive then encodes the render folder with ffmpeg (``%05d.png`` → FFV1 with alpha) and uses
 it as a shape mask. Point coordinates are frame pixels; the frame index is relative to the
@@ -111,7 +117,10 @@ def argument_parser(exit_on_error: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("-M", "--model", help="checkpoint (.pt) path, or a model name (sam2.1_hiera_t, tiny...)")
     parser.add_argument("-C", "--config", help="model config as Kdenlive names it (configs/sam2.1/sam2.1_hiera_t.yaml)")
     parser.add_argument("-D", "--device", help="cpu, cuda, cuda:1 or mps (default: the best available)")
-    parser.add_argument("--offload", action="store_true", help="keep image features on disk instead of in memory")
+    parser.add_argument("--offload", action="store_true",
+                        help="Kdenlive's: keep video frames in CPU memory (the engine always does)")
+    parser.add_argument("--spill-features", dest="spill_features", action="store_true",
+                        help="keep cached image features in a temporary folder on disk instead of in memory")
     parser.add_argument("--color", default=None, help="mask colour r,g,b,a")
     parser.add_argument("--bordercolor", default=None, help="mask border colour r,g,b,a")
     parser.add_argument("--border", default=None, help="mask border width in pixels")
