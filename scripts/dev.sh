@@ -37,6 +37,7 @@ install() {
     SAM2_BUILD_CUDA=0 "${pip[@]}" -c constraints-ci.txt --no-build-isolation "sam2==1.1.0"
   fi
   install_oracles
+  install_hosts
 }
 
 # Oracles whose package clashes with the reference (several call themselves `sam2`) live in their own
@@ -62,6 +63,37 @@ install_oracles() {
   oracle_venv edgetam
   if ! .oracles/edgetam/bin/python -c "import importlib.metadata as m; m.version('edgetam-dimos')" 2>/dev/null; then
     .oracles/edgetam/bin/python -m pip install -q --disable-pip-version-check --no-deps "edgetam-dimos==1.0.1"
+  fi
+}
+
+# Editor hosts the plugin tests run inside (issue 10), each in a venv made by oracle_venv, so torch and
+# the rest of the dev venv are shared. Skipped quickly when already installed.
+install_hosts() {
+  mkdir -p .oracles
+  local pip
+  # Blender 5: the bpy 5.0.1 module needs numpy<2; its venv takes numpy<2 first (a dev venv numpy
+  # that satisfies it is used as is, a newer one is shadowed), then bpy, which shadows the dev venv's 4.5.
+  oracle_venv blender5
+  pip=(.oracles/blender5/bin/python -m pip install -q --disable-pip-version-check)
+  if ! .oracles/blender5/bin/python -c "import importlib.metadata as m; assert m.version('bpy') == '5.0.1'" 2>/dev/null; then
+    "${pip[@]}" "numpy<2"
+    "${pip[@]}" "bpy==5.0.1"
+  fi
+  # ComfyUI 0.3.64 from the snapshot in shared/hosts/ (tests unpack a fresh tree each run): its
+  # requirements.txt without torch/torchvision/torchaudio (the dev venv's torch serves it; the
+  # audio nodes it cannot load are skipped by ComfyUI), plus requests, which it imports but omits.
+  oracle_venv comfyui
+  local comfy_tar="" reqs d
+  for d in "${SAM2_WEB_SHARED:-}" shared ../shared; do  # as tests/test_host_comfyui.py looks
+    if [ -n "$d" ] && [ -f "$d/hosts/comfyui-0.3.64.tar.gz" ]; then comfy_tar=$d/hosts/comfyui-0.3.64.tar.gz; break; fi
+  done
+  [ -n "$comfy_tar" ] || { echo "no shared/hosts/comfyui-0.3.64.tar.gz (set SAM2_WEB_SHARED)" >&2; return 1; }
+  reqs=$(tar -xzOf "$comfy_tar" ComfyUI/requirements.txt | grep -vE '^(torch|torchvision|torchaudio)[[:space:]]*$')
+  reqs+=$'\nrequests'
+  if [ "$(cat .oracles/comfyui/.requirements 2>/dev/null)" != "$reqs" ]; then
+    .oracles/comfyui/bin/python -m pip install -q --disable-pip-version-check -c constraints-ci.txt \
+      -r <(printf '%s\n' "$reqs")
+    printf '%s' "$reqs" > .oracles/comfyui/.requirements
   fi
 }
 
