@@ -215,7 +215,7 @@ def _job_from_args(args: argparse.Namespace) -> Any:
     from sam2_web.errors import ExportError
     from sam2_web.jobs import FrameRange, MaskJob, OutputSpec, load_prompts
     from sam2_web.jobs.job import split_overrides
-    from sam2_web.jobs.outputs import check_formats
+    from sam2_web.jobs.outputs import check_formats, check_stem
 
     try:
         model, checkpoint, device, rest = split_overrides(args.overrides)
@@ -224,6 +224,8 @@ def _job_from_args(args: argparse.Namespace) -> Any:
     formats = [f.strip() for item in (args.formats or ["png"]) for f in item.split(",") if f.strip()]
     try:
         check_formats(formats)
+        if args.name is not None:
+            check_stem(args.name)  # a --name with folders in it could write outside --out
     except ExportError as exc:
         raise _Usage(str(exc)) from None
     prompts = load_prompts(args.prompts)

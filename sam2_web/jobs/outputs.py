@@ -38,6 +38,37 @@ def check_formats(formats: Iterable[str]) -> None:
         raise ExportError(f"unknown format(s) {', '.join(unknown)}; choose from: {', '.join(FORMATS)}")
 
 
+MAX_STEM_CHARS = 200  # "<stem>_<format><ext>" must stay under 255 bytes, the usual file-name limit
+
+
+def check_stem(stem: str) -> str:
+    """Return ``stem`` if it is a plain file name every output can be named after.
+
+    Raises:
+        ExportError: a name with a folder in it (``a/b``, ``../../x``), ``.``/``..``, control
+            characters, or longer than ``MAX_STEM_CHARS``: outputs go only into the output folder.
+    """
+    if not stem or stem in (".", "..") or any(c in stem for c in "/\\") or not stem.isprintable():
+        raise ExportError(
+            f"the output name {stem[:80]!r} is not a plain file name (no folders, '/', '\\' or control "
+            "characters); name the folder with --out and the files with --name"
+        )
+    if len(stem) > MAX_STEM_CHARS:
+        raise ExportError(f"the output name is {len(stem)} characters long; give a --name of at most {MAX_STEM_CHARS}")
+    return stem
+
+
+def _never_the_input(clip: Path, targets: list[Path]) -> None:
+    """Refuse outputs that would replace the input clip (or the folder holding its frames)."""
+    source = Path(clip).resolve()
+    for target in targets:
+        final = target.resolve()
+        if final == source or final in source.parents:
+            raise ExportError(
+                f"{target.name} would overwrite the input clip {Path(clip).name}; choose another --out or --name"
+            )
+
+
 def target_path(out_dir: Path, stem: str, fmt: str) -> Path:
     """Final path of format ``fmt``: ``<out_dir>/<stem>_<fmt><ext>`` (a folder when ext is empty)."""
     from sam2_web.export.formats import FORMATS
@@ -72,9 +103,10 @@ class Staging:
 
         check_formats(job.output.formats)
         out_dir = Path(job.output.out_dir).absolute()
-        stem = job.output.stem(job.clip)
+        stem = check_stem(job.output.stem(job.clip))
         names = {fmt: target_path(out_dir, stem, fmt).name for fmt in job.output.formats}
         targets = {names[fmt]: not FORMATS[fmt].extension for fmt in names}
+        _never_the_input(job.clip, [out_dir / name for name in targets])
         return cls(StagedOutputs.open(out_dir, targets, prefix=STAGING_PREFIX, hint="choose another --out / --name"),
                    names)
 
@@ -132,9 +164,17 @@ def export_all(job: MaskJob, staging: Staging, masks_of: Callable[[int], Optiona
     n = info.num_frames
     for fmt in spec.formats:
         stream = counted((masks_of(i) for i in range(n)), f"export {fmt}", n, progress, is_cancelled)
-        export(
-            fmt, staging.path(fmt), stream,
-            num_frames=n, fps=info.fps, width=info.width, height=info.height, obj_ids=job.obj_ids,
-            start_timecode=info.start_timecode, frames=frames if FORMATS[fmt].needs_frames else None,
-            options=options,
-        )
+        try:
+            export(
+                fmt, staging.path(fmt), stream,
+                num_frames=n, fps=info.fps, width=info.width, height=info.height, obj_ids=job.obj_ids,
+                start_timecode=info.start_timecode, frames=frames if FORMATS[fmt].needs_frames else None,
+                options=options,
+            )
+        except ExportError:
+            raise
+        except OSError as exc:  # disk full, file too large, folder removed under us ...
+            raise ExportError(
+                f"writing {fmt} failed: {exc.strerror or exc}; free some disk space (or choose another --out) "
+                "and run again: nothing was published"
+            ) from exc

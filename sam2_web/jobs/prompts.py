@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
@@ -38,6 +39,9 @@ _FRAME_KEYS = {"frame", "points", "labels", "box"}
 _MASK_KEYS = {"frame", "path"}
 _FLAT_KEYS = {"frame", "object", "obj_id", "points", "labels", "box", "name", "normalized"}
 _COORDINATES = ("pixels", "normalized")
+MAX_OBJECT_ID = 2**31 - 1  # ids travel as JSON numbers, int32 tensors and COCO ids
+MAX_FRAME = 2**31 - 1  # far beyond any clip; bounds what a message has to print
+MAX_NAME_CHARS = 200  # a name becomes part of file and folder names (at most 255 bytes each)
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,8 @@ def prompts_from_json(text: str, *, source: str = "the prompts", base_dir: str |
         raise PromptError(
             f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
         ) from None
+    except RecursionError:
+        raise PromptError(f"{source}: nested too deeply to be prompts; see docs/prompts.schema.json") from None
     return parse_prompts(data, base_dir=base_dir)
 
 
@@ -178,10 +184,10 @@ def _parse_by_object(data: dict, base_dir: Path) -> PromptSet:
     _no_unknown(data, _TOP_KEYS, "the top level")
     version = data.get("version", SCHEMA_VERSION)
     if isinstance(version, bool) or not isinstance(version, int) or version != SCHEMA_VERSION:
-        raise PromptError(f"version: this program reads prompts version {SCHEMA_VERSION}, got {version!r}")
+        raise PromptError(f"version: this program reads prompts version {SCHEMA_VERSION}, got {_shown(version)}")
     coordinates = data.get("coordinates", "pixels")
     if coordinates not in _COORDINATES:
-        raise PromptError(f"coordinates: must be \"pixels\" or \"normalized\", got {coordinates!r}")
+        raise PromptError(f"coordinates: must be \"pixels\" or \"normalized\", got {_shown(coordinates)}")
     raw_objects = data["objects"]
     if not isinstance(raw_objects, list) or not raw_objects:
         raise PromptError("objects: give a non-empty list of objects, e.g. [{\"id\": 1, \"frames\": [...]}]")
@@ -197,10 +203,8 @@ def _parse_object(item: Any, where: str, base_dir: Path, normalized: bool) -> Ob
     _no_unknown(item, _OBJECT_KEYS, where)
     if "id" not in item:
         raise PromptError(f"{where}: missing \"id\" (the object's number, e.g. 1)")
-    obj_id = _whole(item["id"], f"{where}.id")
-    name = item.get("name")
-    if name is not None and (not isinstance(name, str) or not name.strip()):
-        raise PromptError(f"{where}.name: must be a non-empty text, got {name!r}")
+    obj_id = _whole(item["id"], f"{where}.id", MAX_OBJECT_ID)
+    name = _name(item.get("name"), f"{where}.name")
     raw_frames = item.get("frames", [])
     if not isinstance(raw_frames, list):
         raise PromptError(f"{where}.frames: must be a list of {{\"frame\": N, ...}}, got {_kind(raw_frames)}")
@@ -210,7 +214,7 @@ def _parse_object(item: Any, where: str, base_dir: Path, normalized: bool) -> Ob
         mask = _parse_mask(item["mask"], f"{where}.mask", base_dir)
     if not entries and mask is None:
         raise PromptError(f"{where}: object {obj_id} has no prompt; give \"frames\" (points or a box) or a \"mask\"")
-    return ObjectPrompts(obj_id=obj_id, name=name.strip() if name else None, frames=_merge(entries, where),
+    return ObjectPrompts(obj_id=obj_id, name=name, frames=_merge(entries, where),
                          start_mask=mask)
 
 
@@ -225,7 +229,7 @@ def _parse_frame(entry: Any, where: str, normalized: bool) -> FramePrompt:
 
 def _frame_prompt(entry: dict, where: str, normalized: bool) -> FramePrompt:
     """Points/labels/box of one frame entry (shared by both shapes)."""
-    frame = _whole(entry["frame"], f"{where}.frame")
+    frame = _whole(entry["frame"], f"{where}.frame", MAX_FRAME)
     points = _points(entry.get("points"), f"{where}.points", normalized)
     labels = _labels(entry.get("labels"), len(points), f"{where}.labels")
     box = None if entry.get("box") is None else _box(entry["box"], f"{where}.box", normalized)
@@ -243,9 +247,9 @@ def _parse_mask(entry: Any, where: str, base_dir: Path) -> StartMask:
             raise PromptError(f"{where}: missing \"{key}\"; write {{\"frame\": N, \"path\": \"mask.png\"}}")
     path = entry["path"]
     if not isinstance(path, str) or not path:
-        raise PromptError(f"{where}.path: must be a file path, got {path!r}")
+        raise PromptError(f"{where}.path: must be a file path, got {_shown(path)}")
     full = Path(path) if Path(path).is_absolute() else base_dir / path
-    return StartMask(frame=_whole(entry["frame"], f"{where}.frame"), path=full)
+    return StartMask(frame=_whole(entry["frame"], f"{where}.frame", MAX_FRAME), path=full)
 
 
 def _parse_flat(items: Any, where: str) -> PromptSet:
@@ -266,17 +270,15 @@ def _parse_flat(items: Any, where: str) -> PromptSet:
         obj_key = "object" if "object" in item else "obj_id"
         if obj_key not in item:
             raise PromptError(f"{here}: missing \"object\" (the object's number, e.g. 1)")
-        obj_id = _whole(item[obj_key], f"{here}.{obj_key}")
+        obj_id = _whole(item[obj_key], f"{here}.{obj_key}", MAX_OBJECT_ID)
         normalized = item.get("normalized", False)
         if not isinstance(normalized, bool):
-            raise PromptError(f"{here}.normalized: must be true or false, got {normalized!r}")
+            raise PromptError(f"{here}.normalized: must be true or false, got {_shown(normalized)}")
         flags.add(normalized)
         by_id.setdefault(obj_id, []).append(_frame_prompt(item, here, normalized))
-        name = item.get("name")
+        name = _name(item.get("name"), f"{here}.name")
         if name is not None:
-            if not isinstance(name, str) or not name.strip():
-                raise PromptError(f"{here}.name: must be a non-empty text, got {name!r}")
-            names[obj_id] = name.strip()
+            names[obj_id] = name
     if len(flags) > 1:
         raise PromptError("mix of normalized and pixel coordinates; use one kind in the whole file")
     objects = tuple(ObjectPrompts(obj_id=o, name=names.get(o), frames=_merge(entries, f"object {o}"))
@@ -368,22 +370,49 @@ def _no_unknown(item: dict, allowed: set[str], where: str) -> None:
         raise PromptError(f"{where}: unknown key(s) {listed}; allowed: {', '.join(sorted(allowed))}")
 
 
-def _whole(value: Any, where: str) -> int:
+def _shown(value: Any) -> str:
+    """A short repr for messages (a hostile value may be huge or deeply nested)."""
+    return _SHORT.repr(value)
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 3, 6, 4, 60, 60
+
+
+def _whole(value: Any, where: str, maximum: int | None = None) -> int:
     # bool is an int in Python but "true" as a frame number is a mistake.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
-        raise PromptError(f"{where}: must be a whole number, got {value!r}")
+    # (an int is never converted to float: 10**400 would overflow)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not value.is_integer()):
+        raise PromptError(f"{where}: must be a whole number, got {_shown(value)}")
     if value < 0:
-        raise PromptError(f"{where}: must be >= 0, got {value!r}")
+        raise PromptError(f"{where}: must be >= 0, got {_shown(value)}")
+    if maximum is not None and value > maximum:
+        raise PromptError(f"{where}: must be at most {maximum}, got {_shown(value)}")
     return int(value)
+
+
+def _name(value: Any, where: str) -> Optional[str]:
+    """An object name: non-empty printable text of at most MAX_NAME_CHARS characters (it names files)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise PromptError(f"{where}: must be a non-empty text, got {_shown(value)}")
+    name = value.strip()
+    if len(name) > MAX_NAME_CHARS:
+        raise PromptError(f"{where}: {len(name)} characters; a name takes at most {MAX_NAME_CHARS}")
+    if not name.isprintable():
+        raise PromptError(f"{where}: must be plain text (no line breaks, tabs or control characters)")
+    return name
 
 
 def _coordinate(value: Any, where: str, normalized: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise PromptError(f"{where}: must be a number, got {value!r}")
+        raise PromptError(f"{where}: must be a number, got {_shown(value)}")
     if value < 0:
-        raise PromptError(f"{where}: {value!r} is negative; coordinates are measured from the top-left corner")
+        raise PromptError(f"{where}: {_shown(value)} is negative; coordinates are measured from the top-left corner")
     if normalized and value > 1:
-        raise PromptError(f"{where}: {value!r} is above 1, but normalized coordinates are fractions of the frame size")
+        raise PromptError(f"{where}: {_shown(value)} is above 1, but normalized coordinates are fractions of the frame size")
     return float(value)
 
 
@@ -395,7 +424,7 @@ def _points(value: Any, where: str, normalized: bool) -> tuple[tuple[float, floa
     points = []
     for k, pair in enumerate(value):
         if not isinstance(pair, list) or len(pair) != 2:
-            raise PromptError(f"{where}[{k}]: must be an [x, y] pair, got {pair!r}")
+            raise PromptError(f"{where}[{k}]: must be an [x, y] pair, got {_shown(pair)}")
         points.append((_coordinate(pair[0], f"{where}[{k}][0]", normalized),
                        _coordinate(pair[1], f"{where}[{k}][1]", normalized)))
     return tuple(points)
@@ -410,13 +439,13 @@ def _labels(value: Any, count: int, where: str) -> tuple[int, ...]:
         raise PromptError(f"{where}: {len(value)} labels for {count} points; give one label per point")
     for k, label in enumerate(value):
         if isinstance(label, bool) or label not in (0, 1):
-            raise PromptError(f"{where}[{k}]: must be 1 (on the object) or 0 (not on the object), got {label!r}")
+            raise PromptError(f"{where}[{k}]: must be 1 (on the object) or 0 (not on the object), got {_shown(label)}")
     return tuple(int(v) for v in value)
 
 
 def _box(value: Any, where: str, normalized: bool) -> tuple[float, float, float, float]:
     if not isinstance(value, list) or len(value) != 4:
-        raise PromptError(f"{where}: must be [x0, y0, x1, y1], got {value!r}")
+        raise PromptError(f"{where}: must be [x0, y0, x1, y1], got {_shown(value)}")
     x0, y0, x1, y1 = (_coordinate(v, f"{where}[{k}]", normalized) for k, v in enumerate(value))
     if x1 <= x0 or y1 <= y0:
         raise PromptError(f"{where}: [x0, y0, x1, y1] needs x0 < x1 and y0 < y1 (top-left, bottom-right), got {value}")

@@ -9,6 +9,7 @@ against a running app or Space.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,9 @@ def read_start_mask(path: Path, width: int, height: int) -> np.ndarray:
                 values = np.asarray(image.convert("RGBA"))[..., 3]
             else:
                 values = np.asarray(image.convert("L"))
+    except Image.DecompressionBombError:
+        raise PromptError(f"the start mask {path} claims more pixels than are safe to decode; give a mask "
+                          "of the clip's size") from None
     except (OSError, ValueError) as exc:
         raise PromptError(f"cannot read the start mask {path} ({exc}); give a PNG or JPEG") from None
     if values.shape != (height, width):
@@ -163,7 +167,7 @@ def masks_getter(session: Any, first: int, last: int) -> Callable[[int], Optiona
 
 
 def run_job(job: MaskJob, *, progress: Optional[Progress] = None, cancel: Cancel = None,
-            predictor: Any = None) -> JobResult:
+            predictor: Any = None, frames: Any = None, session_options: Optional[dict] = None) -> JobResult:
     """Run ``job`` in this process and publish its outputs.
 
     Args:
@@ -171,6 +175,10 @@ def run_job(job: MaskJob, *, progress: Optional[Progress] = None, cancel: Cancel
         progress: ``progress(stage, done, total)`` with stage ``load``/``track``/``export <fmt>``.
         cancel: an Event or callable; checked between frames.
         predictor: an already loaded video predictor (default: load the job's model).
+        frames: ``job.clip`` already opened (and checked) as a ``FrameSource``, read as it is;
+            the caller closes it (default: open ``job.clip`` here).
+        session_options: engine session options (``SessionOptions`` fields: ``temp_dir``,
+            ``feature_cache_mb`` ...) overriding the predictor's.
     Returns:
         A :class:`JobResult`.
     Raises:
@@ -185,12 +193,12 @@ def run_job(job: MaskJob, *, progress: Optional[Progress] = None, cancel: Cancel
     is_cancelled = cancel_check(cancel)
     staging = Staging.open(job)  # an unwritable folder fails before minutes of tracking
     try:
-        with open_frames(job.clip) as frames:
+        with (contextlib.nullcontext(frames) if frames is not None else open_frames(job.clip)) as frames:
             info = frames.info
             first, last, objects = job.checked_prompts(info)
             if predictor is None:
                 predictor = load_job_predictor(job, progress)
-            session = predictor.open_session(frames)
+            session = predictor.open_session(frames, **(session_options or {}))
             try:
                 add_prompts(session, objects)
                 propagate_range(session, job, first, last, progress=progress, cancel=cancel)

@@ -23,7 +23,7 @@ from sam2_web.errors import CancelledError, ExportError, LimitExceededError, Pro
 from sam2_web.export.formats import FORMATS
 from sam2_web.ui import logic
 from sam2_web.ui.context import AppContext
-from sam2_web.ui.state import AppSession
+from sam2_web.ui.state import AppSession, SessionExpiredError
 
 # Formats the API writes: the web app's formats of the one table (one file each).
 API_FORMATS = tuple(name for name, spec in FORMATS.items() if spec.web)
@@ -95,15 +95,13 @@ class Api:
         """
         session = self.ctx.store.get(session_id)
         with _exclusive(session):
+            frame = logic.check_frame(logic.require_clip(session), frame)  # 2.5 is refused, not rounded
             logic.ensure_object(session, obj_id, self.ctx.limits, name or None)
-            try:
-                pts = json.loads(points or "[]")
-                lbl = json.loads(labels or "[]")
-                bx = json.loads(box) if box and box.strip() else None
-            except json.JSONDecodeError as error:
-                raise PromptError(f"points, labels and box must be JSON ({error.msg})") from None
-            logic.set_prompts(session, frame, obj_id, points=pts, labels=lbl, box=bx)
-            return _masks_json(session, int(frame))
+            pts = _json_value(points, "points", "[]")
+            lbl = _json_value(labels, "labels", "[]")
+            bx = _json_value(box, "box", "") if box and box.strip() else None
+            logic.set_prompts(session, frame, obj_id, points=pts, labels=lbl, box=bx, limits=self.ctx.limits)
+            return _masks_json(session, frame)
 
     def track(self, session_id: str) -> dict:
         """Track every prompted object through the clip; returns ``{"frames", "total"}``."""
@@ -114,6 +112,11 @@ class Api:
                 self.ctx.store.touch(session)  # a long run is not idleness
         except CancelledError:
             done = 0 if last is None else last.done
+            if session_id not in self.ctx.store:  # /close_clip (or the TTL) ended it meanwhile
+                raise SessionExpiredError(
+                    f"tracking stopped after {done} frames because this session was closed; nothing is "
+                    "left to resume: open the clip again with /open_clip"
+                ) from None
             raise CancelledError(
                 f"tracking stopped after {done} frames on request; they are kept: call /track again to resume"
             ) from None
@@ -161,29 +164,39 @@ class Api:
         from sam2_web.jobs import MaskJob, OutputSpec, prompts_from_json, run_job
 
         _check_format(fmt)
-        src = logic.check_uploaded_clip(clip, self.ctx.limits)
+        src = logic.check_upload(clip, self.ctx.limits)
         if not (prompts or "").strip():
             raise PromptError(f"give at least one prompt: {_EXAMPLE}")
         parsed = prompts_from_json(prompts, source="the prompts")
         if any(o.start_mask is not None for o in parsed.objects):
             # A path would name a file on this server, not the client's: never read one.
             raise PromptError("/segment takes clicks and boxes, not start masks; drop \"mask\" from the prompts")
+        logic.check_job_prompts(parsed.objects, self.ctx.limits)
         objects = tuple(replace(o, name=o.name or f"object {o.obj_id}") for o in parsed.objects)
         _check_objects([o.obj_id for o in objects], self.ctx.limits.max_objects)
         predictor = self.ctx.predictor(model or None)
         # A session of the store owns the output folder: it is removed after the idle TTL, and
         # never while its lock is held (the job runs under it).
         session = self.ctx.store.create(predictor_name(model, self.ctx))
-        stem = src.stem or "clip"
+        stem = _file_stem(src)
         job = MaskJob(clip=src, objects=objects, normalized=parsed.normalized, model=session.model,
                       output=OutputSpec(session.workdir / "exports" / fmt, formats=(fmt,), name=stem))
         try:
+            # Opened once within the limits; the job reads this same source (checked = opened).
+            session.frames = logic.open_checked(src, self.ctx.limits, src.name)
+            session.history_bytes_per_frame = logic.history_bytes_per_frame(predictor)
+            session.disk_budget_mb = max(0.0, float(self.ctx.limits.session_disk_mb))
+            logic.check_track_room(session, objects=len(objects))
+            engine_options = {"temp_dir": str(session.workdir),
+                              "feature_cache_mb": session.reserve_features(_feature_cache_mb(predictor))}
             with session.lock:
-                result = run_job(job, predictor=predictor, cancel=session.cancel,
-                                 progress=lambda *_: self.ctx.store.touch(session))
+                result = run_job(job, predictor=predictor, cancel=session.cancel, frames=session.frames,
+                                 session_options=engine_options, progress=lambda *_: self.ctx.store.touch(session))
         except BaseException:
             self.ctx.store.close(session.sid)
             raise
+        session.close_engine()  # the decoder and the feature-cache share go now
+        self.ctx.store.expire_after(session, SEGMENT_FILE_TTL_S)  # only the file is left to fetch
         # Jobs name outputs <stem>_<format>; the API hands back one file named after the clip.
         written = result.outputs[fmt]
         path = written.with_name(stem + FORMATS[fmt].extension)
@@ -191,10 +204,35 @@ class Api:
         return str(path)  # the file stays until the TTL (Gradio copies it after we return)
 
 
+def _json_value(text: str | None, what: str, empty: str) -> object:
+    """Decode one JSON field of an endpoint; PromptError (never a traceback) when it is not JSON."""
+    try:
+        return json.loads(text or empty)
+    except json.JSONDecodeError as error:
+        raise PromptError(f"{what} must be JSON, e.g. {_FIELD_EXAMPLES[what]} ({error.msg} at char {error.pos})") from None
+    except RecursionError:
+        raise PromptError(f"{what} is nested too deeply; send e.g. {_FIELD_EXAMPLES[what]}") from None
+
+
+_FIELD_EXAMPLES = {"points": "[[120, 80], [200, 90]]", "labels": "[1, 0]", "box": "[10, 20, 200, 180]"}
+SEGMENT_FILE_TTL_S = 300  # a /segment session only keeps its file for Gradio to copy
+
+
+def _file_stem(path: Path) -> str:
+    """The uploaded file's name without extension, as exports are named; printable and short."""
+    stem = "".join(c for c in path.stem if c.isprintable() and c not in "/\\").strip()[:100]
+    return stem or "clip"
+
+
+def _feature_cache_mb(predictor) -> float:
+    return float(getattr(getattr(predictor, "default_options", None), "feature_cache_mb", 1024))
+
+
 def _check_objects(ids: list[int], max_objects: int) -> None:
     """The API's rules on objects: ids from 1 (as the UI numbers them), at most ``max_objects``."""
-    if min(ids) < 1:
-        raise PromptError(f"object ids start at 1, got {min(ids)}")
+    if min(ids) < 1 or max(ids) > logic.MAX_OBJECT_ID:
+        raise PromptError(f"object ids are whole numbers from 1 to {logic.MAX_OBJECT_ID}, got "
+                          f"{min(ids) if min(ids) < 1 else max(ids)}")
     if 0 < max_objects < len(ids):
         raise LimitExceededError(
             f"the prompts have {len(ids)} objects; this server tracks up to {max_objects} objects per clip "
@@ -248,8 +286,9 @@ def register(api: Api, wrap: Callable[[Callable], Callable], track_limit: int, i
         clip = gr.File(label="clip", type="filepath")
         model = gr.Textbox(label="model")
         session_id = gr.Textbox(label="session_id")
-        frame = gr.Number(label="frame", precision=0)
-        obj_id = gr.Number(label="obj_id", precision=0)
+        # No rounding here: a frame of 2.5 or an id of 1.5 is refused by the endpoint, not rounded.
+        frame = gr.Number(label="frame", precision=None)
+        obj_id = gr.Number(label="obj_id", precision=None)
         points = gr.Textbox(label="points")
         labels = gr.Textbox(label="labels")
         box = gr.Textbox(label="box")

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from sam2_web.errors import LimitExceededError, PromptError, UnknownObjectError
+from sam2_web.jobs.prompts import MAX_OBJECT_ID
 from sam2_web.media.probe import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from sam2_web.ui.limits import (
     Limits,
@@ -39,7 +40,6 @@ from sam2_web.ui.state import (
 )
 
 MIN_BOX_SIDE = 2.0  # pixels; a "box" thinner than this is a double click, not a box
-MAX_OBJECT_ID = 2**31 - 1  # ids travel as JSON numbers, int32 tensors and COCO ids
 
 
 # --- clip -----------------------------------------------------------------------------------------

@@ -193,7 +193,7 @@ def session_disk_bytes(session: AppSession) -> int:
     return total
 
 
-def check_track_room(session: AppSession) -> None:
+def check_track_room(session: AppSession, objects: int | None = None) -> None:
     """Refuse a Track whose memory history could outgrow the session's disk budget
     (``session.disk_budget_mb``, from ``limits.session_disk_mb``).
 
@@ -201,14 +201,18 @@ def check_track_room(session: AppSession) -> None:
     them), so the clip's length x the prompted objects x ``session.history_bytes_per_frame``
     bounds the history; the session's exports are added. The refusal comes before any work.
 
+    Args:
+        objects: objects to be tracked (default: those with prompts in the session).
     Raises:
         LimitExceededError: over the budget, saying what fits.
     """
+    info = session.info if session.info is not None else getattr(session.frames, "info", None)
     budget = session.disk_budget_mb * 2**20
-    if budget <= 0 or session.info is None:
+    if budget <= 0 or info is None:
         return
-    objects = len({p.obj_id for p in session.prompts})
-    frames = session.info.num_frames
+    if objects is None:
+        objects = len({p.obj_id for p in session.prompts})
+    frames = info.num_frames
     per_frame = max(1, session.history_bytes_per_frame)
     need = frames * objects * per_frame + _folder_bytes(session.workdir / "exports")
     if need > budget:
@@ -218,6 +222,23 @@ def check_track_room(session: AppSession) -> None:
             f"storage; this server allows {_mb(budget)} per session, about {fit} frames x objects: "
             "track fewer objects or a shorter clip (or raise limits.session_disk_mb)"
         )
+
+
+def check_job_prompts(objects: Any, limits: Limits) -> None:
+    """The app's limits on parsed prompts (``sam2_web.jobs.prompts.ObjectPrompts``): object names
+    and points per object and frame, as for clicks and ``/set_prompts``.
+
+    Raises:
+        LimitExceededError, PromptError.
+    """
+    for obj in objects:
+        check_name(obj.name, limits)
+        for prompt in obj.frames:
+            if 0 < limits.max_points < len(prompt.points):
+                raise LimitExceededError(
+                    f"object {obj.obj_id}, frame {prompt.frame}: {len(prompt.points)} points; this server takes "
+                    f"up to {limits.max_points} per object and frame: use fewer, or a box"
+                )
 
 
 def check_export_room(session: AppSession) -> None:

@@ -10,6 +10,7 @@ The functions live in three modules, gathered here under one name:
 """
 
 from sam2_web.ui.editing import (
+    MAX_OBJECT_ID,
     MIN_BOX_SIDE,
     add_object,
     clear_frame,
@@ -27,11 +28,24 @@ from sam2_web.ui.editing import (
     switch_model,
     undo,
 )
-from sam2_web.ui.limits import Limits, check_clip, check_frame, check_upload, check_uploaded_clip, require_clip
+from sam2_web.ui.limits import (
+    Limits,
+    check_clip,
+    check_frame,
+    check_job_prompts,
+    check_name,
+    check_track_room,
+    check_upload,
+    check_uploaded_clip,
+    history_bytes_per_frame,
+    open_checked,
+    require_clip,
+)
 from sam2_web.ui.whole_clip import TrackStep, export_masks, format_step, hex_colour, track
 
 __all__ = [
-    "MIN_BOX_SIDE", "Limits", "TrackStep", "add_object", "check_clip", "check_frame", "check_upload",
+    "MAX_OBJECT_ID", "MIN_BOX_SIDE", "Limits", "check_job_prompts", "check_name", "check_track_room",
+    "history_bytes_per_frame", "open_checked", "TrackStep", "add_object", "check_clip", "check_frame", "check_upload",
     "check_uploaded_clip", "clear_frame", "click", "ensure_object", "export_masks", "format_step", "hex_colour", "mask_dict",
     "masks_at", "open_clip", "prompts_on", "remove_object", "rename_object", "require_clip",
     "select_object", "set_mode", "set_prompts", "switch_model", "track", "undo",

@@ -22,6 +22,8 @@ from sam2_web.errors import LimitExceededError, Sam2WebError
 
 log = logging.getLogger(__name__)
 
+CLOSE_WAIT_S = 60.0  # how long closing a session waits for its Track to stop after the current frame
+
 ClickMode = Literal["positive", "negative", "box"]
 CLICK_MODES: tuple[ClickMode, ...] = ("positive", "negative", "box")
 
@@ -168,13 +170,20 @@ class AppSession:
             if frames is not None:
                 frames.close()
 
-    def close(self) -> None:
-        """Free everything this session holds, including its temp folder."""
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
+        """Free everything this session holds, including its temp folder.
+
+        A running Track is asked to stop and waited for (up to ``wait_s``; it stops after its
+        current frame), so the engine is never closed under a frame being computed.
+        """
         self.cancel.set()
+        held = self.lock.acquire(timeout=wait_s)
         try:
             self.close_engine()
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
+            if held:
+                self.lock.release()
 
 
 class SessionStore:

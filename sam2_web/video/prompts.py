@@ -79,9 +79,13 @@ def point_prompt(
         if coords.dim() != 3 or coords.shape[0] != 1 or coords.shape[2] != 2:
             raise PromptError(f"points must have shape (N, 2) as (x, y) pairs, got {tuple(coords.shape)}")
         try:
-            point_labels = torch.as_tensor(np.asarray(labels), dtype=torch.int32)
+            raw_labels = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+            if raw_labels.dtype.kind not in "biuf" or (
+                    raw_labels.dtype.kind == "f" and not np.all(np.isfinite(raw_labels) & (raw_labels == np.round(raw_labels)))):
+                raise ValueError("not whole numbers")  # 1.7 would silently become 1
+            point_labels = torch.as_tensor(raw_labels.astype(np.int64), dtype=torch.int32)
         except (TypeError, ValueError) as exc:
-            raise PromptError(f"labels must be integers, got {labels!r}") from exc
+            raise PromptError(f"labels must be whole numbers (1 = object, 0 = background), got {labels!r}") from exc
         if point_labels.dim() == 1:
             point_labels = point_labels.unsqueeze(0)
         if point_labels.shape != coords.shape[:2]:
