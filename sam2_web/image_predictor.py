@@ -193,19 +193,32 @@ class SAM2ImagePredictor:
 
     @classmethod
     def from_pretrained(cls, model_id: str, **kwargs: Any) -> "SAM2ImagePredictor":
-        """Load a published model by registry name or Hub id (``facebook/sam2.1-hiera-tiny``).
+        """Load a published model by registry name or Hub id (``facebook/sam2.1-hiera-tiny``), as
+        the reference's ``from_pretrained`` does: the checkpoint from the Hub (cached on disk),
+        the network built from its config. (``sam2_web.models.load_predictor(kind="image")`` also
+        keeps the loaded model in memory for the next call.)
 
         ``kwargs``: predictor options (``mask_threshold``, ``max_hole_area``, ``max_sprinkle_area``,
-        ``precision``) and options of :func:`sam2_web.models.load_predictor` (``device``,
-        ``checkpoint``, ``overrides``, ...). Raises what ``load_predictor`` raises.
+        ``precision``) and ``device``, ``checkpoint``, ``overrides``, ``revision``, ``cache_dir``,
+        ``progress`` as :func:`sam2_web.models.load_predictor` takes them.
+
+        Raises:
+            UnknownModelError, HubUnavailableError, CheckpointError, ConfigNotFoundError.
         """
-        from sam2_web.models import load_predictor
+        from sam2_web.build import build_sam2
+        from sam2_web.hub import resolve_checkpoint
+        from sam2_web.registry import get_model
 
         own = {k: kwargs.pop(k) for k in _PREDICTOR_KWARGS if k in kwargs}
-        if "precision" in own:
-            kwargs["precision"] = own["precision"]
-        loaded = load_predictor(model_id, kind="image", **kwargs)
-        return cls(loaded.model, **own)
+        spec = get_model(model_id)
+        checkpoint, progress = kwargs.get("checkpoint"), kwargs.get("progress", True)
+        ckpt = resolve_checkpoint(
+            checkpoint if checkpoint is not None else spec, revision=kwargs.get("revision"),
+            cache_dir=kwargs.get("cache_dir"), progress=bool(progress), on_progress=progress if callable(progress) else None,
+        )
+        model = build_sam2(spec.config, ckpt, device=kwargs.get("device"),
+                           hydra_overrides_extra=list(kwargs.get("overrides", ())))
+        return cls(model, **own)
 
     # -------------------------------------------------------------- state
 

@@ -107,7 +107,7 @@ def load_predictor(
     Raises:
         UnknownModelError, HubUnavailableError, CheckpointError, ConfigNotFoundError, ValueError.
     """
-    from sam2_web.hub import fetch_checkpoint, resolve_checkpoint
+    from sam2_web.hub import resolve_checkpoint
     from sam2_web.registry import get_model
 
     if kind not in KINDS:
@@ -119,13 +119,10 @@ def load_predictor(
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-    if checkpoint is not None:
-        ckpt = resolve_checkpoint(checkpoint)
-    else:
-        on_progress = progress if callable(progress) else None
-        ckpt = fetch_checkpoint(
-            spec, revision=revision, cache_dir=cache_dir, progress=bool(progress), on_progress=on_progress
-        )
+    ckpt = resolve_checkpoint(  # a local file as is, else the Hub download
+        checkpoint if checkpoint is not None else spec, revision=revision, cache_dir=cache_dir,
+        progress=bool(progress), on_progress=progress if callable(progress) else None,
+    )
     if kind == "video":
         predictor = build_sam2_video_predictor(
             spec.config, ckpt, device=device, hydra_overrides_extra=overrides, precision=precision, **engine_opts
