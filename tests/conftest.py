@@ -36,3 +36,18 @@ def pytest_report_header(config):
     import torch
 
     return f"torch {torch.__version__}, threads {torch.get_num_threads()}"
+
+
+@pytest.fixture(scope="session")
+def hardened_app(tmp_path_factory):
+    """``python app.py`` on loopback with the small limits of ``tests/hostile.py``, shared by the
+    hardening tests (hostile media, malformed API input); ``.workdir`` is its temp folder."""
+    from appserver import app_checkpoint, run_app
+    from hostile import HARDENED
+
+    workdir = tmp_path_factory.mktemp("hardened")
+    checkpoint = app_checkpoint(workdir / "ckpt" / "t256.pt")
+    with run_app(workdir, checkpoint, extra=HARDENED) as running:
+        running.workdir = workdir
+        yield running
+        print(running.log()[-3000:])
