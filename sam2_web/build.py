@@ -15,7 +15,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from sam2_web.device import pick_device
 from sam2_web.errors import ConfigNotFoundError
@@ -32,6 +32,7 @@ _VIDEO_POSTPROCESSING = _IMAGE_POSTPROCESSING + (
     "++model.fill_hole_area=8",
 )
 VIDEO_PREDICTOR_TARGET = "sam2_web.video.predictor.SAM2VideoPredictor"
+_POOLED_ATTENTION = "sam2_web.modeling.efficient_attention.EfficientRoPEAttention"
 
 # Official configs name the reference's classes; these are ours.
 _TARGET_MAP = {
@@ -39,7 +40,23 @@ _TARGET_MAP = {
     "sam2.sam2_video_predictor.SAM2VideoPredictorVOS": VIDEO_PREDICTOR_TARGET,
     # EdgeTAM's configs (its package is also `sam2`); its other classes map by the default rule.
     "sam2.modeling.backbones.timm.TimmBackbone": "sam2_web.modeling.backbones.timm_backbone.TimmBackbone",
+    # EfficientTAM's configs (package `efficient_track_anything`): the classes whose module or
+    # name differs from ours; the others map by the default rule.
+    "efficient_track_anything.modeling.efficienttam_base.EfficientTAMBase": "sam2_web.modeling.sam2_base.SAM2Base",
+    "efficient_track_anything.modeling.backbones.vitdet.ViT": "sam2_web.modeling.backbones.vit.ViT",
+    "efficient_track_anything.modeling.backbones.image_encoder.ViTDetNeck": "sam2_web.modeling.backbones.vit.ViTDetNeck",
+    "efficient_track_anything.modeling.sam.transformer.EfficientRoPEAttention1": _POOLED_ATTENTION,
+    "efficient_track_anything.modeling.sam.transformer.EfficientRoPEAttention2": _POOLED_ATTENTION,
+    "efficient_track_anything.efficienttam_video_predictor.EfficientTAMVideoPredictor": VIDEO_PREDICTOR_TARGET,
+    "efficient_track_anything.efficienttam_video_predictor.EfficientTAMVideoPredictorVOS": VIDEO_PREDICTOR_TARGET,
 }
+# Official classes that are one of ours with a setting: the arguments the mapping adds.
+_TARGET_ARGS = {
+    "efficient_track_anything.modeling.sam.transformer.EfficientRoPEAttention1": {"pool_correction": "logits"},
+    "efficient_track_anything.modeling.sam.transformer.EfficientRoPEAttention2": {"pool_correction": "keys"},
+}
+# Packages of official configs whose targets map onto ours (``PACKAGE.X`` -> ``sam2_web.X``).
+_OFFICIAL_PACKAGES = ("sam2.", "efficient_track_anything.")
 
 
 def available_configs() -> list[str]:
@@ -128,11 +145,15 @@ def compose_config(
 
 
 def _map_targets(node) -> None:
-    """Point ``_target_: sam2.…`` entries at the matching ``sam2_web.…`` classes, in place."""
+    """Point ``_target_: sam2.…`` (and ``efficient_track_anything.…``) entries at the matching
+    ``sam2_web.…`` classes, in place."""
     if isinstance(node, DictConfig):
         target = node.get("_target_") if "_target_" in node else None
-        if isinstance(target, str) and target.startswith("sam2."):
-            node["_target_"] = _TARGET_MAP.get(target, "sam2_web." + target[len("sam2."):])
+        package = next((p for p in _OFFICIAL_PACKAGES if isinstance(target, str) and target.startswith(p)), None)
+        if package is not None:
+            node["_target_"] = _TARGET_MAP.get(target, "sam2_web." + target[len(package):])
+            with open_dict(node):
+                node.update(_TARGET_ARGS.get(target, {}))
         for key in node.keys():
             _map_targets(node[key])
     elif isinstance(node, ListConfig):

@@ -8,6 +8,7 @@ a YAML file; nothing here names a model.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -154,16 +155,24 @@ def _family_version(family: str) -> tuple[int, ...]:
 def _aliases() -> dict[str, ModelSpec]:
     """Map every accepted spelling (folded by ``_key``) to its model."""
     specs = list_models()
-    newest = max((spec.family for spec in specs), key=_family_version, default="")
+    # Sizes ("t", "tiny") are SAM 2's naming: only its Hiera models (``*_hiera_*``) take part,
+    # so other families' names (efficienttam_s_512x512) neither get size aliases nor count as
+    # the newest release.
+    hiera = [spec for spec in specs if "_hiera_" in spec.name]
+    newest = max((spec.family for spec in hiera), key=_family_version, default="")
+    repos = Counter(spec.repo_id for spec in specs)
     table: dict[str, ModelSpec] = {}
     for spec in specs:
-        code = spec.name.split("_hiera_")[-1]  # t, s, b+, l
-        word = spec.repo_id.rsplit("hiera-", 1)[-1]  # tiny, small, base-plus, large
-        spellings = [spec.name, spec.repo_id, spec.filename, spec.config]
-        spellings += [f"{spec.family}_hiera_{word}", f"{spec.family}_{code}", f"{spec.family}_{word}"]
-        if spec.family == newest:
-            # A bare size means the newest release: that is what a user asking for "tiny" wants.
-            spellings += [code, word]
+        # A Hub repo holding several models (yunyangx/efficient-track-anything) names none of them.
+        repo = [spec.repo_id] if repos[spec.repo_id] == 1 else []
+        spellings = [spec.name, *repo, spec.filename, spec.config]
+        if spec in hiera:
+            code = spec.name.split("_hiera_")[-1]  # t, s, b+, l
+            word = spec.repo_id.rsplit("hiera-", 1)[-1]  # tiny, small, base-plus, large
+            spellings += [f"{spec.family}_hiera_{word}", f"{spec.family}_{code}", f"{spec.family}_{word}"]
+            if spec.family == newest:
+                # A bare size means the newest release: that is what a user asking for "tiny" wants.
+                spellings += [code, word]
         for spelling in spellings:
             table.setdefault(_key(spelling), spec)
     return table

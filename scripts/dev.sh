@@ -53,6 +53,16 @@ oracle_venv() {
   echo "$(cd "$shared" && pwd)" > "$own/_sam2_web_dev_venv.pth"
 }
 
+# The team's read-only shared/ folder: $SAM2_WEB_SHARED, else shared/ in the checkout, else the one
+# beside it (CI clones the repository with a copy of shared/ next to it).
+shared_dir() {
+  local d
+  for d in "${SAM2_WEB_SHARED:-}" shared ../shared; do
+    if [ -n "$d" ] && [ -d "$d/oracles" ]; then (cd "$d" && pwd); return; fi
+  done
+  echo "no shared/ folder with oracles/ (set SAM2_WEB_SHARED)" >&2; return 1
+}
+
 install_oracles() {
   mkdir -p .oracles
   # (each oracle family adds its block here: create its venv with oracle_venv NAME, then install
@@ -63,6 +73,22 @@ install_oracles() {
   oracle_venv edgetam
   if ! .oracles/edgetam/bin/python -c "import importlib.metadata as m; m.version('edgetam-dimos')" 2>/dev/null; then
     .oracles/edgetam/bin/python -m pip install -q --disable-pip-version-check --no-deps "edgetam-dimos==1.0.1"
+  fi
+  # EfficientTAM (yformer/EfficientTAM at abcd061; package efficient_track_anything) from the source
+  # snapshot in shared/oracles/. Editable, from the unpacked tree kept in .oracles/src: the repo has no
+  # MANIFEST.in, so a plain install leaves out the YAML configs hydra needs.
+  oracle_venv efficienttam
+  local etam_tar=efficienttam-abcd061.tar.gz etam_src=.oracles/src/EfficientTAM
+  if [ "$(cat "$etam_src/.snapshot" 2>/dev/null)" != "$etam_tar" ] \
+      || ! .oracles/efficienttam/bin/python -c "import importlib.metadata as m; m.version('efficient_track_anything')" 2>/dev/null; then
+    rm -rf "$etam_src" && mkdir -p .oracles/src
+    tar -xzf "$(shared_dir)/oracles/$etam_tar" -C .oracles/src
+    echo "$etam_tar" > "$etam_src/.snapshot"
+    # Building it in place needs bdist_wheel, which the venv's own (older) setuptools lacks.
+    .oracles/efficienttam/bin/python -c "import wheel" 2>/dev/null \
+      || .oracles/efficienttam/bin/python -m pip install -q --disable-pip-version-check wheel
+    Efficient_Track_Anything_BUILD_CUDA=0 .oracles/efficienttam/bin/python -m pip install -q \
+      --disable-pip-version-check --no-build-isolation --no-deps -e "$etam_src"
   fi
 }
 
