@@ -10,7 +10,7 @@ import os
 from typing import TYPE_CHECKING
 
 from sam2_web.batch.report import WorkerStats
-from sam2_web.batch.work import ModelCache, execute, peak_rss_mb, worker_name
+from sam2_web.batch.work import ModelCache, execute, peak_gpu_mb, peak_rss_mb, worker_name
 
 if TYPE_CHECKING:
     from sam2_web.batch.runner import BatchRun
@@ -47,4 +47,4 @@ class InProcessEngine:
     def stop(self) -> list[WorkerStats]:
         """This process's statistics."""
         return [WorkerStats(self.worker, self.units, self.models.loads, round(self.models.load_seconds, 3),
-                            round(peak_rss_mb(), 1))]
+                            round(peak_rss_mb(), 1), peak_gpu_mb())]

@@ -27,7 +27,7 @@ from sam2_web.errors import Sam2WebError
 
 from sam2_web.batch.manifest import JobProblem
 from sam2_web.batch.report import WorkerStats
-from sam2_web.batch.work import ModelCache, Unit, UnitResult, execute, peak_rss_mb, worker_name
+from sam2_web.batch.work import ModelCache, Unit, UnitResult, execute, peak_gpu_mb, peak_rss_mb, worker_name
 
 if TYPE_CHECKING:
     from sam2_web.batch.runner import BatchRun
@@ -106,7 +106,7 @@ class BatchWorker:
     def stats(self) -> WorkerStats:
         """This worker's statistics (of its current process)."""
         return WorkerStats(self.name, self.units, self.models.loads, round(self.models.load_seconds, 3),
-                           round(peak_rss_mb(), 1))
+                           round(peak_rss_mb(), 1), peak_gpu_mb())
 
     def close(self) -> WorkerStats:
         """Remove the scratch folder; returns the statistics."""

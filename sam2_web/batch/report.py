@@ -82,11 +82,12 @@ class WorkerStats:
     """One worker over the whole batch.
 
     Attributes:
-        name: ``label@host pid N`` (a restarted Ray worker gets a new pid: one entry per process).
+        name: ``label@host pid N`` (a Ray worker restarted after its process died reports its last process).
         units: units it finished (jobs, parts, merges).
         model_loads: how many times it loaded a model.
         load_seconds: time spent loading models.
         peak_rss_mb: its peak resident memory (MiB).
+        peak_gpu_mb: the GPU memory it reserved at most (MiB), None when it used no GPU.
     """
 
     name: str
@@ -94,6 +95,7 @@ class WorkerStats:
     model_loads: int = 0
     load_seconds: float = 0.0
     peak_rss_mb: float = 0.0
+    peak_gpu_mb: Optional[float] = None
 
 
 @dataclass
@@ -107,6 +109,7 @@ class BatchReport:
         jobs: one outcome per manifest job, in manifest order.
         workers: per-worker statistics.
         cancelled: the batch was stopped (Ctrl-C) before every job ran.
+        start_seconds: time the engine took to get its workers ready (Ray start-up, 0 in-process).
     """
 
     manifest: str
@@ -115,6 +118,7 @@ class BatchReport:
     jobs: list[JobOutcome]
     workers: list[WorkerStats] = field(default_factory=list)
     cancelled: bool = False
+    start_seconds: float = 0.0
 
     def count(self, status: str) -> int:
         """Jobs with ``status``."""
@@ -139,6 +143,7 @@ class BatchReport:
             "manifest": self.manifest,
             "engine": self.engine,
             "seconds": round(self.seconds, 3),
+            "start_seconds": round(self.start_seconds, 3),
             "summary": {
                 "jobs": len(self.jobs), **{s: self.count(s) for s in (DONE, SKIPPED, FAILED, CANCELLED)},
                 "frames": frames,

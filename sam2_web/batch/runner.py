@@ -257,9 +257,12 @@ def run_batch(manifest: Manifest, *, engine: Optional[Engine] = None, force: boo
     workers: list[WorkerStats] = []
     created = _create_out_dirs(bj.job for bj, _fp in to_run)
     batch: Optional[BatchRun] = None
+    start_seconds = 0.0
     try:
         if to_run:
             count = engine.start()
+            start_seconds = time.monotonic() - begin
+            status.started = time.monotonic()  # the ETA counts from when the workers are ready
             jobs = []
             for bj, digest in to_run:
                 if bj.split_objects:
@@ -287,7 +290,8 @@ def run_batch(manifest: Manifest, *, engine: Optional[Engine] = None, force: boo
         _remove_empty(created)
     jobs_out = [outcomes[bj.id] for bj in manifest.jobs]
     cancelled = any(o.status == CANCELLED for o in jobs_out)
-    return BatchReport(str(manifest.path), engine.name, time.monotonic() - begin, jobs_out, workers, cancelled)
+    return BatchReport(str(manifest.path), engine.name, time.monotonic() - begin, jobs_out, workers, cancelled,
+                       start_seconds)
 
 
 def _create_out_dirs(jobs: Any) -> list[Path]:

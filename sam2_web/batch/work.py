@@ -119,6 +119,16 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def peak_gpu_mb() -> Optional[float]:
+    """Peak GPU memory this process reserved (torch's allocator), in MiB; None without CUDA use."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return round(torch.cuda.max_memory_reserved() / 2 ** 20, 1)
+
+
 class ModelCache:
     """Loaded predictors by :func:`model_key`, the most recent ``keep`` of them.
 
