@@ -230,10 +230,13 @@ class SessionStore:
         self.sweep()
         sid = secrets.token_urlsafe(16)
         with self._lock:
-            if self.max_sessions > 0 and len(self._sessions) >= self.max_sessions:
+            # Sessions that only wait for a finished file to be fetched (see expire_after) hold
+            # no decoder or model state: they do not count.
+            live = sum(1 for s in self._sessions.values() if s.ttl_s is None)
+            if self.max_sessions > 0 and live >= self.max_sessions:
                 raise LimitExceededError(
-                    f"the server is busy: {len(self._sessions)} sessions are open, its limit "
-                    "(server.max_sessions); try again in a few minutes"
+                    f"the server is busy: {live} sessions are open, its limit (server.max_sessions); "
+                    "try again in a few minutes"
                 )
             workdir = self.root / sid
             workdir.mkdir()
