@@ -266,10 +266,29 @@ def _cmd_mask(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
+    from sam2_web import speeds
+    from sam2_web.device import pick_device
+    from sam2_web.models import AUTO, AUTO_BENCHMARK, auto_model, requested_model
     from sam2_web.registry import list_models
 
-    rows = [(m.name, m.label, f"{m.params_m:g} M", m.repo_id) for m in list_models()]
-    _print_table(("name", "label", "params", "hub repo"), rows)
+    device = pick_device("auto")
+    here = speeds.device_label(device)
+    sources: dict[str, int] = {}
+    rows = []
+    for m in list_models():
+        score = m.quality.score(AUTO_BENCHMARK) if m.quality is not None else None
+        quality = "-" if score is None else f"{score:.1f} [{sources.setdefault(m.quality.source, len(sources) + 1)}]"
+        speed = speeds.speed_of(m.name, here, device.type)
+        timed = speeds.per_frame_text(speed, 3)
+        where = "-" if speed is None else ("this machine" if speed.here else speed.device)
+        rows.append((m.name, m.label, f"{m.params_m:g} M", quality, timed.replace(" s/frame", ""), where,
+                     m.repo_id, m.license or "-"))
+    _print_table(("name", "label", "params", f"{AUTO_BENCHMARK} J&F", "s/frame (3 obj)", "measured on",
+                  "hub repo", "licence"), rows)
+    default = " (the default)" if requested_model() == AUTO else ""
+    print(f"\nThis machine: {here}. model=auto{default} picks {auto_model(device)} here.")
+    for source, n in sources.items():
+        print(f"[{n}] {source}")
     return EXIT_OK
 
 

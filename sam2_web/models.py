@@ -2,17 +2,19 @@
 or as ``configs/app.yaml`` with hydra overrides describes them (:func:`load_app_predictor`).
 
 This is the one loader the web app, the CLI, the jobs and the editor plugins share; the default
-model is the one ``configs/app.yaml`` selects (:func:`default_model`).
+model is the one ``configs/app.yaml`` selects (:func:`default_model`). ``model=auto`` (the default)
+is resolved here and only here (:func:`auto_model`), when the app config is composed.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -24,37 +26,156 @@ KINDS = ("video", "image")
 _cache: "OrderedDict[tuple, object]" = OrderedDict()
 _cache_lock = threading.Lock()
 _cache_size = 2
+# Registry name of each predictor load_predictor built with its model's own network: the speed
+# figures the app and the CLI record are keyed by it (sam2_web.speeds).
+_names: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+
+# model=auto: SAM 2.1 tiny on CUDA; elsewhere the fastest model whose published J&F on
+# AUTO_BENCHMARK is at most AUTO_MAX_DROP points below AUTO_REFERENCE's (76.5 - 5 = 71.5).
+AUTO = "auto"
+AUTO_ON_CUDA = "sam2.1_hiera_t"
+AUTO_REFERENCE = "sam2.1_hiera_t"
+AUTO_BENCHMARK = "SA-V test"
+AUTO_MAX_DROP = 5.0
 
 
-@lru_cache(maxsize=1)
-def default_model() -> str:
-    """The model ``configs/app.yaml`` selects (its ``defaults: - model: ...`` entry), e.g. ``sam2.1_hiera_t``.
-
-    Raises:
-        ConfigNotFoundError: the app config or its model entry is missing.
-    """
+def _app_yaml() -> DictConfig:
     from sam2_web.errors import ConfigNotFoundError
 
     path = configs_dir() / "app.yaml"
     if not path.is_file():
         raise ConfigNotFoundError(f"{path} is missing; reinstall sam2_web")
-    for entry in OmegaConf.load(path).get("defaults") or []:
+    return OmegaConf.load(path)
+
+
+def _configured_model() -> str:
+    """The ``defaults: - model: ...`` entry of ``configs/app.yaml`` as written (may be ``auto``)."""
+    from sam2_web.errors import ConfigNotFoundError
+
+    for entry in _app_yaml().get("defaults") or []:
         if isinstance(entry, Mapping) and "model" in entry:
             return str(entry["model"])
-    raise ConfigNotFoundError(f"{path} names no default model; add '- model: <name>' to its defaults")
+    raise ConfigNotFoundError(f"{configs_dir() / 'app.yaml'} names no default model; add '- model: <name>' "
+                              "to its defaults")
+
+
+@lru_cache(maxsize=4)
+def default_model(device: Optional[str] = None) -> str:
+    """The model ``configs/app.yaml`` selects, e.g. ``sam2.1_hiera_t``; its ``model: auto`` is
+    resolved by :func:`auto_model` for ``device`` (default: the app config's ``device``).
+
+    The answer is kept for the process, so the default does not change under a running app
+    while it records new speed figures.
+
+    Raises:
+        ConfigNotFoundError: the app config or its model entry is missing.
+        ValueError: ``device`` is not a device name.
+    """
+    name = _configured_model()
+    if name != AUTO:
+        return name
+    return auto_model(device if device is not None else str(_app_yaml().get("device", "auto")))
+
+
+def _override_value(overrides: Sequence[str], key: str) -> Optional[str]:
+    """The value of the last ``key=`` / ``+key=`` / ``++key=`` override, or None."""
+    value = None
+    for item in overrides:
+        name, sep, rest = item.partition("=")
+        if sep and name.lstrip("+") == key:
+            value = rest
+    return value
+
+
+def requested_model(overrides: Sequence[str] = ()) -> str:
+    """The model the overrides (else ``configs/app.yaml``) ask for, before ``auto`` is resolved."""
+    return _override_value(overrides, "model") or _configured_model()
+
+
+def resolve_auto(overrides: Sequence[str] = ()) -> list[str]:
+    """``overrides`` with ``model=auto`` (asked for, or the app config's default) replaced by the
+    model :func:`auto_model` picks for the device the overrides (else the app config) name.
+
+    An explicit ``model=<name>`` is returned as it is: it always wins.
+
+    Raises:
+        ValueError: the device is not a device name.
+    """
+    overrides = list(overrides)
+    if requested_model(overrides) != AUTO:
+        return overrides
+    device = _override_value(overrides, "device") or str(_app_yaml().get("device", "auto"))
+    kept = [o for o in overrides if o.partition("=")[0].lstrip("+") != "model"]
+    return kept + [f"model={auto_model(device)}"]
+
+
+def auto_model(device: Any = "auto", *, specs: Optional[Sequence[Any]] = None, bench: Any = None,
+               cache: Optional[Path] = None) -> str:
+    """The model ``model=auto`` stands for on ``device``.
+
+    * CUDA (``cuda``, ``cuda:1`` ...): :data:`AUTO_ON_CUDA` (SAM 2.1 tiny).
+    * Elsewhere: among the models whose published ``SA-V test`` J&F is at least SAM 2.1 tiny's
+      minus :data:`AUTO_MAX_DROP` (76.5 - 5 = 71.5; a model without that figure never
+      qualifies), the one with the least seconds per frame with 3 objects. The figures are
+      compared within one source: this server's own (``sam2_web.speeds``) when it has measured
+      every qualifying model the bench measured, else the bench run for this kind of device.
+      A qualifying model with no figure in that source is not picked. Ties go to the higher
+      published J&F, then to registry order. With no figures at all, SAM 2.1 tiny: nothing
+      says another model is faster.
+
+    Args:
+        device: ``auto`` (cuda > mps > cpu, as loading picks), ``cpu``, ``cuda``, ``cuda:1``, ``mps``;
+            only its type is read, so no GPU is needed to ask about ``cuda``.
+        specs, bench, cache: the registry's models, bench runs (``sam2_web.speeds.load_bench``) and
+            speed cache file to use instead of the installed ones (tests).
+    Returns:
+        A registry name.
+    Raises:
+        ValueError: ``device`` is not a device name.
+    """
+    from sam2_web import speeds
+    from sam2_web.device import pick_device
+    from sam2_web.registry import list_models
+
+    try:
+        dev = pick_device(None) if str(device).lower() == AUTO else torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device={device!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        return AUTO_ON_CUDA
+    specs = list(list_models() if specs is None else specs)
+    scores = {s.name: s.quality.score(AUTO_BENCHMARK) if s.quality is not None else None for s in specs}
+    reference = scores.get(AUTO_REFERENCE)
+    if reference is None:
+        return AUTO_REFERENCE
+    floor = reference - AUTO_MAX_DROP - 1e-9
+    qualified = [s.name for s in specs if scores[s.name] is not None and scores[s.name] >= floor]
+    run = speeds.bench_run_for(dev.type, speeds.load_bench() if bench is None else bench)
+    there = {n: sp.per_frame(3) for n in qualified if run is not None and (sp := run.speed(n)) is not None}
+    label = speeds.device_label(dev)
+    here = {n: sp.per_frame(3) for n in qualified
+            if (sp := speeds.local_speed(n, label, cache)) is not None and sp.s_per_frame}
+    figures = here if here and set(there) <= set(here) else there
+    timed = [n for n in qualified if figures.get(n) is not None]
+    if not timed:
+        return AUTO_REFERENCE
+    return min(timed, key=lambda n: (figures[n], -scores[n], qualified.index(n)))
 
 
 def compose_app_config(overrides: Sequence[str] = ()) -> DictConfig:
     """Compose ``configs/app.yaml`` with hydra overrides, e.g. ``["model=sam2.1_hiera_s", "device=cpu"]``.
 
-    The ``engine`` section starts from the engine's own defaults (every field of
-    ``sam2_web.video.options.SessionOptions``), so each default is written once, in that class.
+    ``model=auto`` (the default) becomes the model :func:`auto_model` picks for the configured
+    device, so ``cfg.weights`` always describes a real model. The ``engine`` section starts from
+    the engine's own defaults (every field of ``sam2_web.video.options.SessionOptions``), so each
+    default is written once, in that class.
 
     Raises:
         hydra's errors for a bad override; the model group lists the valid choices itself.
+        ValueError: ``model=auto`` with a device that is not a device name.
     """
     _register_engine_defaults()
-    return compose_config("app", overrides, config_dir=configs_dir())
+    return compose_config("app", resolve_auto(overrides), config_dir=configs_dir())
 
 
 def _register_engine_defaults() -> None:
@@ -93,8 +214,8 @@ def load_predictor(
     """Return a predictor for a registered model, fetching its checkpoint from the Hub if needed.
 
     Args:
-        model: a registry name (``sam2.1_hiera_t``), alias or Hub repo id (``facebook/sam2.1-hiera-tiny``);
-            None = :func:`default_model`.
+        model: a registry name (``sam2.1_hiera_t``), alias or Hub repo id (``facebook/sam2.1-hiera-tiny``),
+            or ``auto`` (:func:`auto_model` for ``device``); None = :func:`default_model`.
         kind: ``"video"`` → ``SAM2VideoPredictor``; ``"image"`` → ``SAM2ImagePredictor``.
         checkpoint: a local ``.pt`` that replaces the Hub download.
         device: ``None``/``"auto"`` picks cuda > mps > cpu.
@@ -112,7 +233,11 @@ def load_predictor(
 
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    spec = get_model(model if model is not None else default_model())
+    if model is None:
+        model = default_model(None if device is None else str(device))
+    elif model == AUTO:
+        model = auto_model("auto" if device is None else device)
+    spec = get_model(model)
     key = (spec.name, kind, str(checkpoint), str(device), tuple(overrides), precision, revision,
            tuple(sorted(engine_opts.items())))
     with _cache_lock:
@@ -133,11 +258,33 @@ def load_predictor(
         predictor = SAM2ImagePredictor(
             build_sam2(spec.config, ckpt, device=device, hydra_overrides_extra=overrides), precision=precision
         )
+    if not overrides:  # the published network: its speed is the model's
+        _names[predictor] = spec.name
     with _cache_lock:
         _cache[key] = predictor
         while len(_cache) > _cache_size:
             _cache.popitem(last=False)
     return predictor
+
+
+def speed_key(predictor: Any) -> Optional[tuple[str, str]]:
+    """``(model name, device label)`` under which this predictor's speed is recorded
+    (``sam2_web.speeds.record_frames``); None when it is not a published network loaded here."""
+    from sam2_web.speeds import device_label
+
+    name = model_name_of(predictor)
+    if name is None:
+        return None
+    return name, device_label(predictor.device, getattr(predictor, "precision", "fp32"))
+
+
+def model_name_of(predictor: Any) -> Optional[str]:
+    """The registry name of a predictor :func:`load_predictor` built with its model's own
+    network; None for anything else (a network changed by ``model.*`` overrides, or built elsewhere)."""
+    try:
+        return _names.get(predictor)
+    except TypeError:  # not weak-referenceable: not one of ours
+        return None
 
 
 def model_overrides(overrides: Sequence[str]) -> list[str]:

@@ -9,6 +9,15 @@ import pytest
 # Nothing in the test run may reach the real Hub; tests that need it start tests/hubserver.py.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# No shipped bench figures (model=auto is SAM 2.1 tiny off CUDA, as with no figures); tests that
+# need figures write their own. The speed cache goes to a temp file (see isolated_speed_cache).
+os.environ["SAM2_WEB_BENCH_SPEEDS"] = ""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_speed_cache(tmp_path_factory):
+    """Speed figures the tests' runs record go to a temp file, never the user's cache."""
+    os.environ["SAM2_WEB_SPEEDS_CACHE"] = str(tmp_path_factory.mktemp("speeds") / "speeds.json")
 
 
 @pytest.fixture(scope="module")

@@ -87,7 +87,7 @@ class MaskJob:
         objects: the prompted objects (at least one).
         output: formats, edge options and folder.
         model: a registry name or alias (``sam2.1_hiera_t``, ``tiny``, ``facebook/sam2.1-hiera-tiny``);
-            None uses the app config's model.
+            ``auto`` (picked for the device, see ``sam2_web.models.auto_model``); None uses the app config's model.
         checkpoint: a local ``.pt`` used instead of the Hub download.
         device: ``auto``/``cpu``/``cuda``/``mps``; None uses the app config's.
         overrides: more hydra overrides of ``configs/app.yaml`` (``++model.image_size=512``,
@@ -161,7 +161,9 @@ class MaskJob:
         from sam2_web.registry import get_model
 
         out: list[str] = []
-        if self.model is not None:
+        if self.model == "auto":  # resolved with the device when the app config is composed
+            out.append("model=auto")
+        elif self.model is not None:
             out.append(f"model={get_model(self.model).name}")  # the hydra group wants the exact name
         if self.device is not None:
             out.append(f"device={self.device}")

@@ -22,6 +22,7 @@ from sam2_web.errors import PromptError
 from sam2_web.jobs.job import MaskJob
 from sam2_web.jobs.prompts import ObjectPrompts
 from sam2_web.jobs.outputs import Progress, Staging, export_all
+from sam2_web.speeds import FrameClock, record_frames
 from sam2_web.video.cancel import Cancel, cancel_check
 
 
@@ -166,6 +167,26 @@ def masks_getter(session: Any, first: int, last: int) -> Callable[[int], Optiona
     return get
 
 
+def _timed(progress: Optional[Progress], clock: FrameClock) -> Progress:
+    """``progress`` that also times each tracked frame on ``clock``."""
+    def report(stage: str, done: int, total: int) -> None:
+        if stage == "track":
+            clock.tick()
+        if progress:
+            progress(stage, done, total)
+    return report
+
+
+def _record_speed(predictor: Any, objects: int, clock: FrameClock) -> None:
+    """Remember this run's s/frame for the model on this device (the app's estimates and
+    ``model=auto`` read it; see ``sam2_web.speeds``)."""
+    from sam2_web.models import speed_key
+
+    key = speed_key(predictor)
+    if key is not None:
+        record_frames(*key, objects, clock.seconds)
+
+
 def run_job(job: MaskJob, *, progress: Optional[Progress] = None, cancel: Cancel = None,
             predictor: Any = None, frames: Any = None, session_options: Optional[dict] = None) -> JobResult:
     """Run ``job`` in this process and publish its outputs.
@@ -201,7 +222,9 @@ def run_job(job: MaskJob, *, progress: Optional[Progress] = None, cancel: Cancel
             session = predictor.open_session(frames, **(session_options or {}))
             try:
                 add_prompts(session, objects)
-                propagate_range(session, job, first, last, progress=progress, cancel=cancel)
+                clock = FrameClock()
+                propagate_range(session, job, first, last, progress=_timed(progress, clock), cancel=cancel)
+                _record_speed(predictor, len(objects), clock)
                 export_all(job, staging, masks_getter(session, first, last), info=info, frames=frames.get,
                            progress=progress, is_cancelled=is_cancelled)
             finally:
