@@ -6,11 +6,13 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from omegaconf import DictConfig
 
 from sam2_web.ui.logic import Limits
+from sam2_web.ui import speed
 from sam2_web.ui.state import SessionStore
 
 log = logging.getLogger(__name__)
@@ -54,14 +56,39 @@ class AppContext:
 
     @property
     def default_model(self) -> str:
-        """The model named by the config (``model=...``)."""
+        """The model named by the config (``model=...``; ``auto`` is already resolved in ``cfg``)."""
         return str(self.cfg.weights.name)
 
-    def model_choices(self) -> list[tuple[str, str]]:
-        """(label, name) of every registered model, for the dropdown."""
-        from sam2_web.registry import list_models
+    @property
+    def auto_picked(self) -> bool:
+        """True when the default model was picked by ``model=auto`` (not named by the user)."""
+        from sam2_web.models import AUTO, requested_model
 
-        return [(f"{m.label} ({m.params_m:g} M)", m.name) for m in list_models()]
+        return requested_model(self.overrides) == AUTO
+
+    @cached_property
+    def where(self) -> speed.Where:
+        """The device models run on here, as the speed figures name it."""
+        try:
+            return speed.where(self.cfg.get("device", "auto"), str(self.cfg.get("precision", "fp32")))
+        except ValueError:  # a device this machine lacks: loading will say so; label it as asked
+            device = str(self.cfg.get("device"))
+            return speed.Where(device, device.split(":")[0])
+
+    def model_choices(self) -> list[tuple[str, str]]:
+        """(label, name) of every registered model for the dropdown, with its published J&F and its
+        s/frame on this device (see ``ui.speed.model_choices``)."""
+        return speed.model_choices(self.where)
+
+    def model_info(self) -> str:
+        """The line under the model dropdown (what the figures are; why the default was picked)."""
+        from sam2_web.registry import get_model
+
+        return speed.picker_info(self.where, get_model(self.default_model).label if self.auto_picked else None)
+
+    def models_markdown(self) -> str:
+        """Every model with its published quality and source, speed, Hub repo and licence."""
+        return speed.models_markdown(self.where)
 
     def predictor(self, model: str | None = None, on_progress: DownloadProgress | None = None) -> Any:
         """The video predictor for ``model`` (default: the configured one), loaded once and cached.
@@ -71,9 +98,11 @@ class AppContext:
         Raises:
             UnknownModelError, HubUnavailableError, CheckpointError.
         """
-        from sam2_web.models import load_app_predictor
+        from sam2_web.models import AUTO, auto_model, load_app_predictor
         from sam2_web.registry import get_model
 
+        if model == AUTO:
+            model = auto_model(self.cfg.get("device", "auto"))
         name = get_model(model).name if model else self.default_model
         # A local checkpoint given on the command line belongs to the configured model only.
         dropped = ("model=",)

@@ -18,7 +18,7 @@ import gradio as gr
 
 from sam2_web.errors import CancelledError, Sam2WebError, public_message
 from sam2_web.export.formats import FORMATS
-from sam2_web.ui import logic, render
+from sam2_web.ui import logic, render, speed
 from sam2_web.ui.api import Api, register
 from sam2_web.ui.api import document as api_document
 from sam2_web.ui.context import AppContext
@@ -108,6 +108,15 @@ class Callbacks:
     def _predictor(self, model: str, progress: gr.Progress):
         return self.ctx.predictor(model, on_progress=self._download_progress(progress, model))
 
+    @staticmethod
+    def _estimate(session: AppSession, before: str = ""):
+        """The status box before Track: what to do, or how long Track should take."""
+        return speed.estimate_html(session, speed.session_speed(session), before)
+
+    def refresh_models(self):
+        """A page (re)load: the model labels and table with the speed figures measured since."""
+        return gr.update(choices=self.ctx.model_choices()), self.ctx.models_markdown()
+
     # -- input ---------------------------------------------------------------------------------
     def upload(self, path: str | None, model: str, sid: str | None, progress=gr.Progress()):
         """A clip (or image) was uploaded or an example picked: open it in a fresh state."""
@@ -123,8 +132,7 @@ class Callbacks:
         session.model = model or session.model
         progress(0.5, desc="Opening the clip")
         logic.open_clip(session, predictor, path, self.ctx.limits)
-        return (session.sid, *self._view(session, 0), *self._objects(session),
-                render.progress_html(None, "Click on the object to segment, then press Track."), None, None)
+        return (session.sid, *self._view(session, 0), *self._objects(session), self._estimate(session), None, None)
 
     def change_model(self, model: str, sid: str | None, progress=gr.Progress()):
         """Another model was picked: load it (downloading if needed) and replay the clicks on it."""
@@ -135,7 +143,7 @@ class Callbacks:
         with _holding(session):
             logic.switch_model(session, predictor, model)
         return (*self._view(session, session.frame_idx),
-                render.progress_html(None, f"Model {model} ready; clicks replayed, press Track again."))
+                self._estimate(session, f"Model {model} ready; clicks replayed."))
 
     def scrub(self, sid: str | None, frame_idx: float):
         """The slider moved: show that frame with its masks."""
@@ -149,12 +157,12 @@ class Callbacks:
         """A click on the frame: one model call on this frame, then redraw it."""
         session = logic.require_clip(self._session(sid))
         if not evt.index or evt.index[0] is None:
-            return (gr.skip(),) * 3
+            return (gr.skip(),) * 4
         scale = render.display_scale(session.info.width, session.info.height)
         x, y = evt.index[0] * scale, evt.index[1] * scale
-        with _holding(session):
+        with _holding(session), speed.timed_click(session, int(frame_idx)):
             logic.click(session, int(frame_idx), x, y, self.ctx.limits)
-        return render.frame_image(session, int(frame_idx)), *self._objects(session)
+        return render.frame_image(session, int(frame_idx)), *self._objects(session), self._estimate(session)
 
     def set_mode(self, sid: str | None, mode: str) -> None:
         """The click-mode radio changed: positive point, negative point or box."""
@@ -170,14 +178,14 @@ class Callbacks:
         if frame_idx is None:
             gr.Info("Nothing to undo.")
             frame_idx = session.frame_idx
-        return (*self._view(session, frame_idx), *self._objects(session))
+        return (*self._view(session, frame_idx), *self._objects(session), self._estimate(session))
 
     def clear_frame(self, sid: str | None, frame_idx: float):
         """Remove every click on the shown frame."""
         session = logic.require_clip(self._session(sid))
         with _holding(session):
             logic.clear_frame(session, int(frame_idx))
-        return render.frame_image(session, int(frame_idx)), *self._objects(session)
+        return render.frame_image(session, int(frame_idx)), *self._objects(session), self._estimate(session)
 
     # -- objects -------------------------------------------------------------------------------
     def add_object(self, sid: str | None, name: str):
@@ -205,7 +213,7 @@ class Callbacks:
         session = logic.require_clip(self._session(sid))
         with _holding(session):
             logic.remove_object(session, session.current)
-        return render.frame_image(session, int(frame_idx)), *self._objects(session)
+        return render.frame_image(session, int(frame_idx)), *self._objects(session), self._estimate(session)
 
     # -- tracking ------------------------------------------------------------------------------
     def track(self, sid: str | None):
@@ -213,7 +221,9 @@ class Callbacks:
         session = logic.require_clip(self._session(sid))
         last_picture = 0.0
         step = None
-        yield gr.skip(), gr.skip(), gr.skip(), render.progress_html(None, "Starting…"), gr.skip()
+        # The estimate until the first frame is in; from then on the live rate and ETA.
+        starting = speed.starting_text(session, speed.session_speed(session))
+        yield gr.skip(), gr.skip(), gr.skip(), render.progress_html(None, starting), gr.skip()
         try:
             for step in logic.track(session):
                 self.ctx.store.touch(session)
@@ -279,7 +289,8 @@ def build_demo(ctx: AppContext) -> gr.Blocks:
         gr.Markdown("## SAM 2 for video\nUpload a clip, click on an object, press **Track**, download the mattes.")
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
-                model = gr.Dropdown(ctx.model_choices(), value=ctx.default_model, label="Model")
+                model = gr.Dropdown(ctx.model_choices(), value=ctx.default_model, label="Model",
+                                    info=ctx.model_info(), elem_id="model")
                 clip = gr.File(label="Clip or image", file_types=["video", "image"], type="filepath",
                                elem_id="clip-upload")
                 examples = [[str(ASSETS / n)] for n in EXAMPLES if (ASSETS / n).is_file()]
@@ -318,6 +329,8 @@ def build_demo(ctx: AppContext) -> gr.Blocks:
                     effect_btn = gr.Button("Render effect")
                     effect_video = gr.Video(label="Effect", interactive=False, height=400)
 
+        with gr.Accordion("About the models: published quality, speed, licence", open=False):
+            models_table = gr.Markdown(ctx.models_markdown(), elem_id="models-table")
         with gr.Accordion("Use from a script or an editor plugin (API)", open=False):
             gr.Markdown(api_document())
         view = [frame, slider, frame_info]
@@ -333,23 +346,27 @@ def build_demo(ctx: AppContext) -> gr.Blocks:
                        show_progress="hidden", **_ui("scrub"))
         slider.input(w(cb.scrub), [sid, slider], [frame, frame_info], trigger_mode="always_last",
                      show_progress="hidden", **_ui("scrub_live"))
-        frame.select(w(on_gpu(cb.click)), [sid, slider], [frame, *objs], **quick, **on_frame, **_ui("click"))
+        frame.select(w(on_gpu(cb.click)), [sid, slider], [frame, *objs, status], **quick, **on_frame,
+                     **_ui("click"))
         mode.change(w(cb.set_mode), [sid, mode], None, **_ui("set_mode"))
-        undo_btn.click(w(cb.undo), [sid], [*view, *objs], **quick, **on_frame, **_ui("undo"))
-        clear_btn.click(w(cb.clear_frame), [sid, slider], [frame, *objs], **quick, **on_frame, **_ui("clear_frame"))
+        undo_btn.click(w(cb.undo), [sid], [*view, *objs, status], **quick, **on_frame, **_ui("undo"))
+        clear_btn.click(w(cb.clear_frame), [sid, slider], [frame, *objs, status], **quick, **on_frame,
+                        **_ui("clear_frame"))
         add_btn.click(w(cb.add_object), [sid, obj_name], [*objs, obj_name], show_progress="hidden",
                       **_ui("add_object"))
         selected.input(w(cb.select_object), [sid, selected], [legend], show_progress="hidden",
                        **_ui("select_object"))
         rename_btn.click(w(cb.rename_object), [sid, obj_name], [*objs, obj_name], show_progress="hidden",
                          **_ui("rename_object"))
-        remove_btn.click(w(cb.remove_object), [sid, slider], [frame, *objs], **quick, **on_frame,
+        remove_btn.click(w(cb.remove_object), [sid, slider], [frame, *objs, status], **quick, **on_frame,
                          **_ui("remove_object"))
         track_btn.click(w(on_gpu(cb.track)), [sid], [*view, status, preview], show_progress="hidden",
                         **heavy, **_ui("track"))
         stop_btn.click(w(cb.stop), [sid], None, queue=False, **_ui("stop"))
         export_btn.click(w(cb.download), [sid, fmt, feather], [download], **heavy, **_ui("download"))
         effect_btn.click(w(cb.effect), [sid, effect, colour], [effect_video], **heavy, **_ui("effect"))
+        demo.load(w(cb.refresh_models), None, [model, models_table], show_progress="hidden",
+                  **_ui("refresh_models"))
         register(Api(ctx), w, track_limit, INTERACTIVE_LIMIT)
     return demo
 

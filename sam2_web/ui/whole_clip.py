@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 
 from sam2_web.errors import ExportError, PromptError
+from sam2_web.speeds import FrameClock
 from sam2_web.ui.editing import mask_dict
 from sam2_web.ui.limits import check_export_room, check_track_room, require_clip
+from sam2_web.ui.speed import duration_text, encoded_frames, record_track
 from sam2_web.ui.state import AppSession, SessionBusyError
 
 
@@ -34,7 +36,8 @@ def track(session: AppSession | None, direction: str = "both") -> Iterator[Track
 
     The session lock is held for the whole run (clicks wait or are refused meanwhile). Stop by
     setting ``session.cancel``: the engine then raises ``CancelledError`` after the last finished
-    frame; those frames are kept and Track again resumes.
+    frame; those frames are kept and Track again resumes. The frames' times (those that ran the
+    image encoder) become this server's s/frame for the model (``ui.speed.record_track``).
 
     Raises:
         PromptError: no clip, or no prompt on any frame yet.
@@ -53,10 +56,17 @@ def track(session: AppSession | None, direction: str = "both") -> Iterator[Track
     def on_progress(done: int, of: int) -> None:
         total[0] = of
 
+    objects = len({p.obj_id for p in session.prompts})
+    cached = encoded_frames(session)  # re-tracked from cached features: faster than a first run
+    clock = FrameClock()
     try:
         start = time.monotonic()
         done = 0
         for fm in session.engine.propagate(direction=direction, progress=on_progress, cancel=session.cancel):
+            if fm.frame_idx in cached:
+                clock.skip()
+            else:
+                clock.tick()
             done += 1
             session.tracked.add(fm.frame_idx)
             session.masks.pop(fm.frame_idx, None)  # the tracked result supersedes a click preview
@@ -64,25 +74,17 @@ def track(session: AppSession | None, direction: str = "both") -> Iterator[Track
             yield TrackStep(fm.frame_idx, done, max(total[0], done), per_frame,
                             per_frame * max(0, total[0] - done))
     finally:
-        session.cancel.clear()
-        session.lock.release()
+        try:
+            record_track(session, objects, clock)
+        finally:
+            session.cancel.clear()
+            session.lock.release()
 
 
 def format_step(step: TrackStep) -> str:
     """``"12/24 frames · 0.41 s/frame · ETA 5 s"`` for the progress line."""
     return (f"{step.done}/{step.total} frames · {step.s_per_frame:.2f} s/frame · "
-            f"ETA {_duration(step.eta_s)}")
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
+            f"ETA {duration_text(step.eta_s)}")
 
 
 # --- outputs ----------------------------------------------------------------------------------------
