@@ -389,7 +389,7 @@ def test_segment_refuses_bad_prompts_with_a_clear_message_before_any_model_work(
         ('[{"frame": 0, "object": 1, "pointz": [[5, 5]]}]', "unknown key"),
         ('[{"frame": 0, "object": 1, "points": [[5, 5]]}, {"frame": 1, "object": 2, "points": [[0.5, 0.5]],'
          ' "normalized": true}]', "mix of normalized and pixel"),
-        ('[{"frame": 0, "object": 0, "points": [[5, 5]]}]', "start at 1"),
+        ('[{"frame": 0, "object": 0, "points": [[5, 5]]}]', "from 1 to"),
         ('{"objects": [{"id": 1, "mask": {"frame": 0, "path": "/etc/hostname"}}]}', "not start masks"),
         (json.dumps([{"frame": 0, "object": k, "points": [[5, 5]]} for k in (1, 2, 3)]), "up to 2 objects"),
     ]

@@ -234,7 +234,7 @@ def _frame_prompt(entry: dict, where: str, normalized: bool) -> FramePrompt:
     labels = _labels(entry.get("labels"), len(points), f"{where}.labels")
     box = None if entry.get("box") is None else _box(entry["box"], f"{where}.box", normalized)
     if not points and box is None:
-        raise PromptError(f"{where}: give \"points\" (with \"labels\") or a \"box\" for frame {frame}")
+        raise PromptError(f"{where}: give points or a box for frame {frame} (\"points\" with \"labels\", or \"box\")")
     return FramePrompt(frame=frame, points=points, labels=labels, box=box)
 
 
