@@ -191,6 +191,20 @@ def test_yaml_and_json_manifests_resolve_paths_against_the_manifest(tmp_path):
     assert a2.job.overrides[-1] == "engine.read_ahead=8" and not a2.split_objects
 
 
+def test_the_documented_schema_and_example_match_the_parser(tmp_path):
+    from sam2_web.batch import manifest as manifest_module
+
+    repo = Path(__file__).resolve().parents[1]
+    schema = json.loads((repo / "docs" / "batch.schema.json").read_text())
+    assert set(schema["properties"]) == manifest_module._TOP_KEYS
+    job_keys = set(schema["$defs"]["jobFields"]["properties"]) | set(schema["$defs"]["job"]["allOf"][1]["properties"])
+    assert job_keys == manifest_module._JOB_KEYS
+    example = load_manifest(repo / "docs" / "batch.example.yaml")
+    assert [bj.id for bj in example.jobs] == ["sh010", "sh020", "sh030-crowd"]
+    assert example.jobs[2].split_objects and example.jobs[1].job is None  # its prompts file is not in docs/
+    assert "sh020.json" in example.jobs[1].problem.message
+
+
 @pytest.mark.parametrize("change, words", [
     (lambda d: d.update(shots=[]), ["the manifest", "'shots'"]),
     (lambda d: d.pop("jobs"), ["jobs", "non-empty"]),

@@ -49,7 +49,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                         help="run on Ray: 'local' starts one on this machine, else a cluster address "
                              "(ray://head:10001, head:6379, auto)")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="Ray workers, each holding a loaded model (default: one per GPU; without GPUs one per node)")
+                        help="Ray workers, each holding a loaded model (default: one per GPU; without GPUs one "
+                             "single-threaded worker per CPU, as many as memory holds at 2 GiB each)")
     parser.add_argument("--cpus-per-worker", type=float, default=None, metavar="N",
                         help="CPUs each Ray worker asks for (default: the cluster's CPUs shared evenly)")
     parser.add_argument("--split-objects", action=argparse.BooleanOptionalAction, default=None,

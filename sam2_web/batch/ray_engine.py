@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from sam2_web.batch.runner import BatchRun
 
 INSTALL_HINT = "pip install 'sam2_web[ray]'"
+# Memory a CPU worker is planned with (peak RSS measured ~0.9 GiB for sam2.1_hiera_t at 256 px,
+# ~1.5 GiB at 1024 px, ~2.5 GiB for sam2.1_hiera_l at 1024 px; docs/batch.md).
+CPU_WORKER_MEMORY = 2 * 2 ** 30
 _PROGRESS_EVERY_S = 0.2
 _PROBES = 20  # a restarting worker answers "unavailable" at most this many times before it counts as gone
 
@@ -133,7 +136,8 @@ class RayEngine:
     Args:
         address: ``local`` (start a Ray on this machine, or use the one this process already
             started) or a cluster address (``ray://head:10001``, ``head:6379``, ``auto``).
-        workers: number of actors (default: one per GPU; without GPUs one per node).
+        workers: number of actors (default: one per GPU; without GPUs one per CPU, as many as
+            the cluster's memory holds at ``CPU_WORKER_MEMORY`` each).
         cpus_per_worker: CPUs each actor asks for (default: the cluster's CPUs shared evenly;
             also its torch thread count).
         scratch: parent folder of the workers' scratch folders (default: each node's temp folder).
@@ -189,8 +193,10 @@ class RayEngine:
             share = 1 if n <= gpus else round(gpus / n, 4)  # more workers than GPUs: they share
             return n, {"num_gpus": share, "num_cpus": self.cpus_per_worker or 1}, None
         cpus = float(resources.get("CPU", 1))
-        nodes = [node for node in self._ray.nodes() if node.get("Alive")]
-        n = self.requested or max(1, len(nodes))
+        # One single-threaded worker per CPU beats fewer multi-threaded ones for throughput
+        # (docs/batch.md); memory caps the count.
+        by_memory = int(resources["memory"] // CPU_WORKER_MEMORY) if "memory" in resources else int(cpus)
+        n = self.requested or max(1, min(int(cpus), by_memory))
         per = self.cpus_per_worker or (int(cpus // n) if cpus >= n else round(cpus / n, 4))
         return n, {"num_cpus": per}, max(1, int(per))
 
