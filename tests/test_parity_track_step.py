@@ -244,3 +244,16 @@ def test_mask_as_output_matches_reference_by_name(tracked):
     worst = _worst([ref], [ours], HEADS_COMPARED)
     print(f"mask as output: worst abs diff {worst:.3g}")
     assert worst <= TOL
+
+
+def test_memory_settings_are_the_memory_config(tracked):
+    """Setting a memory switch on the model changes what memory reading uses (one source)."""
+    model = tracked[0].ours
+    saved = model.memory_config
+    try:
+        model.memory_temporal_stride_for_eval = 3
+        assert model.memory_config.memory_temporal_stride_for_eval == 3
+        assert [t for _, t in model.memory_frame_indices(10)] == [-6, -3, 0, 3, 6, 9]
+    finally:
+        model.memory_config = saved
+    assert model.memory_temporal_stride_for_eval == 1

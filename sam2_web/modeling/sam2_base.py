@@ -94,8 +94,9 @@ class TrackStepOutput:
         pred_masks_high_res: (B, 1, S, S) mask logits at the model input size.
         obj_ptr: (B, C) object pointer.
         object_score_logits: (B, 1) logit that the object is present.
-        maskmem_features: (B, mem_dim, h, w) spatial memory, or None when not encoded.
-        maskmem_pos_enc: ``[(B, mem_dim, h, w)]`` its position encoding, or None when not encoded.
+        maskmem_features: (B, mem_dim, h, w) spatial memory ((B, N, mem_dim) tokens with a
+            spatial perceiver), or None when not encoded.
+        maskmem_pos_enc: ``[tensor]`` its position encoding (same shape), or None when not encoded.
     """
 
     pred_masks: torch.Tensor
@@ -467,13 +468,8 @@ class SAM2Base(nn.Module):
         obj_ptr = self.obj_ptr_proj(token)
         if self.pred_obj_scores:
             # The pointer (unlike the mask) may blend softly towards "no object".
-            if self.soft_no_obj_ptr:
-                presence = object_score_logits.sigmoid()
-            else:
-                presence = is_obj_appearing.float()
-            if self.fixed_no_obj_ptr:
-                obj_ptr = presence * obj_ptr
-            obj_ptr = obj_ptr + (1 - presence) * self.no_obj_ptr
+            presence = object_score_logits.sigmoid() if self.soft_no_obj_ptr else is_obj_appearing.float()
+            obj_ptr = self._towards_no_obj_ptr(obj_ptr, presence)
 
         return HeadsOutput(
             low_res_multimasks=low_res_multimasks,
@@ -516,18 +512,20 @@ class SAM2Base(nn.Module):
         presence = torch.any(mask.flatten(1) > 0.0, dim=1)[..., None].float()
         object_score_logits = _MASK_AS_OUTPUT_SCALE * presence + _MASK_AS_OUTPUT_BIAS
         if self.pred_obj_scores:
-            if self.fixed_no_obj_ptr:
-                obj_ptr = presence * obj_ptr
-            obj_ptr = obj_ptr + (1 - presence) * self.no_obj_ptr
-        return HeadsOutput(
-            low_res_multimasks=low_res_masks,
-            high_res_multimasks=high_res_masks,
-            ious=ious,
-            low_res_masks=low_res_masks,
-            high_res_masks=high_res_masks,
-            obj_ptr=obj_ptr,
-            object_score_logits=object_score_logits,
+            obj_ptr = self._towards_no_obj_ptr(obj_ptr, presence)
+        return HeadsOutput(  # one candidate: the "multi" masks are the masks
+            low_res_multimasks=low_res_masks, high_res_multimasks=high_res_masks, ious=ious,
+            low_res_masks=low_res_masks, high_res_masks=high_res_masks,
+            obj_ptr=obj_ptr, object_score_logits=object_score_logits,
         )
+
+    def _towards_no_obj_ptr(self, obj_ptr: torch.Tensor, presence: torch.Tensor) -> torch.Tensor:
+        """Move the (B, C) pointer towards the learnt "no object" pointer as the (B, 1)
+        ``presence`` in [0, 1] falls: ``presence * ptr + (1 - presence) * no_obj_ptr`` with
+        ``fixed_no_obj_ptr``, else ``ptr + (1 - presence) * no_obj_ptr``."""
+        if self.fixed_no_obj_ptr:
+            obj_ptr = presence * obj_ptr
+        return obj_ptr + (1 - presence) * self.no_obj_ptr
 
     def _use_multimask(self, is_init_cond_frame: bool, point_inputs: Optional[PointInputs]) -> bool:
         """Whether the decoder should propose three masks for this prompt (a box counts as two points)."""
