@@ -297,11 +297,21 @@ class SessionStore:
             return None
 
     def close(self, sid: str | None) -> None:
-        """Remove session ``sid`` and its files now (unknown ids are ignored)."""
+        """Remove session ``sid`` and its files (unknown ids are ignored); never blocks.
+
+        The id is gone at once. A session that is tracking right now is asked to stop and
+        freed by a helper thread once its current frame is done (Gradio calls this from its
+        event loop when a tab goes away: waiting there would stall every user).
+        """
         with self._lock:
             session = self._sessions.pop(sid, None) if sid else None
-        if session is not None:
+        if session is None:
+            return
+        if not session.lock.locked():
             session.close()
+            return
+        session.cancel.set()
+        threading.Thread(target=session.close, name="sam2_web-session-close", daemon=True).start()
 
     def sweep(self) -> list[str]:
         """Remove sessions idle for longer than the TTL; returns their ids.
