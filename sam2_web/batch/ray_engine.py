@@ -163,8 +163,15 @@ class RayEngine:
         self._ray: Any = None
         self._owns_ray = False
         self._board: Any = None
-        self._starting: dict[Any, int] = {}
+        self._starting: dict[Any, int] = {}  # hello() calls of actors not up yet at the start
         self._stats: dict[int, WorkerStats] = {}
+        # While running: idle actors, hello() calls in flight (an actor starting or restarting) and
+        # how often each restarting actor was asked, the model each actor has loaded, units in flight.
+        self._idle: list[int] = []
+        self._probing: dict[Any, int] = {}
+        self._probes: dict[int, int] = {}
+        self._loaded: dict[int, tuple] = {}
+        self._inflight: dict[Any, tuple[Unit, int]] = {}
 
     # ------------------------------------------------------------------ start / stop
 
@@ -261,8 +268,9 @@ class RayEngine:
         for actor in [*self.actors, self._board]:
             if actor is not None:
                 ray.kill(actor, no_restart=True)
-        if self.address == "local" and self.scratch is not None:
-            for leftover in Path(self.scratch).glob(f"sam2web-w*-{self.token}"):  # killed workers' scratch
+        if self.address == "local":
+            parent = Path(self.scratch or tempfile.gettempdir())
+            for leftover in parent.glob(f"sam2web-w*-{self.token}"):  # the scratch of workers that were killed
                 shutil.rmtree(leftover, ignore_errors=True)
         if self._owns_ray:
             ray.shutdown()
@@ -273,79 +281,96 @@ class RayEngine:
 
     def run(self, batch: "BatchRun") -> None:
         """Spread the batch's units over the actors until all are done (or the batch is cancelled)."""
-        ray = self._ray
-        errors = ray.exceptions
-        idle = [k for k, pid in enumerate(self.pids) if pid]
-        probing: dict[Any, int] = dict(self._starting)
-        probes: dict[int, int] = {}
-        loaded: dict[int, tuple] = {}
-        inflight: dict[Any, tuple[Unit, int]] = {}
-        dead: set[int] = set()
+        self._idle = [k for k, pid in enumerate(self.pids) if pid]
+        self._probing = dict(self._starting)
+        stalled_since: Optional[float] = None
         try:
             while True:
-                while idle and batch.has_pending():
-                    k = idle.pop(0)
-                    unit = batch.take(loaded.get(k))
-                    if unit is None:
-                        idle.insert(0, k)
-                        break
-                    attempt = batch.started(unit, self.names[k], self.pids[k])
-                    inflight[self.actors[k].run.remote(unit, attempt)] = (unit, k)
-                    if unit.model_key:
-                        loaded[k] = unit.model_key
-                if not inflight and not (batch.has_pending() and probing):
-                    if batch.has_pending():  # every worker is gone
-                        for unit in batch.queue.drain():
-                            problem = JobProblem("WorkerDiedError", "no Ray worker is left to run this job")
-                            batch.finished(unit, UnitResult(unit.uid, False, error=problem))
+                self._hand_out(batch)
+                # Work waits but no worker runs or comes back (all gone, or never placed): give up in time.
+                stalled = not self._inflight and batch.has_pending()
+                stalled_since = (stalled_since or time.monotonic()) if stalled else None
+                if not self._inflight and (not batch.has_pending() or not self._probing
+                                           or time.monotonic() - stalled_since > self.start_timeout):
+                    for unit in batch.queue.drain() if batch.has_pending() else []:
+                        problem = JobProblem("WorkerDiedError", "no Ray worker is left to run this job")
+                        batch.finished(unit, UnitResult(unit.uid, False, error=problem))
                     return
-                waiting = [*inflight, *probing]
-                ready, _ = ray.wait(waiting, num_returns=1, timeout=self.poll)
+                waiting = [*self._inflight, *self._probing]
+                ready, _ = self._ray.wait(waiting, num_returns=1, timeout=self.poll)
                 if ready:
-                    ready, _ = ray.wait(waiting, num_returns=len(waiting), timeout=0)
+                    ready, _ = self._ray.wait(waiting, num_returns=len(waiting), timeout=0)
                 for ref in ready:
-                    if ref in probing:
-                        k = probing.pop(ref)
-                        try:
-                            self.names[k], self.pids[k] = ray.get(ref)
-                            probes.pop(k, None)
-                            idle.append(k)
-                        except errors.ActorUnavailableError:
-                            probes[k] = probes.get(k, 0) + 1
-                            if probes[k] < _PROBES:
-                                probing[self.actors[k].hello.remote()] = k
-                            else:
-                                dead.add(k)
-                        except errors.RayError:
-                            dead.add(k)
-                        continue
-                    unit, k = inflight.pop(ref)
-                    try:
-                        result = ray.get(ref)
-                    except (errors.RayActorError, errors.OutOfMemoryError, errors.WorkerCrashedError) as exc:
-                        loaded.pop(k, None)
-                        self.pids[k] = 0
-                        batch.died(unit, _first_line(exc))
-                        probing[self.actors[k].hello.remote()] = k  # answers once Ray restarted it
-                        continue
-                    except errors.RayTaskError as exc:  # a bug in the worker code: this unit fails, the worker stays
-                        result = UnitResult(unit.uid, False, error=JobProblem(type(exc).__name__, _first_line(exc)),
-                                            worker=self.names[k])
-                    batch.finished(unit, result)
-                    idle.append(k)
+                    if ref in self._probing:
+                        self._on_hello(ref)
+                    else:
+                        self._on_result(ref, batch)
                 self._read_progress(batch)
         except KeyboardInterrupt:
-            batch.cancel.set()
-            for actor in self.actors:
-                ray.kill(actor, no_restart=True)
-            if inflight:  # wait (bounded) until the killed workers are gone before their files are removed
-                ray.wait(list(inflight), num_returns=len(inflight), timeout=30)
-            for unit, _k in inflight.values():
-                batch.died(unit, "stopped by Ctrl-C")
-            self.pids = [0] * len(self.pids)
+            self._stop_now(batch)
+
+    def _hand_out(self, batch: "BatchRun") -> None:
+        """Give every idle actor a unit, preferring one for the model it has loaded."""
+        while self._idle and batch.has_pending():
+            k = self._idle.pop(0)
+            unit = batch.take(self._loaded.get(k))
+            if unit is None:
+                self._idle.insert(0, k)
+                return
+            attempt = batch.started(unit, self.names[k], self.pids[k])
+            self._inflight[self.actors[k].run.remote(unit, attempt)] = (unit, k)
+            if unit.model_key:
+                self._loaded[k] = unit.model_key
+
+    def _on_hello(self, ref: Any) -> None:
+        """An actor answered (it is up, with a new pid after a restart) or is gone."""
+        errors = self._ray.exceptions
+        k = self._probing.pop(ref)
+        try:
+            self.names[k], self.pids[k] = self._ray.get(ref)
+            self._probes.pop(k, None)
+            self._idle.append(k)
+        except errors.ActorUnavailableError:  # still restarting: ask again (bounded)
+            self._probes[k] = self._probes.get(k, 0) + 1
+            if self._probes[k] < _PROBES:
+                self._probing[self.actors[k].hello.remote()] = k
+        except errors.RayError:
+            pass  # gone for good: it gets no more work
+
+    def _on_result(self, ref: Any, batch: "BatchRun") -> None:
+        """A unit came back, or its worker died (then Ray restarts it and the unit may run again)."""
+        errors = self._ray.exceptions
+        unit, k = self._inflight.pop(ref)
+        try:
+            result = self._ray.get(ref)
+        except (errors.RayActorError, errors.OutOfMemoryError, errors.WorkerCrashedError) as exc:
+            self._loaded.pop(k, None)
+            self.pids[k] = 0
+            batch.died(unit, _first_line(exc))
+            self._probing[self.actors[k].hello.remote()] = k  # answers once Ray restarted it
+            return
+        except errors.RayTaskError as exc:  # a bug in the worker code: this unit fails, the worker stays
+            result = UnitResult(unit.uid, False, error=JobProblem(type(exc).__name__, _first_line(exc)),
+                                worker=self.names[k])
+        batch.finished(unit, result)
+        self._idle.append(k)
+
+    def _stop_now(self, batch: "BatchRun") -> None:
+        """Ctrl-C: kill the workers, wait (bounded) until they are gone, mark their units cancelled."""
+        batch.cancel.set()
+        for actor in self.actors:
+            self._ray.kill(actor, no_restart=True)
+        if self._inflight:  # their files are removed once nothing writes them any more
+            self._ray.wait(list(self._inflight), num_returns=len(self._inflight), timeout=30)
+        for unit, _k in self._inflight.values():
+            batch.died(unit, "stopped by Ctrl-C")
+        self.pids = [0] * len(self.pids)
 
     def _read_progress(self, batch: "BatchRun") -> None:
-        entries = self._ray.get(self._board.snapshot.remote())
+        try:
+            entries = self._ray.get(self._board.snapshot.remote())
+        except self._ray.exceptions.RayError:  # progress is a display: the jobs go on without it
+            return
         for uid, (attempt, stage, done, total) in entries.items():
             running = batch.status.running.get(uid)
             if running is not None and running.attempt == attempt and (stage, done) != (running.stage, running.done):

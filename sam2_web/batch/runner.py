@@ -110,6 +110,9 @@ class BatchRun:
         """The worker running ``unit`` died; start it again (a bounded number of times) or fail it."""
         running = self.status.running.pop(unit.uid, None)
         worker = running.worker if running else ""
+        if unit.job_id in self.outcomes:  # a part of a job that already failed: nothing to redo
+            self._notify()
+            return
         if self.cancel.is_set():  # the batch stopped its workers itself
             stopped = JobProblem("CancelledError", "the batch was stopped; nothing of this job was written")
             self.finished(unit, UnitResult(unit.uid, False, error=stopped, cancelled=True, worker=worker))

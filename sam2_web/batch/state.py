@@ -104,22 +104,19 @@ def output_signature(path: Path) -> Optional[dict]:
 
 
 def prepare_marker(job: MaskJob, digest: str, outputs: dict[str, Path], num_frames: int,
-                   tracked: tuple[int, int], where: Path) -> Path:
-    """Write the marker for ``outputs`` (their final paths; signatures are taken from ``where``,
-    the staged copies) into the file ``where.parent / "done.json"``; returns that file.
-
-    Renamed onto :func:`marker_path` once the outputs are published (see :func:`commit_marker`).
-    """
+                   tracked: tuple[int, int]) -> Path:
+    """Write the marker of the just published ``outputs`` into the job's work folder; returns
+    that file, which :func:`commit_marker` then renames into place."""
     record = {
         "version": MARKER_VERSION,
         "fingerprint": digest,
         "clip": str(Path(job.clip).absolute()),
         "num_frames": int(num_frames),
         "tracked": [int(tracked[0]), int(tracked[1])],
-        "outputs": {fmt: {"path": str(path), "signature": output_signature(where / Path(path).name)}
+        "outputs": {fmt: {"path": str(path), "signature": output_signature(Path(path))}
                     for fmt, path in outputs.items()},
     }
-    pending = where.parent / "done.json"
+    pending = work_dir(job) / "done.json"
     pending.write_text(json.dumps(record, indent=1), encoding="utf-8")
     return pending
 

@@ -251,14 +251,16 @@ def _staged(job: MaskJob, folder: Path) -> Any:
 
 
 def _publish(job: MaskJob, fingerprint: str, folder: Path, num_frames: int, tracked: tuple[int, int]) -> dict[str, str]:
-    """Publish the outputs staged in ``folder`` together, then the completion marker."""
+    """Publish the outputs staged in ``folder`` together, then the completion marker.
+
+    A kill in between leaves published outputs without a marker: a re-run redoes the job.
+    """
     names = {fmt: name for fmt, (name, _folder) in _targets(job).items()}
-    finals = {fmt: state.out_dir(job) / name for fmt, name in names.items()}
-    pending = state.prepare_marker(job, fingerprint, finals, num_frames, tracked, where=folder)
     published = _staged(job, folder).publish()
-    state.commit_marker(job, pending)
+    outputs = {fmt: published[name] for fmt, name in names.items()}
+    state.commit_marker(job, state.prepare_marker(job, fingerprint, outputs, num_frames, tracked))
     shutil.rmtree(state.work_dir(job), ignore_errors=True)
-    return {fmt: str(published[name]) for fmt, name in names.items()}
+    return {fmt: str(path) for fmt, path in outputs.items()}
 
 
 def _fresh(folder: Path) -> Path:
