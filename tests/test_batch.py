@@ -220,6 +220,7 @@ def test_the_documented_schema_and_example_match_the_parser(tmp_path):
     (lambda d: d["jobs"][4].update(name="sh010"), ["jobs[4]", "jobs[0]", "sh010_*"]),
     (lambda d: d["jobs"][1].update(id="sh010-alt"), ["jobs[2]", "'sh010-alt'"]),
     (lambda d: d.update(version=3), ["version", "3"]),
+    (lambda d: d["jobs"][0].update(name="../../elsewhere"), ["jobs[0].name", "not a plain file name"]),
 ])
 def test_manifest_mistakes_name_the_entry(tmp_path, change, words):
     data = manifest_data()
@@ -335,3 +336,19 @@ def test_cancelling_stops_the_running_job_and_leaves_nothing(shots, tmp_path):
     assert report.exit_code == 130
     assert not (tmp_path / "o").exists()  # the folder the batch created is gone again
     assert not marker_path(manifest.jobs[0].job).exists()
+
+
+def test_a_job_that_would_overwrite_its_own_clip_fails_alone(shots, tmp_path):
+    frames = tmp_path / "plate_png"  # a folder of frames named like the job's PNG output
+    frames.mkdir()
+    for i in range(2):
+        shutil.copy(shots / "tiny256.pt", frames / f"{i:05d}.jpg")  # never read: the check comes first
+    data = manifest_for(shots, tmp_path)
+    data["jobs"] = [{"clip": str(frames), "prompts": str(shots / "one.json"), "name": "plate", "formats": ["png"]}]
+    report = run_batch(parse_manifest(data))
+    (job,) = report.jobs
+    assert job.status == "failed" and job.error["type"] == "ExportError"
+    assert "would overwrite the input clip" in job.error["message"]
+    assert sorted(p.name for p in frames.iterdir()) == ["00000.jpg", "00001.jpg"]
+    assert report.workers[0].model_loads == 0  # refused before the model was loaded
+    assert_no_leftovers(tmp_path)

@@ -220,7 +220,7 @@ def _job(entry: Any, index: int, defaults: dict, overrides: tuple[str, ...], spl
     split = settings.split_objects
     if split is None:
         split = _bool(merged.get("split_objects", split_default), field("split_objects"))
-    stem = output.stem(clip)
+    stem = _stem(output.stem(clip), field("name") if merged.get("name") is not None else f"{where}.clip")
     job_id = _text(entry["id"], f"{where}.id") if entry.get("id") is not None else stem
 
     problem = None
@@ -301,6 +301,15 @@ def _whole(value: Any, where: str, minimum: Optional[int] = 0) -> int:
     if minimum is not None and value < minimum:
         raise ManifestError(f"{where}: must be >= {minimum}, got {value}")
     return value
+
+
+def _stem(stem: str, where: str) -> str:
+    from sam2_web.jobs.outputs import check_stem
+
+    try:
+        return check_stem(stem)
+    except Sam2WebError as exc:
+        raise ManifestError(f"{where}: {exc}") from None
 
 
 def _known_model(name: str, where: str) -> None:

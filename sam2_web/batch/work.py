@@ -231,15 +231,17 @@ def _targets(job: MaskJob) -> dict[str, tuple[str, bool]]:
 
 
 def check_targets(job: MaskJob) -> None:
-    """Fail before any work if an output may not be written or replaced (creates nothing).
+    """Fail before any work if the job's outputs may not be written where it asks (the checks
+    ``run_job`` makes: formats, a plain output name, never the input clip, never a folder that
+    sam2-web did not write, a writable folder). Leaves nothing behind: the output folder exists
+    already (the batch creates them up front), so only an empty staging folder comes and goes.
 
     Raises:
-        ExportError: e.g. a folder of the output's name that sam2-web did not write.
+        ExportError: with what to do.
     """
-    from sam2_web.export.output import check_output
+    from sam2_web.jobs.outputs import Staging
 
-    for name, folder in _targets(job).values():
-        check_output(state.out_dir(job) / name, folder=folder)
+    Staging.open(job).discard()
 
 
 def _staged(job: MaskJob, folder: Path) -> Any:
@@ -301,6 +303,13 @@ def _run_part(unit: Unit, models: ModelCache, progress: Report, cancel: Any) -> 
                       outputs={"png": str(result.outputs["png"])})
 
 
+def _is_cancelled(cancel: Any) -> Callable[[], bool]:
+    """``cancel`` (an Event, a callable or None) as a no-argument check."""
+    if cancel is None:
+        return lambda: False
+    return cancel.is_set if hasattr(cancel, "is_set") else cancel
+
+
 class PartMasks:
     """Frame index → ``{obj_id: mask}`` read back from the parts' PNG mattes."""
 
@@ -328,7 +337,6 @@ class PartMasks:
 
 def _merge(unit: Unit, progress: Report, cancel: Any) -> UnitResult:
     from sam2_web.jobs.outputs import Staging, export_all
-    from sam2_web.jobs.runner import cancel_check
     from sam2_web.media.frames import open_frames
 
     job = unit.job
@@ -341,6 +349,6 @@ def _merge(unit: Unit, progress: Report, cancel: Any) -> UnitResult:
         masks = PartMasks(job, unit.parts, info.num_frames)
         staging = Staging(_staged(job, folder), names)
         export_all(job, staging, masks, info=info, frames=frames.get, progress=progress,
-                   is_cancelled=cancel_check(cancel))
+                   is_cancelled=_is_cancelled(cancel))
     outputs = _publish(job, unit.fingerprint, folder, info.num_frames, (first, last))
     return UnitResult(unit.uid, True, num_frames=info.num_frames, tracked=(first, last), outputs=outputs)
