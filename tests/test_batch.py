@@ -352,3 +352,19 @@ def test_a_job_that_would_overwrite_its_own_clip_fails_alone(shots, tmp_path):
     assert sorted(p.name for p in frames.iterdir()) == ["00000.jpg", "00001.jpg"]
     assert report.workers[0].model_loads == 0  # refused before the model was loaded
     assert_no_leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("resources, workers, want", [
+    ({"CPU": 16.0, "GPU": 4.0, "memory": 64e9}, None, (4, {"num_gpus": 1, "num_cpus": 4}, 4)),
+    ({"CPU": 16.0, "GPU": 1.0, "memory": 64e9}, 3, (3, {"num_gpus": 0.3333, "num_cpus": 5}, 5)),
+    ({"CPU": 32.0, "GPU": 4.0, "memory": 64e9}, 6, (6, {"num_gpus": 0.5, "num_cpus": 5}, 5)),
+    ({"CPU": 2.0, "memory": 13e9}, None, (2, {"num_cpus": 1}, 1)),
+    ({"CPU": 64.0, "memory": 32 * 2 ** 30}, None, (16, {"num_cpus": 4}, 4)),  # memory caps the count
+    ({"CPU": 2.0, "memory": 13e9}, 4, (4, {"num_cpus": 0.5}, 1)),
+])
+def test_workers_ask_for_a_gpu_where_there_are_gpus_and_cpus_otherwise(resources, workers, want):
+    from sam2_web.batch import RayEngine
+
+    engine = RayEngine("local", workers=workers)
+    engine.resources = resources
+    assert engine.placement() == want

@@ -15,6 +15,7 @@ raises :class:`RayUnavailableError`. Paths in the manifest must be the same on e
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -191,15 +192,19 @@ class RayEngine:
         self._owns_ray = True
         return ray
 
-    def placement(self) -> tuple[int, dict[str, float], Optional[int]]:
-        """``(workers, actor resource request, torch threads)`` for this cluster."""
+    def placement(self) -> tuple[int, dict[str, float], int]:
+        """``(workers, actor resource request, torch threads)`` for the cluster's ``resources``
+        (from ``ray.cluster_resources()``)."""
         resources = self.resources
         gpus = int(resources.get("GPU", 0))
+        cpus = float(resources.get("CPU", 1))
         if gpus >= 1:
             n = self.requested or gpus
-            share = 1 if n <= gpus else round(gpus / n, 4)  # more workers than GPUs: they share
-            return n, {"num_gpus": share, "num_cpus": self.cpus_per_worker or 1}, None
-        cpus = float(resources.get("CPU", 1))
+            # More workers than GPUs share them: k per GPU, each asking for 1/k (rounded down so k fit).
+            per_gpu = math.ceil(n / gpus)
+            share = 1 if per_gpu == 1 else math.floor(10000 / per_gpu) / 10000
+            per = self.cpus_per_worker or max(1, int(cpus // n))
+            return n, {"num_gpus": share, "num_cpus": per}, max(1, int(per))
         # One single-threaded worker per CPU beats fewer multi-threaded ones for throughput
         # (docs/batch.md); memory caps the count.
         by_memory = int(resources["memory"] // CPU_WORKER_MEMORY) if "memory" in resources else int(cpus)
