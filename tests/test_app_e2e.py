@@ -126,9 +126,12 @@ def test_segment_runs_the_whole_job_in_one_call(client, clip, expected):
     assert worst == 0
 
 
-def test_models_endpoint_lists_the_eight_models(client):
+def test_models_endpoint_lists_every_registry_model(client):
+    from sam2_web.registry import list_models
+
     names = {m["name"] for m in client.predict(api_name="/models")}
-    assert len(names) == 8 and "sam2.1_hiera_t" in names and "sam2_hiera_l" in names
+    assert names == {m.name for m in list_models()}
+    assert {"sam2.1_hiera_t", "sam2_hiera_l", "edgetam", "efficienttam_s_512x512"} <= names
 
 
 def test_bad_inputs_get_a_message_not_a_traceback(client, workdir, tmp_path):

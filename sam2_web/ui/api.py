@@ -241,9 +241,13 @@ def _check_objects(ids: list[int], max_objects: int) -> None:
 
 
 def predictor_name(model: str, ctx: AppContext) -> str:
-    """The registry name of ``model`` (aliases and repo ids resolved)."""
+    """The registry name of ``model`` (aliases and repo ids resolved; ``auto`` by the rule for this
+    server's device; empty: the server's default)."""
+    from sam2_web.models import AUTO, auto_model
     from sam2_web.registry import get_model
 
+    if model == AUTO:
+        return auto_model(ctx.cfg.get("device", "auto"))
     return get_model(model).name if model else ctx.default_model
 
 
