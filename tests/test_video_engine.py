@@ -19,7 +19,7 @@ from sam2_web.components import connected_components
 from sam2_web.transforms import fill_holes_and_sprinkles
 from sam2_web.video.features import FeatureCache
 from sam2_web.video.store import ResultStore, rle_decode, rle_encode
-from sam2_web.video.tracker import memory_reach
+from sam2_web.video.memory import memory_reach
 from tests.clips import make_audio_only, make_moving_disc_clip, make_zero_frame_video, moving_disc_frames
 
 # Memory window of 2 spatial memories + 3 pointers, so a 10-frame clip must evict.

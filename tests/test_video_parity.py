@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from tests.clips import make_moving_disc_clip
-from sam2_web.video.tracker import memory_reach
+from sam2_web.video.memory import memory_reach
 from tests.parity import make_pair
 
 pytest.importorskip("sam2")

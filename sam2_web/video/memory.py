@@ -27,13 +27,24 @@ memories of an earlier pass sees fewer memories than the reference would).
 from __future__ import annotations
 
 import os
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import torch
 
 from sam2_web.video.state import FrameOutput
 
+if TYPE_CHECKING:
+    from sam2_web.modeling.sam2_base import SAM2Base
+
 HISTORY_MODES = ("disk", "ram", "drop")
+
+
+def memory_reach(model: "SAM2Base", frame_idx: int, reverse: bool, num_frames: int) -> set[int]:
+    """Frames whose tracked (non-conditioning) outputs the model reads for ``frame_idx``."""
+    reach = {t for _, t in model.memory_frame_indices(frame_idx, reverse)}
+    if model.use_obj_ptrs_in_encoder:
+        reach |= {t for _, t in model.obj_ptr_frame_indices(frame_idx, num_frames, reverse)}
+    return reach
 
 
 class MemoryBank:

@@ -1,4 +1,4 @@
-"""Typed state of a tracking session: prompts, per-frame model outputs, object tracks, results.
+"""Typed state of a tracking session: per-frame model outputs, object tracks, results.
 
 These replace the reference's nested dicts with string keys. Tensors stay tensors (the model
 consumes them); everything that leaves the engine (``FrameMasks``) is numpy.
@@ -94,3 +94,33 @@ class ObjectTrack:
     def pending(self, is_cond: bool) -> dict[int, FrameOutput]:
         """The pending outputs of the conditioning or the non-conditioning kind."""
         return self.pending_cond if is_cond else self.pending_non_cond
+
+
+@dataclass
+class FrameLogits:
+    """All objects' masks on one frame as float logits, before they are binarised.
+
+    Attributes:
+        frame_idx: index of the frame in the clip.
+        obj_ids: object ids, in insertion order.
+        logits: (N, 1, H, W) float32 at the clip's resolution.
+        scores: (N,) presence probability (sigmoid of the presence logit).
+    """
+
+    frame_idx: int
+    obj_ids: list[int]
+    logits: torch.Tensor
+    scores: np.ndarray
+
+
+@dataclass
+class TrackedFrame:
+    """One frame of a propagation pass, as stored.
+
+    Attributes:
+        masks: the frame's stored masks (what the engine API yields).
+        logits: the frame's logits; None when a resumed pass took the frame from the store.
+    """
+
+    masks: FrameMasks
+    logits: Optional[torch.Tensor]

@@ -4,8 +4,8 @@ Every step here mirrors a step of the reference video predictor (which frames co
 conditioning, which output a click refines, where a merged output goes, the order frames are
 tracked in) because that is what makes the mask logits identical; what differs is where things
 are kept (see ``memory.py``, ``features.py``, ``store.py``). The steps return float logits at the
-clip's resolution (:class:`FrameLogits`); the session turns them into the engine's
-:class:`~sam2_web.video.state.FrameMasks` and the predictor into the reference's tuples.
+clip's resolution (:class:`~sam2_web.video.state.FrameLogits`); the session turns them into the
+engine's :class:`~sam2_web.video.state.FrameMasks` and the predictor into the reference's tuples.
 
 Work on a frame is done for all objects at once: :meth:`Tracker._track_frame` fetches the
 frame's features once and then segments each object that has no prompt there.
@@ -29,10 +29,10 @@ from sam2_web.modeling.sam2_base import NO_OBJ_SCORE, PointInputs
 from sam2_web.transforms import fill_holes_and_sprinkles
 from sam2_web.video.cancel import Cancel, cancel_check
 from sam2_web.video.features import EncodedFrame, FrameFeatures
-from sam2_web.video.memory import MemoryBank
+from sam2_web.video.memory import MemoryBank, memory_reach
 from sam2_web.video.options import SessionOptions
 from sam2_web.video.prompts import check_frame, mask_prompt, point_prompt
-from sam2_web.video.state import FrameMasks, FrameOutput, ObjectTrack
+from sam2_web.video.state import FrameLogits, FrameMasks, FrameOutput, ObjectTrack, TrackedFrame
 from sam2_web.video.store import ResultStore
 
 if TYPE_CHECKING:
@@ -46,49 +46,11 @@ _FILL_SCORE_OFFSET = 0.1
 
 
 @dataclass
-class FrameLogits:
-    """All objects' masks on one frame as float logits, before they are binarised.
-
-    Attributes:
-        frame_idx: index of the frame in the clip.
-        obj_ids: object ids, in insertion order.
-        logits: (N, 1, H, W) float32 at the clip's resolution.
-        scores: (N,) presence probability (sigmoid of the presence logit).
-    """
-
-    frame_idx: int
-    obj_ids: list[int]
-    logits: torch.Tensor
-    scores: np.ndarray
-
-
-@dataclass
-class TrackedFrame:
-    """One frame of a propagation pass, as stored.
-
-    Attributes:
-        masks: the frame's stored masks (what the engine API yields).
-        logits: the frame's logits; None when a resumed pass took the frame from the store.
-    """
-
-    masks: FrameMasks
-    logits: Optional[torch.Tensor]
-
-
-@dataclass
 class _PassRecord:
     """How far a propagation pass got, to resume it without redoing frames."""
 
     version: int
     next_pos: int  # position in the pass's frame order of the first frame not finished
-
-
-def memory_reach(model: "SAM2Base", frame_idx: int, reverse: bool, num_frames: int) -> set[int]:
-    """Frames whose tracked (non-conditioning) outputs the model reads for ``frame_idx``."""
-    reach = {t for _, t in model.memory_frame_indices(frame_idx, reverse)}
-    if model.use_obj_ptrs_in_encoder:
-        reach |= {t for _, t in model.obj_ptr_frame_indices(frame_idx, num_frames, reverse)}
-    return reach
 
 
 class Tracker:
@@ -138,13 +100,11 @@ class Tracker:
         """Object ids in insertion order."""
         return list(self.objects)
 
-    def exclusive(self) -> contextlib.ExitStack:
-        """The lock, inference mode and the model's autocast (bf16 on CUDA when asked for)."""
-        stack = contextlib.ExitStack()
-        stack.enter_context(self.lock)
-        stack.enter_context(torch.inference_mode())
-        stack.enter_context(autocast_context(self.device, getattr(self.model, "precision", "fp32")))
-        return stack
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the lock, in inference mode, under the model's autocast (bf16 on CUDA when asked for)."""
+        with self.lock, torch.inference_mode(), autocast_context(self.device, getattr(self.model, "precision", "fp32")):
+            yield
 
     # ------------------------------------------------------------------ prompts
 
