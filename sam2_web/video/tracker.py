@@ -269,14 +269,12 @@ class Tracker:
         cancel: Cancel = None,
         resumable: bool = True,
     ) -> Iterator[TrackedFrame]:
-        """Track every object through the clip, storing and yielding each frame as it is done.
+        """The propagation loop: track every object through the clip, storing and yielding each
+        frame as it is done.
 
         Args:
-            direction: "forward", "backward" or "both" (forward, then backward from the same start).
-            start_frame: first frame of each pass (default: the earliest prompted frame).
-            max_frames: frames to track beyond the start in each direction (default: to the end).
-            progress: called as ``progress(done, total)`` after every frame.
-            cancel: an Event or a callable; checked between frames.
+            direction, start_frame, max_frames, progress, cancel: see
+                :meth:`~sam2_web.video.session.VideoSession.propagate`.
             resumable: frames a cancelled or failed pass already finished (with the same
                 prompts) are taken from the store instead of recomputed, and this pass's progress
                 is recorded for the next one. False recomputes every frame and records nothing
