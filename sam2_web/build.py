@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -20,6 +21,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from sam2_web.device import pick_device
 from sam2_web.errors import ConfigNotFoundError
 from sam2_web.registry import configs_dir
+
+logger = logging.getLogger(__name__)
 
 # Overrides the reference applies when apply_postprocessing=True.
 _IMAGE_POSTPROCESSING = (
@@ -161,13 +164,24 @@ def _map_targets(node) -> None:
             _map_targets(item)
 
 
+def _compile_pays_off(device: torch.device) -> bool:
+    """Whether ``torch.compile`` of the image encoder is worth it on ``device``: CUDA GPUs of
+    compute capability 8+ only, as EfficientTAM's own builder decides (its YAMLs all ask for it).
+    Elsewhere the first frame would wait minutes for compilation, and on CPU the graph breaks."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def _instantiate(cfg: DictConfig, ckpt_path, device, mode: str, **kwargs) -> torch.nn.Module:
+    device = pick_device(device)
+    if cfg.model.get("compile_image_encoder", False) and not _compile_pays_off(device):
+        logger.info("compile_image_encoder is ignored on %s (used on CUDA GPUs of compute capability 8+)", device)
+        cfg.model.compile_image_encoder = False
     model = instantiate(cfg.model, _recursive_=True, **kwargs)
     if ckpt_path is not None:
         from sam2_web.checkpoint import load_checkpoint
 
         load_checkpoint(model, ckpt_path)
-    model = model.to(pick_device(device))
+    model = model.to(device)
     if mode == "eval":
         model.eval()
     return model
