@@ -169,7 +169,7 @@ def test_cancel_then_resume_without_redoing_frames(predictor, clips):
             for _ in session.propagate(direction="forward", progress=progress, cancel=stop):
                 pass
         assert [r.frame_idx for r in session.results()] == [0, 1, 2, 3]
-        with Counter(predictor, "track_step") as steps:
+        with Counter(predictor, "track_objects") as steps:
             resumed = list(session.propagate(direction="forward"))
         assert steps.calls == N_FRAMES - 4  # only the unfinished frames ran
         assert [m.frame_idx for m in resumed] == list(range(N_FRAMES))
