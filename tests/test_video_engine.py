@@ -210,7 +210,7 @@ def test_cancel_then_resume_without_redoing_frames(predictor, clips):
         assert seen == [(i, N_FRAMES) for i in range(1, 5)]
         assert [r.frame_idx for r in session.results()] == [0, 1, 2, 3]
 
-        with Counter(predictor, "track_step") as steps:
+        with Counter(predictor, "track_objects") as steps:
             resumed = list(session.propagate(direction="forward", progress=lambda d, t: seen.append((d, t))))
         assert steps.calls == N_FRAMES - 4  # only the unfinished frames ran
         assert seen[-1] == (N_FRAMES, N_FRAMES)
@@ -296,7 +296,7 @@ def test_decode_error_mid_pass_keeps_results_and_resumes(predictor, clips, tmp_p
                 pass
         assert [r.frame_idx for r in session.results()] == [0, 1, 2, 3, 4]
         victim.write_bytes(good)  # the user fixes the file
-        with Counter(predictor, "track_step") as steps:
+        with Counter(predictor, "track_objects") as steps:
             done = list(session.propagate(direction="forward"))
         assert len(done) == N_FRAMES and steps.calls == N_FRAMES - 5
 

@@ -119,7 +119,8 @@ class MemoryAttentionLayer(nn.Module):
         """Update frame tokens with attention to memory tokens (all batch first).
 
         Args:
-            tgt: (B, N, d_model) frame tokens.
+            tgt: (B, N, d_model) frame tokens, or (1, N, d_model) shared by B memories: the
+                self-attention then runs once and its result is expanded to the B objects.
             memory: (B, M, mem_dim) memory tokens.
             pos: (B, M, mem_dim) memory PE.
             query_pos: (B, N, d_model) frame PE.
@@ -130,6 +131,8 @@ class MemoryAttentionLayer(nn.Module):
             The updated (B, N, d_model) frame tokens.
         """
         tgt = self._forward_sa(tgt, query_pos)
+        if tgt.shape[0] != memory.shape[0]:
+            tgt = tgt.expand(memory.shape[0], -1, -1)
         tgt = self._forward_ca(tgt, memory, query_pos, pos, num_k_exclude_rope, num_k_frames)
         hidden = self.dropout(self.activation(self.linear1(self.norm3(tgt))))
         return tgt + self.dropout3(self.linear2(hidden))
@@ -175,7 +178,9 @@ class MemoryAttention(nn.Module):
         """Condition the current frame's tokens on the memory.
 
         Args:
-            curr: (N, B, d_model) frame tokens, sequence first (or a one-element list of it).
+            curr: (N, B, d_model) frame tokens, sequence first (or a one-element list of it);
+                B may be 1 for a memory of several objects on one frame: the first layer's
+                self-attention, which sees only the frame, then runs once for all of them.
             memory: (M, B, mem_dim) memory tokens: spatial memories, then object pointers.
             curr_pos: PE of ``curr``, same shape (or a one-element list).
             memory_pos: PE of ``memory``, same shape.
@@ -191,7 +196,7 @@ class MemoryAttention(nn.Module):
             if not isinstance(curr_pos, list) or len(curr) != 1 or len(curr_pos) != 1:
                 raise ValueError("curr and curr_pos must both be one-element lists or tensors.")
             curr, curr_pos = curr[0], curr_pos[0]
-        if curr.shape[1] != memory.shape[1]:
+        if curr.shape[1] not in (1, memory.shape[1]):
             raise ValueError(
                 f"curr has batch {curr.shape[1]} but memory has {memory.shape[1]}; "
                 "both are sequence first (tokens, batch, channels)."

@@ -742,3 +742,93 @@ class SAM2Base(nn.Module):
             maskmem_features=maskmem_features,
             maskmem_pos_enc=maskmem_pos_enc,
         )
+
+    def track_objects(
+        self,
+        frame_idx: int,
+        current_vision_feats: List[torch.Tensor],
+        current_vision_pos_embeds: List[torch.Tensor],
+        feat_sizes: List[Tuple[int, int]],
+        memories: List[MemorySource],
+        num_frames: Optional[int],
+        track_in_reverse: bool = False,
+    ) -> List[TrackStepOutput]:
+        """Segment several objects on one frame from their memories alone (no prompts there):
+        what :meth:`track_step` gives each object with ``is_init_cond_frame=False``, no prompts
+        and ``run_mem_encoder=True``, with the work they share done once.
+
+        The frame's features (batch 1) are the same for every object, and so are the first
+        memory-attention layer's self-attention and the memory encoder's projection of them:
+        those run once. Objects whose memories have the same layout (as many frames and pointer
+        tokens) then run memory attention, the heads and the memory encoder as one batch; each
+        batch row is computed exactly as alone.
+
+        Args:
+            frame_idx, current_vision_feats, current_vision_pos_embeds, feat_sizes, num_frames,
+                track_in_reverse: as for :meth:`track_step` (features of batch 1).
+            memories: each object's memory.
+        Returns:
+            One :class:`TrackStepOutput` per memory, in order (each with batch 1).
+        Raises:
+            ValueError: a memory without any prompted frame, or features of a batch other than 1.
+        """
+        feats, size = current_vision_feats[-1], feat_sizes[-1]
+        if feats.size(1) != 1:
+            raise ValueError(f"track_objects takes one frame's features (batch 1), got batch {feats.size(1)}")
+        groups: Dict[Tuple[Any, ...], List[Tuple[int, MemoryTokens]]] = {}
+        for k, memory in enumerate(memories):
+            tokens = memory_reading.gather_memory(
+                self.memory_config, memory, frame_idx, num_frames, track_in_reverse,
+                maskmem_tpos_enc=self.maskmem_tpos_enc, obj_ptr_tpos_proj=self.obj_ptr_tpos_proj,
+                batch=1, device=feats.device,
+            )
+            layout = (tuple(tokens.tokens.shape), tokens.num_spatial_mem, tokens.num_obj_ptr_tokens)
+            # Non-overlap before the memory encoder is across the batch: one object per batch then.
+            key = (k,) if self.non_overlap_masks_for_mem_enc else layout
+            groups.setdefault(key, []).append((k, tokens))
+
+        high_res = None
+        if len(current_vision_feats) > 1:
+            high_res = [_tokens_to_map(x, s) for x, s in zip(current_vision_feats[:-1], feat_sizes[:-1])]
+        outputs: List[Optional[TrackStepOutput]] = [None] * len(memories)
+        dtype = self.maskmem_tpos_enc.dtype
+        for members in groups.values():
+            batch = len(members)
+            first = members[0][1]
+            fused = self.memory_attention(
+                curr=current_vision_feats[-1:],  # batch 1: shared by every object of the group
+                curr_pos=current_vision_pos_embeds[-1:],
+                memory=torch.cat([t.tokens for _, t in members], dim=1).to(dtype),
+                memory_pos=torch.cat([t.pos for _, t in members], dim=1).to(dtype),
+                num_obj_ptr_tokens=first.num_obj_ptr_tokens,
+                num_spatial_mem=first.num_spatial_mem,
+            )
+            heads = self._forward_sam_heads(
+                backbone_features=_tokens_to_map(fused, size),
+                high_res_features=None if high_res is None else [x.expand(batch, -1, -1, -1) for x in high_res],
+                multimask_output=self._use_multimask(False, None),
+            )
+            maskmem_features, maskmem_pos_enc = None, None
+            if self.num_maskmem > 0:
+                # The memory encoder adds the projected frame features (batch 1) to each mask's.
+                maskmem_features, maskmem_pos_enc = self._encode_new_memory(
+                    current_vision_feats=current_vision_feats,
+                    feat_sizes=feat_sizes,
+                    pred_masks_high_res=heads.high_res_masks,
+                    object_score_logits=heads.object_score_logits,
+                    is_mask_from_pts=False,
+                )
+            for row, (k, _) in enumerate(members):
+                # Copies, so that an object's stored memory does not hold the whole batch's storage.
+                def take(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+                    return None if x is None else x[row : row + 1].clone()
+
+                outputs[k] = TrackStepOutput(
+                    pred_masks=take(heads.low_res_masks),
+                    pred_masks_high_res=take(heads.high_res_masks),
+                    obj_ptr=take(heads.obj_ptr),
+                    object_score_logits=take(heads.object_score_logits),
+                    maskmem_features=take(maskmem_features),
+                    maskmem_pos_enc=None if maskmem_pos_enc is None else [take(p) for p in maskmem_pos_enc],
+                )
+        return outputs  # type: ignore[return-value]

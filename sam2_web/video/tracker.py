@@ -36,7 +36,7 @@ from sam2_web.video.state import FrameLogits, FrameMasks, FrameOutput, ObjectTra
 from sam2_web.video.store import ResultStore
 
 if TYPE_CHECKING:
-    from sam2_web.modeling.sam2_base import SAM2Base
+    from sam2_web.modeling.sam2_base import SAM2Base, TrackStepOutput
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 DIRECTIONS = {"forward": (False,), "backward": (True,), "both": (False, True)}
@@ -341,9 +341,24 @@ class Tracker:
     def _track_frame(self, frame_idx: int, reverse: bool, next_frame: Optional[int]) -> FrameLogits:
         """Segment every object on ``frame_idx`` from memory, then shrink the memories to the
         window ``next_frame`` will read."""
-        # The frame's features are read once for all the objects that have no prompt here.
+        # The frame is encoded once, and what the objects share is computed once
+        # (SAM2Base.track_objects), for all the objects that have no prompt here.
         unprompted = [t for t in self.objects.values() if frame_idx not in t.memory.cond]
-        image = self.features.get(frame_idx) if unprompted else None
+        computed: dict[int, FrameOutput] = {}
+        if unprompted:
+            image = self.features.get(frame_idx)
+            steps = self.model.track_objects(
+                frame_idx=frame_idx,
+                current_vision_feats=image.vision_feats,
+                current_vision_pos_embeds=image.vision_pos_embeds,
+                feat_sizes=image.feat_sizes,
+                memories=[t.memory for t in unprompted],
+                num_frames=self.num_frames,
+                track_in_reverse=reverse,
+            )
+            for track, step in zip(unprompted, steps):
+                computed[track.obj_id] = out = self._compact(step)
+                track.memory.put(frame_idx, out)
         preds, scores = [], []
         for track in self.objects.values():
             out = track.memory.cond.get(frame_idx)
@@ -351,11 +366,7 @@ class Tracker:
                 if self.options.clear_non_cond_mem_around_input:
                     self._clear_memory_around(track, frame_idx)
             else:
-                out = self._segment(
-                    track, frame_idx, image, is_init_cond_frame=False, point_inputs=None,
-                    mask_inputs=None, reverse=reverse, run_mem_encoder=True,
-                )
-                track.memory.put(frame_idx, out)
+                out = computed[track.obj_id]
             track.tracked[frame_idx] = reverse
             preds.append(out.pred_masks.to(self.device))
             scores.append(float(torch.sigmoid(out.object_score_logits).flatten()[0]))
@@ -396,6 +407,10 @@ class Tracker:
             run_mem_encoder=run_mem_encoder,
             prev_sam_mask_logits=prev_sam_mask_logits,
         )
+        return self._compact(out)
+
+    def _compact(self, out: "TrackStepOutput") -> FrameOutput:
+        """A step's output as stored: holes filled, memory in the session's dtype, shared PE."""
         pred_masks = out.pred_masks
         area = self.options.fill_hole_area
         if area > 0:
