@@ -136,8 +136,9 @@ class ViT(nn.Module):
         # A pure function of the parameter and the size: cached for inference, keyed on the
         # parameter's version counter so loading new weights invalidates it (parameters made
         # under inference_mode have no counter: no cache then).
+        # (Skipped while torch.compile traces: the counters are not traceable.)
         key = None
-        if not torch.is_grad_enabled() and not torch.is_inference(pos):
+        if not torch.compiler.is_compiling() and not torch.is_grad_enabled() and not torch.is_inference(pos):
             key = (hw, pos.device, pos.dtype, pos.data_ptr(), pos._version)
             cached = self._pos_cache.get(key)
             if cached is not None:
