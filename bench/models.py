@@ -158,7 +158,17 @@ def _build_worker_model(impl: str, model: str, overrides: list[str], ckpt: str, 
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """This process's peak RSS. Linux keeps ``ru_maxrss`` across fork + exec (a worker would
+    report its parent's peak if higher), so read the high-water mark of this process's own memory."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
 def worker(args) -> int:
@@ -369,17 +379,18 @@ def build_table(results: dict, sizes: dict, rss: dict, args) -> tuple[str, list[
     header = ["model", "px"]
     for what in ("s/frame 1 obj", "s/frame 3 obj", "click new frame (s)", "click encoded frame (s)"):
         header += [f"{what} ours", "authors", "ours/authors"]
-    header += [f"peak RSS ours (MB, {args.rss_frames} frames, 1 obj)", "3 obj: x less time than SAM 2.1 tiny"]
+    header += ["peak RSS ours (MB, 1 obj; clip frames, px)", "3 obj: x less time than SAM 2.1 tiny"]
     base = results.get(BASELINE, {}).get("ours", {}).get("frame_3obj")
     rows = []
-    for model, res in results.items():
+    for model in list(results) + [m for m in rss if m not in results]:
+        res = results.get(model, {"ours": {}})
         ours, theirs = res["ours"], res.get("authors", {})
-        row = [model, sizes[model]]
+        row = [model, sizes.get(model, rss.get(model, {}).get("size"))]
         for key in ("frame_1obj", "frame_3obj", "click_new", "click_encoded"):
             row += [_cell(ours.get(key)), _cell(theirs.get(key)), _ratio(ours.get(key), theirs.get(key))]
         r = rss.get(model)
-        row.append(f"{r['peak_rss_mb']:.0f} ({r['size']} px)" if r else "-")
-        speedup = statistics.median(base) / statistics.median(ours["frame_3obj"]) if base else None
+        row.append(f"{r['peak_rss_mb']:.0f} ({r['frames']} fr, {r['size']} px)" if r else "-")
+        speedup = statistics.median(base) / statistics.median(ours["frame_3obj"]) if base and ours else None
         row.append(f"{speedup:.1f}" if speedup else "-")
         rows.append(row)
     checks = []
@@ -415,7 +426,10 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-authors", action="store_true", help="measure our engine only")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of every worker")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", help="also write every measurement here")
+    ap.add_argument("--json", help="also write every measurement here (after each model)")
+    ap.add_argument("--resume", help="a --json file of an earlier run: its models' figures are kept, not re-measured")
+    ap.add_argument("--skip-speed", action="store_true", help="only the RSS runs")
+    ap.add_argument("--note", default="", help="appended to the method written with --write-speeds (e.g. machine load)")
     ap.add_argument("--write-speeds", action="store_true",
                     help="write our figures as the cpu run of configs/speeds.yaml (sam2_web.speeds)")
     # Worker mode (internal).
@@ -440,6 +454,14 @@ def main(argv=None) -> int:
         ap.error(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
     started = time.perf_counter()
     results, rss, sizes = {}, {}, {}
+    if args.resume:
+        earlier = json.loads(Path(args.resume).read_text())
+        results, rss, sizes = earlier["results"], earlier["rss"], earlier["sizes"]
+
+    def save() -> None:
+        if args.json:
+            Path(args.json).write_text(json.dumps({"results": results, "rss": rss, "sizes": sizes}, indent=1))
+
     with tempfile.TemporaryDirectory(prefix="bench-models-") as tmp:
         tmp = Path(tmp)
         clip, masks = make_moving_disc_clip(tmp / "clip", n_frames=args.frames + args.clicks, size=CLIP_SIZE,
@@ -450,15 +472,18 @@ def main(argv=None) -> int:
                                                         radius=40)
         for model in args.models:
             size = args.size or native_size(model)
-            sizes[model] = size
-            t0 = time.perf_counter()
-            results[model] = measure_model(model, size, str(clip), masks, tmp, args)
-            print(f"# {model}: speed runs {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-            if args.rss_frames:
+            if not args.skip_speed and model not in results:
+                sizes[model] = size
+                t0 = time.perf_counter()
+                results[model] = measure_model(model, size, str(clip), masks, tmp, args)
+                print(f"# {model}: speed runs {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+                save()
+            if args.rss_frames and model not in rss:
                 rss_size = args.rss_size or size
                 t0 = time.perf_counter()
                 rss[model] = dict(measure_rss(model, rss_size, str(rss_clip), rss_masks, tmp, args), size=rss_size)
                 print(f"# {model}: RSS run {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+                save()
     table, checks = build_table(results, sizes, rss, args)
     from sam2_web.speeds import device_label
 
@@ -470,9 +495,6 @@ def main(argv=None) -> int:
     print()
     for line in checks:
         print(line)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"device": device, "torch": torch.__version__, "sizes": sizes,
-                                               "results": results, "rss": rss}, indent=1))
     if args.write_speeds:
         import datetime
 
@@ -486,8 +508,9 @@ def main(argv=None) -> int:
         }
         method = (f"python -m bench.models: random weights, each model at "
                   f"{'its native size' if not args.size else f'{args.size} px'}, median over the frames after the "
-                  f"memory is full ({args.frames} tracked), clicks on never-encoded frames")
-        path = write_bench_run(BenchRun("cpu", device, datetime.date.today().isoformat(), torch.__version__, method,
+                  f"memory is full ({args.frames} tracked), clicks on never-encoded frames" + (
+                      f"; {args.note}" if args.note else ""))
+        path = write_bench_run(BenchRun("cpu", device, datetime.date.today().isoformat(), str(torch.__version__), method,
                                         figures))
         print(f"\nwrote {path}")
     return 0
