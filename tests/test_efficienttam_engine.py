@@ -18,6 +18,7 @@ from sam2_web.build import build_sam2_video_predictor
 from sam2_web.components import connected_components
 from sam2_web.modeling.efficient_attention import EfficientRoPEAttention
 from sam2_web.video import FrameMasks
+from tests.counting import Counter
 from tests.clips import make_moving_disc_clip
 from tests.parity import perturb
 from tests.test_parity_efficienttam import reveal_objects
@@ -46,25 +47,6 @@ def clips(tmp_path_factory):
     mp4, _ = make_moving_disc_clip(root / "disc.mp4", n_frames=N_FRAMES, size=(128, 96), radius=14)
     return {"folder": str(folder), "mp4": str(mp4), "masks": masks}
 
-
-class Counter:
-    """Counts calls of a predictor method (the real method still runs)."""
-
-    def __init__(self, model, name):
-        self.model, self.name, self.calls = model, name, 0
-        original = getattr(model, name)
-
-        def counted(*args, **kwargs):
-            self.calls += 1
-            return original(*args, **kwargs)
-
-        setattr(model, name, counted)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        delattr(self.model, self.name)  # back to the class's method
 
 
 def _masks(results):

@@ -20,6 +20,7 @@ from sam2_web.transforms import fill_holes_and_sprinkles
 from sam2_web.video.features import FeatureCache
 from sam2_web.video.store import ResultStore, rle_decode, rle_encode
 from sam2_web.video.memory import memory_reach
+from tests.counting import Counter
 from tests.clips import make_audio_only, make_moving_disc_clip, make_zero_frame_video, moving_disc_frames
 
 # Memory window of 2 spatial memories + 3 pointers, so a 10-frame clip must evict.
@@ -44,25 +45,6 @@ def clips(tmp_path_factory):
     mp4, _ = make_moving_disc_clip(root / "disc.mp4", n_frames=N_FRAMES, size=(128, 96), radius=14)
     return {"folder": str(folder), "mp4": str(mp4), "masks": masks, "root": root}
 
-
-class Counter:
-    """Counts calls of a predictor method (the real method still runs)."""
-
-    def __init__(self, model, name):
-        self.model, self.name, self.calls = model, name, 0
-        self.original = getattr(model, name)
-
-        def counted(*args, **kwargs):
-            self.calls += 1
-            return self.original(*args, **kwargs)
-
-        setattr(model, name, counted)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        delattr(self.model, self.name)  # back to the class's method
 
 
 def _click(session, frame=0, obj=1):
