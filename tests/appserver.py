@@ -26,16 +26,47 @@ from hubserver import serve_hub
 from parity import build_reference
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL = "sam2.1_hiera_t"
-REPO_ID, FILENAME = "facebook/sam2.1-hiera-tiny", "sam2.1_hiera_tiny.pt"
-OVERRIDES = ("++model.image_size=256",)
 PRESENCE_BIAS = 8.0
 
 
-def app_checkpoint(path: Path) -> Path:
-    """Write an official-format random-weight ``sam2.1_hiera_t`` (image_size 256) checkpoint."""
-    model = build_reference(MODEL, list(OVERRIDES), video=True)
-    state = model.state_dict()
+@dataclass(frozen=True)
+class AppModel:
+    """A model the app-level tests run: its registry name, where the loopback Hub serves its
+    checkpoint (the registry's own repo and file) and the overrides that shrink it to 256 px."""
+
+    name: str
+    repo_id: str
+    filename: str
+    overrides: tuple[str, ...]
+
+    def app_args(self) -> list[str]:
+        """Hydra overrides that select this model at 256 px in the app, the CLI or a plugin."""
+        return [f"model={self.name}", *self.overrides]
+
+
+TINY = AppModel("sam2.1_hiera_t", "facebook/sam2.1-hiera-tiny", "sam2.1_hiera_tiny.pt",
+                 ("++model.image_size=256",))
+# EdgeTAM at 256 px: a 16x16 frame map, so the memory cross-attention's query grid is 16x16.
+EDGETAM = AppModel("edgetam", "facebook/EdgeTAM", "edgetam.pt",
+                    ("++model.image_size=256", "++model.memory_attention.layer.cross_attention.q_sizes=[16,16]"))
+MODEL, REPO_ID, FILENAME, OVERRIDES = TINY.name, TINY.repo_id, TINY.filename, TINY.overrides
+
+
+def app_checkpoint(path: Path, model: AppModel = TINY) -> Path:
+    """Write an official-format random-weight checkpoint of ``model`` at 256 px.
+
+    SAM 2.1 tiny comes from the reference package; EdgeTAM's authors' code lives in its own venv,
+    so its random weights come from our build, whose keys the parity tests prove equal to the
+    official checkpoint's (strict loading both ways).
+    """
+    if model == TINY:
+        net = build_reference(model.name, list(model.overrides), video=True)
+    else:
+        from sam2_web.build import build_sam2_video_predictor
+
+        torch.manual_seed(0)
+        net = build_sam2_video_predictor(model.name, None, device="cpu", hydra_overrides_extra=list(model.overrides))
+    state = net.state_dict()
     state["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] += PRESENCE_BIAS
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": state}, path)
@@ -63,16 +94,19 @@ class RunningApp:
 
 
 @contextmanager
-def run_app(workdir: Path, checkpoint: Path, extra: tuple[str, ...] = (), timeout: float = 600) -> Iterator[RunningApp]:
+def run_app(workdir: Path, checkpoint: Path, extra: tuple[str, ...] = (), timeout: float = 600,
+            model: AppModel = TINY) -> Iterator[RunningApp]:
     """Serve ``checkpoint`` from a loopback Hub and run ``python app.py`` against it.
 
     Args:
         workdir: a test temp folder (HF cache and Gradio temp files go below it).
-        checkpoint: the file served as ``facebook/sam2.1-hiera-tiny/sam2.1_hiera_tiny.pt``.
+        checkpoint: the file served as ``model``'s Hub file (e.g. ``facebook/EdgeTAM/edgetam.pt``).
         extra: more hydra overrides for the app.
         timeout: seconds to wait for "Running on local URL".
+        model: the model the app runs (``model=auto`` resolves to SAM 2.1 tiny in tests, which
+            ship no speed figures; any other model is named on the command line).
     """
-    files = {(REPO_ID, "main", FILENAME): checkpoint.read_bytes()}
+    files = {(model.repo_id, "main", model.filename): checkpoint.read_bytes()}
     with serve_hub(files) as hub:
         port = free_port()
         env = dict(os.environ)
@@ -88,7 +122,8 @@ def run_app(workdir: Path, checkpoint: Path, extra: tuple[str, ...] = (), timeou
         env.pop("HF_HUB_OFFLINE", None)
         env.pop("GRADIO_SERVER_NAME", None)
         env.pop("GRADIO_SERVER_PORT", None)
-        cmd = [sys.executable, str(REPO / "app.py"), *OVERRIDES, "device=cpu", "server.host=127.0.0.1",
+        chosen = list(model.overrides) if model == TINY else model.app_args()
+        cmd = [sys.executable, str(REPO / "app.py"), *chosen, "device=cpu", "server.host=127.0.0.1",
                f"server.port={port}", *extra]
         process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True, bufsize=1)
