@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ if __package__ in (None, ""):  # run as a script: make the repo importable
     __package__ = "bench"
 
 from bench._common import markdown_table, median, reference_config  # noqa: E402
+from sam2_web.batch.work import peak_rss_mb  # noqa: E402
 
 CLIP_SIZE = (128, 96)  # width, height of the generated clips
 RADIUS = 14
@@ -57,12 +57,6 @@ def _make_clip(folder: Path, n_frames: int) -> tuple[str, np.ndarray]:
 def _click_at(mask: np.ndarray) -> list[list[float]]:
     ys, xs = np.nonzero(mask)
     return [[float(xs.mean()), float(ys.mean())]]
-
-
-def _peak_rss_mb() -> float:
-    # ru_maxrss is KiB on Linux, bytes on macOS.
-    scale = 1 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
 def _build(impl: str, model: str, size: int, ckpt: str):
@@ -141,7 +135,7 @@ def rss_worker(args) -> dict:
         state = predictor.init_state(args.clip)
         predictor.add_new_points_or_box(state, 0, 1, points=_click_at(masks[0]), labels=[1])
         frames = sum(1 for _ in predictor.propagate_in_video(state))
-    return {"frames": frames, "peak_rss_mb": _peak_rss_mb()}
+    return {"frames": frames, "peak_rss_mb": peak_rss_mb()}
 
 
 def _run_worker(impl: str, task: str, clip: str, masks: str, ckpt: str, args) -> dict:

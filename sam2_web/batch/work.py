@@ -14,6 +14,7 @@ import os
 import resource
 import shutil
 import socket
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -115,8 +116,21 @@ def worker_name(label: str) -> str:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident memory of this process so far, in MiB.
+
+    Linux keeps ``ru_maxrss`` across fork + exec, so a worker started by a bigger process would
+    report its parent's peak; the process's own high-water mark (``VmHWM``) is read instead where
+    ``/proc`` has it.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    scale = 2 ** 20 if sys.platform == "darwin" else 1024.0  # ru_maxrss: bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 
 
 def peak_gpu_mb() -> Optional[float]:
