@@ -146,3 +146,17 @@ class KeepAllMemory:
     def store(self, frame_idx: int, out: TrackStepOutput, cond: bool) -> None:
         """Keep ``out`` as a conditioning (prompted) or a tracked frame's output."""
         (self.cond if cond else self.non_cond)[frame_idx] = out
+
+
+def informative_masks(logits) -> tuple[int, int]:
+    """``(informative, total)`` object masks in ``logits`` (objects, 1, H, W) or (objects, H, W).
+
+    Informative: the object was decoded as present (not the constant -1024 "absent" logits that
+    random weights often produce) and its mask holds both foreground and background, so equal
+    outputs of two implementations mean something.
+    """
+    import numpy as np
+
+    maps = np.asarray(logits, dtype=np.float32).reshape(len(logits), -1)
+    good = (maps.max(axis=1) > -1000) & ((maps > 0).mean(axis=1) > 0) & ((maps > 0).mean(axis=1) < 1)
+    return int(good.sum()), len(maps)

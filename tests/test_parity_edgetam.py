@@ -33,6 +33,7 @@ import torch
 
 from tests.clips import make_moving_disc_clip
 from tests.oracle_venv import ORACLES, run_oracle
+from tests.parity import informative_masks
 
 IMAGE_TOL = 1e-4
 VIDEO_TOL = 1e-3
@@ -319,6 +320,14 @@ def _video_parity(size: int, tmp_path) -> float:
                 ours[f"op{i}_f{frame}"] = logits.float().numpy()
                 ours[f"op{i}_f{frame}_ids"] = np.array(ids)
     assert sorted(ours) == sorted(theirs)
+    good = total = 0
+    for key in (k for k in theirs if not k.endswith("_ids")):
+        g, t = informative_masks(theirs[key])
+        good, total = good + g, total + t
+    print(f"EdgeTAM video @{size}px: {good} of {total} object masks informative")
+    # Random weights can decode every object as absent (constant -1024 logits): most of the
+    # compared masks must carry both labels, or equal outputs would prove nothing.
+    assert good >= total / 2, f"only {good} of {total} object masks are informative"
     worst, where = 0.0, ""
     for key in sorted(k for k in theirs if not k.endswith("_ids")):
         assert list(theirs[f"{key}_ids"]) == list(ours[f"{key}_ids"]), key

@@ -25,7 +25,7 @@ import torch
 
 from tests.clips import make_moving_disc_clip
 from sam2_web.video.memory import memory_reach
-from tests.parity import make_pair
+from tests.parity import informative_masks, make_pair
 
 pytest.importorskip("sam2")
 
@@ -73,12 +73,16 @@ class Both:
             self.our_state = self.ours.init_state(clip_dir)
         self.worst = 0.0
         self.compared = 0
+        self.masks = self.informative = 0  # object masks compared / those decoded present with both labels
 
     def _compare(self, ref_logits, our_logits, where):
         assert ref_logits.shape == our_logits.shape, where
         diff = (ref_logits.float() - our_logits.float()).abs().max().item()
         self.worst = max(self.worst, diff)
         self.compared += 1
+        good, total = informative_masks(ref_logits.float().numpy())
+        self.informative += good
+        self.masks += total
         assert diff < TOL, f"{where}: max |diff| {diff:.3g}"
 
     def call(self, name, *args, **kwargs):
@@ -98,8 +102,12 @@ class Both:
         return [s[0] for s in our_steps]
 
     def report(self, case):
-        print(f"{case}: {self.compared} outputs compared, worst |diff| {self.worst:.3g}")
+        print(f"{case}: {self.compared} outputs compared ({self.informative} of {self.masks} object masks "
+              f"informative), worst |diff| {self.worst:.3g}")
         assert self.compared > 0
+        # Random weights can decode every object as absent (constant -1024 logits), which would
+        # compare equal trivially: most masks must carry both labels.
+        assert self.informative >= self.masks / 2, f"{case}: only {self.informative} of {self.masks} informative"
 
 
 def test_one_object_from_points(parity_dir, clip):
