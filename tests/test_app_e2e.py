@@ -2,7 +2,7 @@
 ``gradio_client`` through the named API endpoints, as an editor plugin or a script would.
 
 The expected masks come from the engine run in this process with the same checkpoint, clip and
-clicks.
+clicks. Most tests run SAM 2.1 tiny; one runs EdgeTAM, served as ``facebook/EdgeTAM/edgetam.pt``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from appserver import OVERRIDES, REPO, app_checkpoint, run_app
+from appserver import EDGETAM, OVERRIDES, REPO, app_checkpoint, run_app
 from clips import make_moving_disc_clip
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -63,10 +63,14 @@ def client(app, tmp_path):
 @pytest.fixture(scope="module")
 def expected(checkpoint, clip):
     """The engine in this process: one click on frame 0, tracked through the clip."""
+    return engine_masks("sam2.1/sam2.1_hiera_t.yaml", checkpoint, clip, OVERRIDES)
+
+
+def engine_masks(model: str, checkpoint: Path, clip: Path, overrides) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """``model``'s engine in this process: the click mask on frame 0 and the masks tracked from it."""
     from sam2_web.build import build_sam2_video_predictor
 
-    predictor = build_sam2_video_predictor("sam2.1/sam2.1_hiera_t.yaml", checkpoint, device="cpu",
-                                           hydra_overrides_extra=list(OVERRIDES))
+    predictor = build_sam2_video_predictor(model, checkpoint, device="cpu", hydra_overrides_extra=list(overrides))
     with predictor.open_session(str(clip)) as session:
         click = session.add_prompt(0, 1, points=np.asarray([CLICK], np.float32), labels=np.asarray([1], np.int32))
         tracked = {fm.frame_idx: fm.masks[0].copy() for fm in session.propagate()}
@@ -212,3 +216,48 @@ def test_stop_tracking_keeps_finished_frames_and_track_resumes(client, clip):
     else:
         assert job.result()["frames"] == N_FRAMES
     assert client.predict(sid, api_name="/track") == {"frames": N_FRAMES, "total": N_FRAMES}
+
+
+def test_edgetam_from_the_hub_clicks_tracks_and_exports_like_the_engine(tmp_path, clip):
+    """The app started with model=edgetam: the checkpoint comes from the (loopback) Hub repo
+    facebook/EdgeTAM, and the click, the tracked PNG mattes and /segment's COCO RLE all equal
+    the engine's EdgeTAM masks from the same checkpoint."""
+    checkpoint = app_checkpoint(tmp_path / "ckpt" / "edgetam256.pt", model=EDGETAM)
+    click_mask, tracked = engine_masks(EDGETAM.name, checkpoint, clip, EDGETAM.overrides)
+    assert sorted(tracked) == list(range(N_FRAMES))
+    # The comparison compares something: foreground and background on the click and every frame.
+    for mask in (click_mask, *tracked.values()):
+        assert mask.any() and not mask.all()
+
+    with run_app(tmp_path, checkpoint, model=EDGETAM) as app:
+        client = Client(app.url, verbose=False, download_files=str(tmp_path / "downloads"))
+        try:
+            opened = client.predict(handle_file(str(clip)), "", api_name="/open_clip")
+            assert (opened["num_frames"], opened["width"], opened["height"]) == (N_FRAMES, *SIZE)
+            sid = opened["session"]
+            shown = client.predict(sid, 0, 1, json.dumps([CLICK]), "[1]", "", "ball", api_name="/set_prompts")
+            got = _rle_mask(shown["objects"][0]["rle"])
+            print("edgetam click: mask pixels", int(got.sum()), "differing", int((got != click_mask).sum()))
+            assert int((got != click_mask).sum()) == 0
+
+            assert client.predict(sid, api_name="/track") == {"frames": N_FRAMES, "total": N_FRAMES}
+            mattes = _zip_mattes(client.predict(sid, "png_zip", api_name="/export"))
+            assert len(mattes) == N_FRAMES
+            worst = max(int(((matte > 127) != tracked[i]).sum()) for i, matte in enumerate(mattes.values()))
+            print("edgetam png zip: worst differing pixels over", N_FRAMES, "frames:", worst)
+            assert worst == 0
+
+            prompts = [{"frame": 0, "object": 1, "points": [list(CLICK)], "labels": [1]}]
+            path = client.predict(handle_file(str(clip)), json.dumps(prompts), "edgetam", "coco_rle",
+                                  api_name="/segment")
+            document = json.loads(Path(path).read_text())
+            frame_of = {img["id"]: i for i, img in enumerate(document["images"])}
+            assert len(document["annotations"]) == N_FRAMES
+            worst = max(int((_rle_mask(a["segmentation"]) != tracked[frame_of[a["image_id"]]]).sum())
+                        for a in document["annotations"])
+            print("edgetam segment (COCO RLE): worst differing pixels", worst)
+            assert worst == 0
+        finally:
+            client.close()
+    # The weights came from the Hub repo facebook/EdgeTAM, into the app's own cache.
+    assert list((tmp_path / "hf_home" / "hub" / "models--facebook--EdgeTAM" / "snapshots").glob("*/edgetam.pt"))

@@ -1,8 +1,8 @@
 """The mask-job contract and the ``sam2-web`` CLI: prompts JSON, exit codes, outputs, Ctrl-C, remote.
 
 Everything runs for real: the engine on a random-weight ``sam2.1_hiera_t`` checkpoint at
-image_size 256, ffmpeg-encoded clips, ``sam2-web`` as a subprocess, and (for ``--remote``) the
-web app started with ``python app.py`` on a loopback port.
+image_size 256 (once on an EdgeTAM one), ffmpeg-encoded clips, ``sam2-web`` as a subprocess, and
+(for ``--remote``) the web app started with ``python app.py`` on a loopback port.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from appserver import OVERRIDES, app_checkpoint, run_app
+from appserver import EDGETAM, OVERRIDES, app_checkpoint, run_app
 from clips import make_audio_only, make_moving_disc_clip
 
 from sam2_web.jobs import FrameRange, MaskJob, OutputSpec, load_prompts, parse_prompts
@@ -72,12 +72,12 @@ def model_args(checkpoint: Path) -> list[str]:
     return [*OVERRIDES, f"checkpoint={checkpoint}", "device=cpu"]
 
 
-def engine_masks(checkpoint: Path, clip: Path) -> dict[int, dict[int, np.ndarray]]:
+def engine_masks(checkpoint: Path, clip: Path, model: str = "sam2.1/sam2.1_hiera_t.yaml",
+                 overrides=OVERRIDES) -> dict[int, dict[int, np.ndarray]]:
     """The oracle: the engine run directly with PROMPTS, frame → {obj_id: mask}."""
     from sam2_web.build import build_sam2_video_predictor
 
-    predictor = build_sam2_video_predictor("sam2.1/sam2.1_hiera_t.yaml", checkpoint, device="cpu",
-                                           hydra_overrides_extra=list(OVERRIDES))
+    predictor = build_sam2_video_predictor(model, checkpoint, device="cpu", hydra_overrides_extra=list(overrides))
     out: dict[int, dict[int, np.ndarray]] = {}
     with predictor.open_session(str(clip)) as session:
         session.add_prompt(0, 1, points=np.array([[30, 28], [100, 80]], np.float32), labels=np.array([1, 0]))
@@ -331,6 +331,31 @@ def test_cli_masks_equal_the_engine(local_run, checkpoint, clip):
     assert any(oracle[i][1].any() for i in range(N_FRAMES))  # the comparison is not of empty masks
     coco = json.loads((out / "disc_coco_rle.json").read_text())
     assert len(coco["images"]) == N_FRAMES and {c["id"] for c in coco["categories"]} == {1, 5}
+
+
+def test_cli_on_edgetam_masks_equal_the_engine(tmp_path, clip, prompts_file):
+    """``sam2-web mask ... model=edgetam checkpoint=...``: both objects' PNG mattes equal the
+    engine's EdgeTAM masks from the same checkpoint."""
+    checkpoint = app_checkpoint(tmp_path / "edgetam256.pt", model=EDGETAM)
+    out = tmp_path / "out"
+    result = run_cli("mask", clip, "--prompts", prompts_file, "--out", out, "--format", "png",
+                     "--progress", "lines", *EDGETAM.app_args(), f"checkpoint={checkpoint}", "device=cpu")
+    assert result.returncode == 0, result.stderr
+    assert f"export png {N_FRAMES}/{N_FRAMES}" in result.stderr
+    oracle = engine_masks(checkpoint, clip, EDGETAM.name, EDGETAM.overrides)
+    assert sorted(oracle) == list(range(N_FRAMES))
+    worst = 0
+    for obj_id, label in ((1, "disc"), (5, "obj_5")):
+        got = read_png_mattes(out / "disc_png", label, "disc")
+        assert len(got) == N_FRAMES
+        for i, matte in enumerate(got):
+            assert matte.shape == (SIZE[1], SIZE[0])
+            worst = max(worst, int((matte != oracle[i][obj_id]).sum()))
+    print("edgetam CLI: worst pixels differing from the engine:", worst)
+    assert worst == 0
+    # The comparison is not of constant masks: the clicked disc has foreground and background.
+    assert oracle[0][1].any() and not oracle[0][1].all()
+    assert all(oracle[i][1].any() and not oracle[i][1].all() for i in range(N_FRAMES))
 
 
 def test_frame_range_tracks_only_inside(tmp_path, checkpoint, clip, prompts_file):

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from appserver import OVERRIDES, app_checkpoint
+from appserver import EDGETAM, OVERRIDES, app_checkpoint
 from clips import ffmpeg_exe, make_moving_disc_clip
 
 from plugins.kdenlive.backend import draw_mask, resolve_model
@@ -34,6 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "plugins" / "kdenlive" / "sam2_web_objectmask.py"
 N_FRAMES, SIZE = 4, (128, 96)
 KDENLIVE_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"  # the key Kdenlive's sammodelsinfo.rc maps a .pt to
+# EdgeTAM as a sammodelsinfo.rc line would add it: its authors' config name, Meta's file name.
+EDGETAM_CONFIG, EDGETAM_FILE = "configs/edgetam.yaml", "edgetam.pt"
+TINY_CONFIG = "sam2.1/sam2.1_hiera_t.yaml"  # our engine's name of the same network
 COLOR = (255, 100, 100, 180)
 BORDER_COLOR = (0, 0, 255, 255)
 
@@ -171,12 +174,12 @@ class KdenliveSide:
         return code
 
 
-def engine_run(checkpoint: Path, frames_dir: Path, keyframes: dict) -> dict[int, np.ndarray]:
+def engine_run(checkpoint: Path, frames_dir: Path, keyframes: dict, model: str = TINY_CONFIG,
+               overrides=OVERRIDES) -> dict[int, np.ndarray]:
     """The oracle: the engine's masks tracked from ``keyframes`` ({frame: dict(points=, labels=, box=)})."""
     from sam2_web.build import build_sam2_video_predictor
 
-    predictor = build_sam2_video_predictor("sam2.1/sam2.1_hiera_t.yaml", checkpoint, device="cpu",
-                                           hydra_overrides_extra=list(OVERRIDES))
+    predictor = build_sam2_video_predictor(model, checkpoint, device="cpu", hydra_overrides_extra=list(overrides))
     with predictor.open_session(str(frames_dir)) as session:
         for frame, prompt in sorted(keyframes.items()):
             session.add_prompt(frame, 1, **{k: np.asarray(v, np.float32 if k != "labels" else np.int32)
@@ -184,13 +187,13 @@ def engine_run(checkpoint: Path, frames_dir: Path, keyframes: dict) -> dict[int,
         return {fm.frame_idx: fm.mask(1).copy() for fm in session.propagate(direction="both")}
 
 
-def replay_previews(checkpoint: Path, frames_dir: Path, steps: list[tuple[int, dict]]) -> dict[int, np.ndarray]:
+def replay_previews(checkpoint: Path, frames_dir: Path, steps: list[tuple[int, dict]], model: str = TINY_CONFIG,
+                    overrides=OVERRIDES) -> dict[int, np.ndarray]:
     """The oracle of the previews: the same prompts, in the same order, on one engine session
     (a second preview of a frame refines the first, as in the backend's session)."""
     from sam2_web.build import build_sam2_video_predictor
 
-    predictor = build_sam2_video_predictor("sam2.1/sam2.1_hiera_t.yaml", checkpoint, device="cpu",
-                                           hydra_overrides_extra=list(OVERRIDES))
+    predictor = build_sam2_video_predictor(model, checkpoint, device="cpu", hydra_overrides_extra=list(overrides))
     shown = {}
     with predictor.open_session(str(frames_dir)) as session:
         for frame, prompt in steps:
@@ -276,6 +279,49 @@ def test_a_kdenlive_session_with_either_reader(work, checkpoint, frames_dir, rea
     assert kdenlive.finish() == 0, "".join(kdenlive.stderr)[-3000:]
     assert kdenlive.unknown == [] and kdenlive.progress and last_percent(kdenlive.stderr) == 100
     check_render(again, engine_run(checkpoint, frames_dir, {0: CLICKS_0, 2: BOX_2, 3: CORRECTION_3}))
+
+
+def test_a_kdenlive_session_on_edgetam(work, frames_dir):
+    """EdgeTAM picked the way Kdenlive picks a model: its checkpoint in the models folder under
+    Meta's file name (``-M .../edgetam.pt``) and the config name a ``sammodelsinfo.rc`` line
+    gives it (``-C configs/edgetam.yaml``); ``--set`` shrinks it to 256 px. The previews and the
+    rendered frames equal the engine's EdgeTAM masks from the same checkpoint."""
+    checkpoint = app_checkpoint(work / "sam2models-edgetam" / EDGETAM_FILE, model=EDGETAM)
+    assert resolve_model(str(checkpoint), EDGETAM_CONFIG) == (EDGETAM.name, checkpoint)
+    previews, renders = work / "previews-edgetam", work / "output-edgetam"
+    sets = [arg for override in EDGETAM.overrides for arg in ("--set", override)]
+    kdenlive = KdenliveSide(["-I", str(frames_dir), "-O", str(previews), "-M", str(checkpoint), "-C", EDGETAM_CONFIG,
+                             "-D", "cpu", "--offload", *sets, "-F", "0", "-P", "0=30,28", "-L", "0=1",
+                             "--color", "255,100,100,180"], cwd=work, reader="lines")
+    style = "--border 0 --color 255,100,100,180 --overlay-mode 0"
+    kdenlive.send(f"preview=-F 0 -P 0=30,28,100,80 -L 0=1,0 {style}")
+    assert kdenlive.expect("preview ok") == "0"
+    kdenlive.send(f"preview=-F 2 -B 2=70,50,120,90 {style}")
+    assert kdenlive.expect("preview ok") == "2"
+    renders.mkdir()
+    kdenlive.send(f"render={renders}")
+    assert kdenlive.expect("INFO") == "Propagating in video"
+    kdenlive.expect("mask ok")
+    kdenlive.send("finish")
+    assert kdenlive.finish() == 0, "".join(kdenlive.stderr)[-3000:]
+    assert kdenlive.unknown == [] and last_percent(kdenlive.stderr) == 100, kdenlive.progress
+
+    model = (EDGETAM.name, EDGETAM.overrides)
+    shown = replay_previews(checkpoint, frames_dir, [(0, CLICKS_0), (2, BOX_2)], *model)
+    tracked = engine_run(checkpoint, frames_dir, {0: CLICKS_0, 2: BOX_2}, *model)
+    assert sorted(tracked) == list(range(N_FRAMES))
+    # Foreground and background in every mask compared, so equal pictures mean equal masks.
+    for mask in (*shown.values(), *tracked.values()):
+        assert mask.any() and not mask.all()
+    assert sorted(p.name for p in previews.iterdir()) == ["preview-00000.png", "preview-00002.png"]
+    worst = 0
+    for frame, expected in shown.items():
+        picture = rgba(previews / f"preview-{frame:05d}.png")
+        assert picture.shape == (SIZE[1], SIZE[0], 4)
+        worst = max(worst, int(((picture[..., 3] > 0) != expected).sum()))
+    print("edgetam previews: worst pixels differing from the engine:", worst)
+    assert worst == 0
+    check_render(renders, tracked)
 
 
 def check_render(folder: Path, tracked: dict[int, np.ndarray]) -> None:
