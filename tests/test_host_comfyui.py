@@ -29,9 +29,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from appserver import EDGETAM, app_checkpoint
 from tests.clips import make_moving_disc_clip, moving_disc_frames
 from tests.parity import build_reference, save_official_checkpoint
-from tests.test_plugin_comfyui import engine_masks, load_like_comfyui
+from tests.test_plugin_comfyui import engine_masks, engine_predictor, load_like_comfyui
 
 REPO = Path(__file__).resolve().parents[1]
 COMFY_PYTHON = REPO / ".oracles" / "comfyui" / "bin" / "python"
@@ -106,6 +107,9 @@ class Events:
         self.sock.close()
 
 
+OUTCOMES = {"execution_success": "success", "execution_error": "error", "execution_interrupted": "interrupted"}
+
+
 class Comfy:
     """A running ComfyUI: its tree, port, log, and the HTTP calls the tests make."""
 
@@ -142,14 +146,20 @@ class Comfy:
             if on_event is not None:
                 on_event(message)
             kind = message["type"]
-            if kind == "execution_error":
-                return "error", seen
-            if kind == "execution_interrupted":
-                return "interrupted", seen
+            if kind in OUTCOMES:
+                # ComfyUI sends these from inside the run and records /history only after it; its
+                # "executing" with node None follows that record, so wait for it before returning.
+                self._until_finished(prompt_id)
+                return OUTCOMES[kind], seen
             if kind == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id:
                 return "success", seen
-            if kind == "execution_success":
-                return "success", seen
+
+    def _until_finished(self, prompt_id: str) -> None:
+        """Read events until ComfyUI's end-of-prompt ``executing`` (node None) for ``prompt_id``."""
+        while True:
+            data = self.events.next().get("data") or {}
+            if data.get("prompt_id") == prompt_id and "node" in data and data["node"] is None:
+                return
 
     def outputs(self) -> list[str]:
         """Everything under output/ (relative paths), hidden staging folders included."""
@@ -287,6 +297,35 @@ def test_video_to_masks_to_matte_export(comfy, inputs, predictor):
     history = comfy.call("GET", f"/history/{prompt_id}")[1][prompt_id]
     assert history["status"]["status_str"] == "success"
     assert history["outputs"]["5"]["text"] == [str(out / "ball_png")]
+
+
+def test_video_on_edgetam_matches_the_engine(comfy, inputs, tmp_path_factory):
+    """The video workflow on EdgeTAM, one of the new models (at 256 px: its two overrides go in the
+    loader's one text field): ComfyUI's mattes equal our engine's masks from the same checkpoint."""
+    checkpoint = app_checkpoint(tmp_path_factory.mktemp("comfy_edgetam") / "edgetam_random.pt", EDGETAM)
+    workflow = video_workflow(inputs, "edgetam", points=f"{CLICK[0]},{CLICK[1]}")
+    workflow["3"]["inputs"].update(model="edgetam", checkpoint=str(checkpoint), overrides=" ".join(EDGETAM.overrides))
+    for export_node in ("5", "6"):
+        workflow[export_node]["inputs"]["folder"] = "edgetam"
+    prompt_id = comfy.queue(workflow)
+    outcome, events = comfy.wait(prompt_id)
+    assert outcome == "success", json.dumps(events[-3:])[-3000:] + "".join(comfy.log[-40:])
+    out = comfy.tree / "output" / "edgetam"
+    assert sorted(p.name for p in out.iterdir()) == ["edgetam_png", "edgetam_rgba_png"]
+    mattes = read_stack(out / "edgetam_png" / "matte")
+    rgba = read_stack(out / "edgetam_rgba_png")
+    assert mattes.shape == (CLIP_FRAMES, CLIP_SIZE[1], CLIP_SIZE[0]) and set(np.unique(mattes)) <= {0, 255}
+    assert np.array_equal(rgba[..., 3] > 0, mattes > 127)
+    frames = np.ascontiguousarray(rgba[..., :3])
+    oracle = engine_predictor("edgetam", checkpoint, EDGETAM.overrides)
+    expected = engine_masks(oracle, frames, CLICK_FRAME, [list(CLICK)], [1])
+    diff = int(((mattes > 127) != expected).sum())
+    print(f"ComfyUI EdgeTAM run vs engine: {diff} differing pixels of {expected.size}; coverage {expected.mean():.3f}")
+    assert diff == 0
+    assert expected.any() and not expected.all()  # foreground and background: the comparison compares something
+    history = comfy.call("GET", f"/history/{prompt_id}")[1][prompt_id]
+    assert history["status"]["status_str"] == "success"
+    assert history["outputs"]["5"]["text"] == [str(out / "edgetam_png")]
 
 
 def test_image_batch_with_two_objects(comfy, inputs, predictor):

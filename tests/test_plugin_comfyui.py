@@ -13,6 +13,7 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from PIL import Image
 
 from sam2_web.errors import ExportError, PromptError, UnknownObjectError
 
+from appserver import EDGETAM, app_checkpoint
 from tests.clips import moving_disc_frames
 from tests.parity import build_reference, save_official_checkpoint
 
@@ -63,6 +65,26 @@ def model(nodes, checkpoint):
     (loaded,) = getattr(loader, loader.FUNCTION)(model="sam2.1_hiera_t", device="cpu",
                                                  checkpoint=str(checkpoint), overrides=OVERRIDES)
     return loaded
+
+
+@pytest.fixture(scope="module")
+def edgetam_checkpoint(tmp_path_factory):
+    """A random-weight EdgeTAM checkpoint in the official format (256 px), its presence head
+    biased to "present" so the masks are not empty (``tests/appserver.py``)."""
+    return app_checkpoint(tmp_path_factory.mktemp("comfy_edgetam") / "edgetam_random.pt", EDGETAM)
+
+
+def engine_predictor(model: str, checkpoint, overrides) -> SimpleNamespace:
+    """The oracle's model: our engine built directly from ``checkpoint`` (not through the loader
+    node), with the engine settings of ``configs/app.yaml``; ``.predictor`` as ``engine_masks`` takes."""
+    from omegaconf import OmegaConf
+
+    from sam2_web.build import build_sam2_video_predictor
+    from sam2_web.models import compose_app_config
+
+    engine = OmegaConf.to_container(compose_app_config([]).engine, resolve=True)
+    return SimpleNamespace(predictor=build_sam2_video_predictor(
+        model, str(checkpoint), device="cpu", hydra_overrides_extra=list(overrides), **engine))
 
 
 def as_image(frames: np.ndarray) -> torch.Tensor:
@@ -156,6 +178,30 @@ def test_segment_json_prompts_match_the_engine(nodes, model, clip):
     assert np.array_equal(shown[~expected], clip[~expected])
     if expected.any():
         assert np.any(shown[expected] != clip[expected], axis=-1).mean() > 0.9
+
+
+def test_segment_on_edgetam_matches_the_engine(nodes, edgetam_checkpoint, clip):
+    """EdgeTAM, one of the new models, through the loader and the segmenter: two overrides in the
+    loader's one text field (space-separated) both reach the network, and the masks equal those of
+    our engine built directly from the same checkpoint."""
+    (loaded,) = run_node(nodes, "SAM2WebModelLoader", model="edgetam", device="cpu",
+                         checkpoint=str(edgetam_checkpoint), overrides=" ".join(EDGETAM.overrides))
+    net = loaded.predictor
+    assert loaded.name == "edgetam" and type(net.image_encoder.trunk).__name__ == "TimmBackbone"
+    assert net.image_size == 256
+    assert net.memory_attention.layers[0].cross_attn_image.q_sizes == (16, 16)  # the second override
+    prompts = {"version": 1, "objects": [{"id": 1, "frames": [{"frame": 1, "points": [[40, 28]], "labels": [1]}]}]}
+    masks, preview = run_node(nodes, "SAM2WebVideoSegment", sam2_model=loaded, images=as_image(clip),
+                              prompts=json.dumps(prompts), direction="both")
+    n, h, w = clip.shape[:3]
+    assert masks.shape == (n, h, w) and preview.shape == (n, h, w, 3)
+    assert set(torch.unique(masks).tolist()) <= {0.0, 1.0}
+    oracle = engine_predictor("edgetam", edgetam_checkpoint, EDGETAM.overrides)
+    expected = engine_masks(oracle, clip, 1, [[40, 28]], [1])
+    diff = int((masks.numpy().astype(bool) != expected).sum())
+    print(f"EdgeTAM segment vs engine: {diff} differing pixels of {expected.size}; coverage {expected.mean():.3f}")
+    assert diff == 0
+    assert expected.any() and not expected.all()  # foreground and background: the comparison compares something
 
 
 def test_nodes_work_inside_torch_inference_mode(nodes, checkpoint, model, clip, tmp_path):
