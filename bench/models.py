@@ -147,14 +147,10 @@ def _build_worker_model(impl: str, model: str, overrides: list[str], ckpt: str, 
     predictor = builder(model, overrides).eval()
     torch.save({"model": predictor.state_dict()}, ckpt)
     # Memories are stored as bf16; on a CPU an all-bf16 memory meets float weights and fails.
-    attend = predictor.memory_attention.forward
+    sys.path.insert(0, str(ROOT))  # oracle venvs run this file without the repo on their path
+    from tests.oracle_venv import float_memories
 
-    def float_memory(*args, **kwargs):
-        kwargs["memory"], kwargs["memory_pos"] = kwargs["memory"].float(), kwargs["memory_pos"].float()
-        return attend(*args, **kwargs)
-
-    predictor.memory_attention.forward = float_memory
-    return predictor
+    return float_memories(predictor)
 
 
 def _peak_rss_mb() -> float:

@@ -68,13 +68,9 @@ def _build(impl: str, model: str, size: int, ckpt: str):
             reference_config(model), ckpt, device="cpu", hydra_overrides_extra=overrides
         )
         # The reference's memory is all-bf16 when no float pointer joins it; cast as the tests do.
-        forward = predictor.memory_attention.forward
+        from tests.oracle_venv import float_memories
 
-        def float_memory_forward(*args, **kwargs):
-            kwargs["memory"], kwargs["memory_pos"] = kwargs["memory"].float(), kwargs["memory_pos"].float()
-            return forward(*args, **kwargs)
-
-        predictor.memory_attention.forward = float_memory_forward
+        float_memories(predictor)
     else:
         from sam2_web.build import build_sam2_video_predictor
 

@@ -213,3 +213,12 @@ def make_moving_disc_clip(
     else:
         write_clip(path, frames, fps=fps, codec="libx264", pix_fmt="yuv444p", extra=("-crf", "4"))
     return path, masks
+
+
+def disc_clips(root: Path, n_frames: int, size: tuple[int, int] = (128, 96), radius: int = 14) -> dict:
+    """The moving disc both ways the engine reads it, for the engine test modules:
+    ``{"folder": JPEG folder, "mp4": H.264 file, "masks": (n, h, w) bool, "root": root}``."""
+    root = Path(root)
+    folder, masks = make_moving_disc_clip(root / "jpegs", n_frames=n_frames, size=size, radius=radius)
+    mp4, _ = make_moving_disc_clip(root / "disc.mp4", n_frames=n_frames, size=size, radius=radius)
+    return {"folder": str(folder), "mp4": str(mp4), "masks": masks, "root": root}

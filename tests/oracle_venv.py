@@ -11,6 +11,7 @@ reads them and writes its outputs to another ``.npz``, and compares.
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -23,7 +24,31 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 ORACLES = ROOT / ".oracles"
 
-# Prepended to every oracle script: load_inputs() / save_outputs(**arrays) and ARGS.
+
+def float_memories(model):
+    """Hand ``model``'s memory attention float32 copies of its memories; returns ``model``.
+
+    The authors' video predictors (the reference and the other families) store memories as
+    bfloat16; on a CPU, all-bf16 memory meets float weights and fails. The copies hold the same
+    rounded values, which is what our engine does. Idempotent. Needs only torch tensors, so oracle
+    scripts get it through the prelude and the bench workers import it.
+    """
+    attention = model.memory_attention
+    if getattr(attention, "_casts_memory", False):
+        return model
+    forward = attention.forward
+
+    def float_memory_forward(*args, **kwargs):
+        kwargs["memory"], kwargs["memory_pos"] = kwargs["memory"].float(), kwargs["memory_pos"].float()
+        return forward(*args, **kwargs)
+
+    attention.forward = float_memory_forward
+    attention._casts_memory = True
+    return model
+
+
+# Prepended to every oracle script: load_inputs() / save_outputs(**arrays), float_memories(model)
+# and ARGS.
 _PRELUDE = textwrap.dedent(
     """
     import sys
@@ -37,7 +62,7 @@ _PRELUDE = textwrap.dedent(
     def save_outputs(**arrays):
         np.savez(_OUT, **{k: np.asarray(v) for k, v in arrays.items()})
     """
-)
+) + "\n" + inspect.getsource(float_memories)
 
 
 def oracle_python(name: str) -> Path:
@@ -88,4 +113,4 @@ def run_oracle(
         return {k: data[k] for k in data.files}
 
 
-__all__ = ["ORACLES", "oracle_python", "run_oracle"]
+__all__ = ["ORACLES", "float_memories", "oracle_python", "run_oracle"]

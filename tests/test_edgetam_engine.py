@@ -18,7 +18,7 @@ from sam2_web.components import connected_components
 from sam2_web.errors import CancelledError
 from sam2_web.video.tracker import memory_reach
 from tests.counting import Counter
-from tests.clips import make_moving_disc_clip
+from tests.clips import disc_clips
 
 N_FRAMES = 10
 # 256 px input: 16x16 frame map, so the cross-attention's query grid is 16x16; a memory window of
@@ -41,10 +41,7 @@ def predictor():
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
-    root = tmp_path_factory.mktemp("edgetam-engine")
-    folder, masks = make_moving_disc_clip(root / "jpegs", n_frames=N_FRAMES, size=(128, 96), radius=14)
-    mp4, _ = make_moving_disc_clip(root / "disc.mp4", n_frames=N_FRAMES, size=(128, 96), radius=14)
-    return {"folder": str(folder), "mp4": str(mp4), "masks": masks}
+    return disc_clips(tmp_path_factory.mktemp("edgetam-engine"), N_FRAMES)
 
 
 

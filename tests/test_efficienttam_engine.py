@@ -19,7 +19,7 @@ from sam2_web.components import connected_components
 from sam2_web.modeling.efficient_attention import EfficientRoPEAttention
 from sam2_web.video import FrameMasks
 from tests.counting import Counter
-from tests.clips import make_moving_disc_clip
+from tests.clips import disc_clips
 from tests.parity import perturb
 from tests.test_parity_efficienttam import reveal_objects
 
@@ -42,10 +42,7 @@ def predictor():
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
-    root = tmp_path_factory.mktemp("etam-engine")
-    folder, masks = make_moving_disc_clip(root / "jpegs", n_frames=N_FRAMES, size=(128, 96), radius=14)
-    mp4, _ = make_moving_disc_clip(root / "disc.mp4", n_frames=N_FRAMES, size=(128, 96), radius=14)
-    return {"folder": str(folder), "mp4": str(mp4), "masks": masks}
+    return disc_clips(tmp_path_factory.mktemp("etam-engine"), N_FRAMES)
 
 
 

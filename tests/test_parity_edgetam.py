@@ -113,14 +113,7 @@ elif mode == "video":
     clip_dir, ops = ARGS[4], json.loads(ARGS[5])
     inputs = load_inputs()
     predictor = build(build_sam2_video_predictor, ARGS[6:])
-    # Memories are stored as bfloat16; hand the memory attention float32 copies (the same
-    # rounded values, and what our engine does) so CPU matmuls never meet mixed dtypes.
-    _attend = predictor.memory_attention.forward
-    def _float_memory(*args, **kwargs):
-        kwargs["memory"] = kwargs["memory"].float()
-        kwargs["memory_pos"] = kwargs["memory_pos"].float()
-        return _attend(*args, **kwargs)
-    predictor.memory_attention.forward = _float_memory
+    float_memories(predictor)  # bf16 memories meet float weights on a CPU
     out = {}
     with torch.inference_mode():
         state = predictor.init_state(clip_dir)

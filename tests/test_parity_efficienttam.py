@@ -180,15 +180,7 @@ def build(job):
     torch.save({{"model": model.state_dict()}}, job["ckpt"])
     if job["kind"] == "image":
         return EfficientTAMImagePredictor(model)
-    forward = model.memory_attention.forward
-
-    def float_memory_forward(*args, **kwargs):
-        kwargs["memory"] = kwargs["memory"].float()
-        kwargs["memory_pos"] = kwargs["memory_pos"].float()
-        return forward(*args, **kwargs)
-
-    model.memory_attention.forward = float_memory_forward
-    return model
+    return float_memories(model)
 
 
 torch.set_num_threads(int(ARGS[1]))

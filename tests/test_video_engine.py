@@ -21,7 +21,7 @@ from sam2_web.video.features import FeatureCache
 from sam2_web.video.store import ResultStore, rle_decode, rle_encode
 from sam2_web.video.memory import memory_reach
 from tests.counting import Counter
-from tests.clips import make_audio_only, make_moving_disc_clip, make_zero_frame_video, moving_disc_frames
+from tests.clips import disc_clips, make_audio_only, make_zero_frame_video, moving_disc_frames
 
 # Memory window of 2 spatial memories + 3 pointers, so a 10-frame clip must evict.
 OVERRIDES = ["++model.image_size=256", "++model.num_maskmem=3", "++model.max_obj_ptrs_in_encoder=4"]
@@ -40,10 +40,7 @@ def predictor():
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
-    root = tmp_path_factory.mktemp("vengine")
-    folder, masks = make_moving_disc_clip(root / "jpegs", n_frames=N_FRAMES, size=(128, 96), radius=14)
-    mp4, _ = make_moving_disc_clip(root / "disc.mp4", n_frames=N_FRAMES, size=(128, 96), radius=14)
-    return {"folder": str(folder), "mp4": str(mp4), "masks": masks, "root": root}
+    return disc_clips(tmp_path_factory.mktemp("vengine"), N_FRAMES)
 
 
 

@@ -25,6 +25,7 @@ import torch
 
 from tests.clips import make_moving_disc_clip
 from sam2_web.video.memory import memory_reach
+from tests.oracle_venv import float_memories
 from tests.parity import informative_masks, make_pair
 
 pytest.importorskip("sam2")
@@ -47,17 +48,7 @@ def clip(tmp_path_factory):
 
 def _pair(parity_dir, overrides):
     pair = make_pair("sam2.1_hiera_t", overrides, video=True, workdir=parity_dir)
-    ref = pair.ref
-    if not getattr(ref.memory_attention, "_casts_memory", False):
-        forward = ref.memory_attention.forward
-
-        def float_memory_forward(*args, **kwargs):
-            kwargs["memory"] = kwargs["memory"].float()
-            kwargs["memory_pos"] = kwargs["memory_pos"].float()
-            return forward(*args, **kwargs)
-
-        ref.memory_attention.forward = float_memory_forward
-        ref.memory_attention._casts_memory = True
+    float_memories(pair.ref)
     for model in (pair.ref, pair.ours):
         model.fill_hole_area = 0
     return pair
