@@ -38,6 +38,7 @@ install() {
   fi
   install_oracles
   install_hosts
+  report_missing
 }
 
 # Oracles whose package clashes with the reference (several call themselves `sam2`) live in their own
@@ -53,42 +54,84 @@ oracle_venv() {
   echo "$(cd "$shared" && pwd)" > "$own/_sam2_web_dev_venv.pth"
 }
 
-# The team's read-only shared/ folder: $SAM2_WEB_SHARED, else shared/ in the checkout, else the one
-# beside it (CI clones the repository with a copy of shared/ next to it).
-shared_dir() {
-  local d
+# Oracle and host sources that no registry has come as snapshots (tarballs): from the team's read-only
+# shared/ folder ($SAM2_WEB_SHARED, else shared/ in the checkout, else the one beside it, as CI has it),
+# else from their public source at the pinned commit (GitHub), repacked with the snapshot's top folder and
+# kept in .oracles/downloads. A clone with neither gets them marked missing: see missing() below.
+snapshot() {  # FILE URL TOP: print the path of a tarball laid out as shared/FILE (top folder TOP), or nothing
+  local file=$1 url=$2 top=$3 d tmp
   for d in "${SAM2_WEB_SHARED:-}" shared ../shared; do
-    if [ -n "$d" ] && [ -d "$d/oracles" ]; then (cd "$d" && pwd); return; fi
+    if [ -n "$d" ] && [ -f "$d/$file" ]; then echo "$(cd "$d" && pwd)/$file"; return; fi
   done
-  echo "no shared/ folder with oracles/ (set SAM2_WEB_SHARED)" >&2; return 1
+  local cached=.oracles/downloads/${file##*/}
+  if [ ! -f "$cached" ] && command -v curl >/dev/null; then
+    mkdir -p .oracles/downloads
+    tmp=$(mktemp -d)
+    if curl -fsSL --connect-timeout 20 --max-time 900 "$url" -o "$tmp/src.tar.gz" 2>/dev/null \
+        && mkdir "$tmp/$top" && tar -xzf "$tmp/src.tar.gz" -C "$tmp/$top" --strip-components=1 \
+        && tar -czf "$cached.part" -C "$tmp" "$top"; then
+      mv "$cached.part" "$cached"
+    fi
+    rm -rf "$tmp" "$cached.part"
+  fi
+  if [ -f "$cached" ]; then echo "$(pwd)/$cached"; fi
+}
+
+# What could not be installed: one line per oracle/host in .oracles/missing/NAME, which the tests that
+# need it read as their skip reason (tests/oracle_venv.py require_installed); a finished install of NAME
+# leaves .oracles/NAME/.ready instead.
+MISSING=()
+missing() {  # NAME WHY
+  mkdir -p .oracles/missing
+  echo "$2" > ".oracles/missing/$1"
+  MISSING+=("$1")
+}
+installed() {  # NAME: mark NAME ready
+  rm -f ".oracles/missing/$1"
+  touch ".oracles/$1/.ready"
+}
+report_missing() {
+  [ ${#MISSING[@]} -eq 0 ] && return 0
+  local line="" name
+  for name in "${MISSING[@]}"; do line+="${line:+; }$name: $(cat ".oracles/missing/$name")"; done
+  echo "dev.sh: not installed — $line. Tests that need them skip with this reason (with CI=true they fail)." >&2
+  if [ "${CI:-}" = "true" ]; then echo "dev.sh: CI=true: every oracle and host must be installed" >&2; return 1; fi
 }
 
 install_oracles() {
   mkdir -p .oracles
-  # (each oracle family adds its block here: create its venv with oracle_venv NAME, then install
-  #  the authors' package into it with --no-deps, after checking whether it is already there)
-  :
+  # Each family: its venv (oracle_venv NAME), the authors' package installed with --no-deps unless it
+  # is there already, then `installed NAME` (or `missing NAME WHY` when its source cannot be had).
   # EdgeTAM (facebookresearch/EdgeTAM packaged as edgetam-dimos; its package is also `sam2`). Its
   # other needs (torch, timm, hydra, iopath, tqdm, pillow) come from the dev venv.
   oracle_venv edgetam
   if ! .oracles/edgetam/bin/python -c "import importlib.metadata as m; m.version('edgetam-dimos')" 2>/dev/null; then
     .oracles/edgetam/bin/python -m pip install -q --disable-pip-version-check --no-deps "edgetam-dimos==1.0.1"
   fi
-  # EfficientTAM (yformer/EfficientTAM at abcd061; package efficient_track_anything) from the source
-  # snapshot in shared/oracles/. Editable, from the unpacked tree kept in .oracles/src: the repo has no
-  # MANIFEST.in, so a plain install leaves out the YAML configs hydra needs.
-  oracle_venv efficienttam
-  local etam_tar=efficienttam-abcd061.tar.gz etam_src=.oracles/src/EfficientTAM
+  installed edgetam
+  # EfficientTAM (yformer/EfficientTAM at abcd061; package efficient_track_anything) from its source
+  # snapshot. Editable, from the unpacked tree kept in .oracles/src: the repo has no MANIFEST.in, so a
+  # plain install leaves out the YAML configs hydra needs.
+  local etam_tar=efficienttam-abcd061.tar.gz etam_src=.oracles/src/EfficientTAM tarball
   if [ "$(cat "$etam_src/.snapshot" 2>/dev/null)" != "$etam_tar" ] \
       || ! .oracles/efficienttam/bin/python -c "import importlib.metadata as m; m.version('efficient_track_anything')" 2>/dev/null; then
-    rm -rf "$etam_src" && mkdir -p .oracles/src
-    tar -xzf "$(shared_dir)/oracles/$etam_tar" -C .oracles/src
-    echo "$etam_tar" > "$etam_src/.snapshot"
-    # Building it in place needs bdist_wheel, which the venv's own (older) setuptools lacks.
-    .oracles/efficienttam/bin/python -c "import wheel" 2>/dev/null \
-      || .oracles/efficienttam/bin/python -m pip install -q --disable-pip-version-check wheel
-    Efficient_Track_Anything_BUILD_CUDA=0 .oracles/efficienttam/bin/python -m pip install -q \
-      --disable-pip-version-check --no-build-isolation --no-deps -e "$etam_src"
+    tarball=$(snapshot "oracles/$etam_tar" https://github.com/yformer/EfficientTAM/archive/abcd061.tar.gz EfficientTAM)
+    if [ -z "$tarball" ]; then
+      missing efficienttam "no shared/oracles/$etam_tar and github.com/yformer/EfficientTAM unreachable: the EfficientTAM parity tests skip"
+    else
+      oracle_venv efficienttam
+      rm -rf "$etam_src" && mkdir -p .oracles/src
+      tar -xzf "$tarball" -C .oracles/src
+      echo "$etam_tar" > "$etam_src/.snapshot"
+      # Building it in place needs bdist_wheel, which the venv's own (older) setuptools lacks.
+      .oracles/efficienttam/bin/python -c "import wheel" 2>/dev/null \
+        || .oracles/efficienttam/bin/python -m pip install -q --disable-pip-version-check wheel
+      Efficient_Track_Anything_BUILD_CUDA=0 .oracles/efficienttam/bin/python -m pip install -q \
+        --disable-pip-version-check --no-build-isolation --no-deps -e "$etam_src"
+      installed efficienttam
+    fi
+  else
+    installed efficienttam
   fi
 }
 
@@ -105,15 +148,19 @@ install_hosts() {
     "${pip[@]}" "numpy<2"
     "${pip[@]}" "bpy==5.0.1"
   fi
-  # ComfyUI 0.3.64 from the snapshot in shared/hosts/ (tests unpack a fresh tree each run): its
-  # requirements.txt without torch/torchvision/torchaudio (the dev venv's torch serves it; the
-  # audio nodes it cannot load are skipped by ComfyUI), plus requests, which it imports but omits.
+  installed blender5
+  # ComfyUI 0.3.64 from its snapshot (tests unpack a fresh tree each run; .oracles/comfyui/.snapshot
+  # names the tarball): its requirements.txt without torch/torchvision/torchaudio (the dev venv's torch
+  # serves it; the audio nodes it cannot load are skipped by ComfyUI), plus requests, which it imports
+  # but omits.
+  local comfy_tar reqs
+  comfy_tar=$(snapshot hosts/comfyui-0.3.64.tar.gz \
+    https://github.com/comfyanonymous/ComfyUI/archive/refs/tags/v0.3.64.tar.gz ComfyUI)
+  if [ -z "$comfy_tar" ]; then
+    missing comfyui "no shared/hosts/comfyui-0.3.64.tar.gz and github.com/comfyanonymous/ComfyUI unreachable: the real-ComfyUI host test skips"
+    return 0
+  fi
   oracle_venv comfyui
-  local comfy_tar="" reqs d
-  for d in "${SAM2_WEB_SHARED:-}" shared ../shared; do  # as tests/test_host_comfyui.py looks
-    if [ -n "$d" ] && [ -f "$d/hosts/comfyui-0.3.64.tar.gz" ]; then comfy_tar=$d/hosts/comfyui-0.3.64.tar.gz; break; fi
-  done
-  [ -n "$comfy_tar" ] || { echo "no shared/hosts/comfyui-0.3.64.tar.gz (set SAM2_WEB_SHARED)" >&2; return 1; }
   reqs=$(tar -xzOf "$comfy_tar" ComfyUI/requirements.txt | grep -vE '^(torch|torchvision|torchaudio)[[:space:]]*$')
   reqs+=$'\nrequests'
   if [ "$(cat .oracles/comfyui/.requirements 2>/dev/null)" != "$reqs" ]; then
@@ -121,6 +168,8 @@ install_hosts() {
       -r <(printf '%s\n' "$reqs")
     printf '%s' "$reqs" > .oracles/comfyui/.requirements
   fi
+  echo "$comfy_tar" > .oracles/comfyui/.snapshot
+  installed comfyui
 }
 
 case "${1:-test}" in

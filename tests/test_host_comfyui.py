@@ -31,24 +31,21 @@ from PIL import Image
 
 from appserver import EDGETAM, app_checkpoint
 from tests.clips import make_moving_disc_clip, moving_disc_frames
+from tests.oracle_venv import require_installed
 from tests.parity import build_reference, save_official_checkpoint
 from tests.test_plugin_comfyui import engine_masks, engine_predictor, load_like_comfyui
 
 REPO = Path(__file__).resolve().parents[1]
 COMFY_PYTHON = REPO / ".oracles" / "comfyui" / "bin" / "python"
-SNAPSHOT = "hosts/comfyui-0.3.64.tar.gz"
 OVERRIDES = "++model.image_size=128"  # small input: the whole module runs in about a minute
 CLIP_FRAMES, CLIP_SIZE = 8, (128, 96)
 CLICK, CLICK_FRAME = (40, 30), 2  # on the disc of frame 2
 
 
-def shared_dir() -> Path:
-    """The team's shared/ folder: $SAM2_WEB_SHARED, else shared/ in the checkout or beside it (CI)."""
-    candidates = [os.environ.get("SAM2_WEB_SHARED"), REPO / "shared", REPO.parent / "shared"]
-    for candidate in filter(None, candidates):
-        if (Path(candidate) / SNAPSHOT).is_file():
-            return Path(candidate)
-    raise AssertionError(f"no {SNAPSHOT} in {[str(c) for c in candidates if c]}; set SAM2_WEB_SHARED")
+def snapshot() -> Path:
+    """The ComfyUI release tarball the install step used (from shared/ or its public source)."""
+    folder = require_installed("comfyui")
+    return Path((folder / ".snapshot").read_text().strip())
 
 
 class Events:
@@ -175,9 +172,9 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory):
-    assert COMFY_PYTHON.is_file(), f"{COMFY_PYTHON} is missing: run `bash scripts/dev.sh install` (install_hosts)"
+    tarball = snapshot()
     work = tmp_path_factory.mktemp("comfyui")
-    with tarfile.open(shared_dir() / SNAPSHOT) as snapshot:
+    with tarfile.open(tarball) as snapshot:
         snapshot.extractall(work, filter="data")
     tree = work / "ComfyUI"
     (tree / "custom_nodes" / "sam2_web").symlink_to(REPO / "plugins" / "comfyui", target_is_directory=True)
