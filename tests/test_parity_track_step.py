@@ -50,7 +50,9 @@ def _features(model, frames):
     with torch.no_grad():
         for img in frames:
             x = T.preprocess_image(img, SIZE)[None]
-            _, feats, pos, sizes = model._prepare_backbone_features(model.forward_image(x))
+            # Ours names it as a public method; the reference's is private.
+            prepare = getattr(model, "prepare_backbone_features", None) or model._prepare_backbone_features
+            _, feats, pos, sizes = prepare(model.forward_image(x))
             out.append((feats, pos, sizes))
     return out
 

@@ -13,17 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def run_lengths(mask: np.ndarray) -> list[int]:
-    """Column-major run lengths of a (H, W) mask, starting with a (possibly empty) zero run."""
-    flat = np.asarray(mask, dtype=bool).ravel(order="F")
-    if flat.size == 0:
-        return []
-    # Positions where the value changes, plus both ends, delimit the runs.
-    edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate(([0], edges, [flat.size]))
-    runs = np.diff(bounds).tolist()
-    return [0, *runs] if flat[0] else runs
+from sam2_web.runlength import from_run_lengths, run_lengths
 
 
 def _pack(counts: list[int]) -> str:
@@ -74,7 +64,7 @@ def encode(mask: np.ndarray) -> dict:
     m = np.asarray(mask)
     if m.ndim != 2:
         raise ValueError(f"expected a (H, W) mask, got shape {m.shape}")
-    return {"size": [int(m.shape[0]), int(m.shape[1])], "counts": _pack(run_lengths(m))}
+    return {"size": [int(m.shape[0]), int(m.shape[1])], "counts": _pack(run_lengths(m, order="F").tolist())}
 
 
 def decode(rle: dict) -> np.ndarray:
@@ -86,15 +76,9 @@ def decode(rle: dict) -> np.ndarray:
     height, width = (int(v) for v in rle["size"])
     text = rle["counts"]
     counts = _unpack(text.encode() if isinstance(text, str) else bytes(text))
-    if sum(counts) != height * width:
+    if sum(counts) != height * width or min(counts, default=0) < 0:
         raise ValueError(f"RLE counts add up to {sum(counts)}, not {height}x{width}")
-    flat = np.zeros(height * width, dtype=bool)
-    at = 0
-    for k, run in enumerate(counts):
-        if k % 2:
-            flat[at:at + run] = True
-        at += run
-    return flat.reshape((width, height)).T  # COCO runs go down the columns
+    return from_run_lengths(counts, (height, width), order="F")  # COCO runs go down the columns
 
 
 def area_and_bbox(mask: np.ndarray) -> tuple[int, list[int]]:

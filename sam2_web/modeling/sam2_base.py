@@ -8,7 +8,7 @@ engine drive it, and state across frames lives with them, not here. One tracking
    (:meth:`~SAM2Base._prepare_memory_conditioned_features`: which frames and how their outputs
    become tokens is :mod:`sam2_web.modeling.memory_reading`; then memory attention);
 2. decode the prompts on them (:meth:`~SAM2Base._forward_sam_heads`, a :class:`HeadsOutput`);
-3. encode the predicted mask into this frame's memory (:meth:`~SAM2Base._encode_new_memory`,
+3. encode the predicted mask into this frame's memory (:meth:`~SAM2Base.encode_memory`,
    ending in :meth:`~SAM2Base._compress_memory`, the identity for SAM 2).
 
 Inference only: training-time switches of the published configs are accepted (so the official
@@ -48,7 +48,7 @@ class PointInputs:
 
     ``point_coords`` is (B, P, 2) float in ``image_size`` pixels; ``point_labels`` is (B, P)
     int32 with 1 = positive, 0 = negative, 2/3 = box top-left/bottom-right (how SAM 2 was
-    trained), -1 = padding. (The app's record of one click is ``sam2_web.ui.state.PointPrompt``.)
+    trained), -1 = padding. (What the user clicked, in clip pixels, is ``sam2_web.video.edits.Click``.)
     """
 
     point_coords: torch.Tensor
@@ -363,7 +363,7 @@ class SAM2Base(nn.Module):
             fpn[1] = self.sam_mask_decoder.conv_s1(fpn[1])
         return backbone_out
 
-    def _prepare_backbone_features(
+    def prepare_backbone_features(
         self, backbone_out: Dict[str, Any]
     ) -> Tuple[Dict[str, Any], List[torch.Tensor], List[torch.Tensor], List[Tuple[int, int]]]:
         """Flatten the levels the heads use into (HW, B, C) tokens.
@@ -567,7 +567,7 @@ class SAM2Base(nn.Module):
             frame_idx: the frame being segmented.
             is_init_cond_frame: a prompted frame with no earlier memory (no memory is read).
             current_vision_feats / current_vision_pos_embeds: (HW, B, C) tokens per level, from
-                :meth:`_prepare_backbone_features`; the last (lowest-resolution) level is used.
+                :meth:`prepare_backbone_features`; the last (lowest-resolution) level is used.
             feat_sizes: (h, w) of each level.
             memory: the other frames' outputs of this object.
             num_frames: clip length (bounds the pointer window), or None if unknown.
@@ -617,7 +617,7 @@ class SAM2Base(nn.Module):
         )
         return _tokens_to_map(fused, size)
 
-    def _encode_new_memory(
+    def encode_memory(
         self,
         current_vision_feats: List[torch.Tensor],
         feat_sizes: List[Tuple[int, int]],
@@ -727,7 +727,7 @@ class SAM2Base(nn.Module):
 
         maskmem_features, maskmem_pos_enc = None, None
         if run_mem_encoder and self.num_maskmem > 0:
-            maskmem_features, maskmem_pos_enc = self._encode_new_memory(
+            maskmem_features, maskmem_pos_enc = self.encode_memory(
                 current_vision_feats=current_vision_feats,
                 feat_sizes=feat_sizes,
                 pred_masks_high_res=heads.high_res_masks,
@@ -811,7 +811,7 @@ class SAM2Base(nn.Module):
             maskmem_features, maskmem_pos_enc = None, None
             if self.num_maskmem > 0:
                 # The memory encoder adds the projected frame features (batch 1) to each mask's.
-                maskmem_features, maskmem_pos_enc = self._encode_new_memory(
+                maskmem_features, maskmem_pos_enc = self.encode_memory(
                     current_vision_feats=current_vision_feats,
                     feat_sizes=feat_sizes,
                     pred_masks_high_res=heads.high_res_masks,
@@ -819,16 +819,18 @@ class SAM2Base(nn.Module):
                     is_mask_from_pts=False,
                 )
             for row, (k, _) in enumerate(members):
-                # Copies, so that an object's stored memory does not hold the whole batch's storage.
-                def take(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-                    return None if x is None else x[row : row + 1].clone()
-
                 outputs[k] = TrackStepOutput(
-                    pred_masks=take(heads.low_res_masks),
-                    pred_masks_high_res=take(heads.high_res_masks),
-                    obj_ptr=take(heads.obj_ptr),
-                    object_score_logits=take(heads.object_score_logits),
-                    maskmem_features=take(maskmem_features),
-                    maskmem_pos_enc=None if maskmem_pos_enc is None else [take(p) for p in maskmem_pos_enc],
+                    pred_masks=_row(heads.low_res_masks, row),
+                    pred_masks_high_res=_row(heads.high_res_masks, row),
+                    obj_ptr=_row(heads.obj_ptr, row),
+                    object_score_logits=_row(heads.object_score_logits, row),
+                    maskmem_features=_row(maskmem_features, row),
+                    maskmem_pos_enc=None if maskmem_pos_enc is None else [_row(p, row) for p in maskmem_pos_enc],
                 )
         return outputs  # type: ignore[return-value]
+
+
+def _row(x: Optional[torch.Tensor], row: int) -> Optional[torch.Tensor]:
+    """Row ``row`` of a batch as its own tensor (a copy, so that an object's stored memory does
+    not hold the whole batch's storage)."""
+    return None if x is None else x[row : row + 1].clone()

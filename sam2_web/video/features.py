@@ -179,7 +179,7 @@ class FrameFeatures:
             if self._pos_enc is None:
                 self._pos_enc = list(backbone_out["vision_pos_enc"])
         backbone_out = {"backbone_fpn": list(maps), "vision_pos_enc": list(self._pos_enc)}
-        _, feats, pos, sizes = self.model._prepare_backbone_features(backbone_out)
+        _, feats, pos, sizes = self.model.prepare_backbone_features(backbone_out)
         return EncodedFrame(feats, pos, sizes)
 
     def model_input(self, frame_idx: int) -> torch.Tensor:

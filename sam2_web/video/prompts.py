@@ -30,17 +30,24 @@ def check_frame(frame_idx: Any, num_frames: int) -> int:
     return int(frame_idx)
 
 
-def _as_float_tensor(value: Any, what: str) -> torch.Tensor:
+def finite_numbers(value: Any, what: str) -> np.ndarray:
+    """``value`` (nested lists, a numpy array or a tensor) as a float64 array of finite numbers:
+    the one check of user coordinates, for the video engine and the image predictor.
+
+    Raises:
+        PromptError: not numbers, or NaN/infinity among them (named ``what`` in the message).
+    """
     try:
-        if isinstance(value, torch.Tensor):
-            tensor = value.detach().float().cpu()
-        else:
-            tensor = torch.tensor(value, dtype=torch.float32)
+        array = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float64)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise PromptError(f"{what} must be numbers, got {value!r}") from exc
-    if not torch.isfinite(tensor).all():
-        raise PromptError(f"{what} contain NaN or infinity")
-    return tensor
+    if not np.all(np.isfinite(array)):
+        raise PromptError(f"{what} contains NaN or infinite values; pass finite pixel coordinates")
+    return array
+
+
+def _as_float_tensor(value: Any, what: str) -> torch.Tensor:
+    return torch.from_numpy(finite_numbers(value, what).astype(np.float32))
 
 
 def point_prompt(

@@ -15,26 +15,8 @@ from typing import Iterator, Optional
 import numpy as np
 from PIL import Image
 
+from sam2_web.runlength import from_run_lengths, run_lengths
 from sam2_web.video.state import FrameMasks
-
-
-def rle_encode(mask: np.ndarray) -> np.ndarray:
-    """Row-major run lengths of a bool mask, starting with a (possibly empty) run of False."""
-    flat = np.asarray(mask, dtype=bool).ravel()
-    if flat.size == 0:
-        return np.zeros(0, dtype=np.uint32)
-    edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    runs = np.diff(np.concatenate(([0], edges, [flat.size])))
-    if flat[0]:
-        runs = np.concatenate(([0], runs))
-    return runs.astype(np.uint32)
-
-
-def rle_decode(runs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Inverse of :func:`rle_encode` for a mask of ``shape``."""
-    values = np.zeros(len(runs), dtype=bool)
-    values[1::2] = True
-    return np.repeat(values, runs.astype(np.int64)).reshape(shape)
 
 
 @dataclass
@@ -70,7 +52,7 @@ class ResultStore:
             raise ValueError(f"masks are {result.masks.shape[1:]}, the store holds {self.shape}")
         runs = None
         if self.png_dir is None:
-            runs = [rle_encode(m) for m in result.masks]
+            runs = [run_lengths(m) for m in result.masks]
         else:
             os.makedirs(self.png_dir, exist_ok=True)
             for obj_id, mask in zip(result.obj_ids, result.masks):
@@ -94,7 +76,7 @@ class ResultStore:
             j = stored.obj_ids.index(obj_id)
             scores[k] = stored.scores[j]
             if stored.runs is not None:
-                masks[k] = rle_decode(stored.runs[j], self.shape)
+                masks[k] = from_run_lengths(stored.runs[j], self.shape)
             else:
                 with Image.open(self._png(frame_idx, obj_id)) as png:
                     masks[k] = np.asarray(png.convert("L")) > 0

@@ -2,7 +2,7 @@
 
 Every step here mirrors a step of the reference video predictor (which frames count as
 conditioning, which output a click refines, where a merged output goes, the order frames are
-tracked in) because that is what makes the mask logits identical; what differs is where things
+tracked in: ``passes.py``) because that is what makes the mask logits identical; what differs is where things
 are kept (see ``memory.py``, ``features.py``, ``store.py``). The steps return float logits at the
 clip's resolution (:class:`~sam2_web.video.state.FrameLogits`); the session turns them into the
 engine's :class:`~sam2_web.video.state.FrameMasks` and the predictor into the reference's tuples.
@@ -31,6 +31,7 @@ from sam2_web.video.cancel import Cancel, cancel_check
 from sam2_web.video.features import EncodedFrame, FrameFeatures
 from sam2_web.video.memory import MemoryBank, memory_reach
 from sam2_web.video.options import SessionOptions
+from sam2_web.video.passes import pass_frames, reverses
 from sam2_web.video.prompts import check_frame, mask_prompt, point_prompt
 from sam2_web.video.state import FrameLogits, FrameMasks, FrameOutput, ObjectTrack, TrackedFrame
 from sam2_web.video.store import ResultStore
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     from sam2_web.modeling.sam2_base import SAM2Base, TrackStepOutput
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
-DIRECTIONS = {"forward": (False,), "backward": (True,), "both": (False, True)}
 # The reference's video hole filling sets a filled hole to 0.1 (barely foreground); removed
 # specks mirror it at -0.1 and are looked up after the holes are filled.
 _FILL_SCORE_OFFSET = 0.1
@@ -287,19 +287,17 @@ class Tracker:
             PromptError: no object has a prompt yet. FrameIndexError: bad ``start_frame``.
             ValueError: unknown ``direction``.
         """
-        if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be 'forward', 'backward' or 'both', got {direction!r}")
+        passes = reverses(direction)
         if start_frame is not None:
             check_frame(start_frame, self.num_frames)
         is_cancelled = cancel_check(cancel)
-        reverses = DIRECTIONS[direction]
         with self.exclusive():
             self.preflight()
             start = self._default_start() if start_frame is None else start_frame
-            orders = [self._pass_order(start, max_frames, reverse) for reverse in reverses]
+            orders = [pass_frames(start, max_frames, reverse, self.num_frames) for reverse in passes]
             version = self._version
         total, done = sum(len(order) for order in orders), 0
-        for reverse, order in zip(reverses, orders):
+        for reverse, order in zip(passes, orders):
             key = (reverse, tuple(order[:1]), len(order))
             record = self._passes.get(key) if resumable else None
             resume_at = record.next_pos if record and record.version == version else 0
@@ -435,7 +433,7 @@ class Tracker:
         image = self.features.get(frame_idx)
         size = self.model.image_size
         high_res = F.interpolate(out.pred_masks, size=(size, size), mode="bilinear", align_corners=False)
-        maskmem, maskmem_pos = self.model._encode_new_memory(
+        maskmem, maskmem_pos = self.model.encode_memory(
             current_vision_feats=image.vision_feats,
             feat_sizes=image.feat_sizes,
             pred_masks_high_res=high_res,
@@ -498,15 +496,6 @@ class Tracker:
 
     def _default_start(self) -> int:
         return min(t for track in self.objects.values() for t in track.memory.cond)
-
-    def _pass_order(self, start: int, max_frames: Optional[int], reverse: bool) -> list[int]:
-        """Frames of a pass in processing order, exactly as the reference orders them."""
-        count = self.num_frames if max_frames is None else max_frames
-        if reverse:
-            end = max(start - count, 0)
-            return list(range(start, end - 1, -1)) if start > 0 else []
-        end = min(start + count, self.num_frames - 1)
-        return list(range(start, end + 1))
 
     def _consolidate(self, frame_idx: int, is_cond: bool) -> FrameLogits:
         """All objects' latest logits on ``frame_idx`` at the clip's resolution, and scores.
