@@ -181,7 +181,7 @@ def main() -> None:
           f"random weights, device {args.device}, {cpus} CPU cores (load average {os.getloadavg()[0]:.1f} at the "
           "end), one object per job, PNG mattes")
     print(markdown_table(
-        ("engine", "workers", "threads/worker", "wall s", "start s", "load s", "jobs/h", "jobs/h after start",
+        ("pool", "workers", "threads/worker", "wall s", "start s", "load s", "jobs/h", "jobs/h after start",
          "s/frame", "RSS/worker MiB", "GPU/worker MiB"), rows))
     if not args.skip_ray_overhead and not args.no_ray:
         print(f"\nRay's own processes on this node after ray.init: {ray_overhead_mb():.0f} MiB RSS")

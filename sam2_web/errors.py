@@ -18,6 +18,10 @@ class ConfigNotFoundError(Sam2WebError, FileNotFoundError):
     """A config name or path that does not exist; the message lists the configs that do."""
 
 
+class ConfigError(Sam2WebError, ValueError):
+    """A setting that does not exist, or is given in the wrong section; the message names the right one."""
+
+
 class UnknownModelError(Sam2WebError, KeyError):
     """A model name that is not in the registry; the message lists the known names."""
 

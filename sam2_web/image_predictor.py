@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -22,8 +22,8 @@ import torch
 from sam2_web import transforms as T
 from sam2_web.device import autocast_context, check_precision
 from sam2_web.errors import PromptError
+from sam2_web.video.prompts import finite_numbers
 
-_PREDICTOR_KWARGS = ("mask_threshold", "max_hole_area", "max_sprinkle_area", "precision")
 _LOW_RES_LOGIT_CLAMP = 32.0  # keeps returned low-res logits usable as the next mask_input
 
 
@@ -70,21 +70,11 @@ def _as_rgb_array(image: Any, what: str = "image") -> np.ndarray:
     return image
 
 
-def _finite_float_array(value: Any, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise PromptError(f"{name} must be numbers, got {value!r}") from exc
-    if not np.all(np.isfinite(arr)):
-        raise PromptError(f"{name} contains NaN or infinite values; pass finite pixel coordinates")
-    return arr
-
-
 def _check_points(point_coords: Any, point_labels: Any) -> Tuple[np.ndarray, np.ndarray]:
     """Validate points (N, 2) or (B, N, 2) and labels (N,) or (B, N); return both batched."""
     if point_labels is None:
         raise PromptError("point_labels is missing: give one label per point (1 = object, 0 = background)")
-    coords = _finite_float_array(point_coords, "point_coords")
+    coords = finite_numbers(point_coords, "point_coords")
     if coords.ndim not in (2, 3) or coords.shape[-1] != 2:
         raise PromptError(f"point_coords must have shape (N, 2) or (B, N, 2) as (x, y) pixels, got {coords.shape}")
     try:
@@ -117,7 +107,7 @@ def _check_points(point_coords: Any, point_labels: Any) -> Tuple[np.ndarray, np.
 
 def _check_box(box: Any) -> np.ndarray:
     """Validate a box (4,) or boxes (B, 4) as x0, y0, x1, y1; return (B, 4)."""
-    arr = _finite_float_array(box, "box")
+    arr = finite_numbers(box, "box")
     if arr.shape == (4,):
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[1] != 4 or arr.shape[0] == 0:
@@ -133,7 +123,7 @@ def _check_box(box: Any) -> np.ndarray:
 
 def _check_mask_input(mask_input: Any, side: int) -> np.ndarray:
     """Validate low-res mask logits (1, side, side) or (B, 1, side, side); return 4-D."""
-    arr = _finite_float_array(mask_input, "mask_input")
+    arr = finite_numbers(mask_input, "mask_input")
     if arr.ndim == 3:
         arr = arr[None]
     if arr.ndim != 4 or arr.shape[1:] != (1, side, side):
@@ -194,9 +184,9 @@ class SAM2ImagePredictor:
     @classmethod
     def from_pretrained(cls, model_id: str, **kwargs: Any) -> "SAM2ImagePredictor":
         """Load a published model by registry name or Hub id (``facebook/sam2.1-hiera-tiny``), as
-        the reference's ``from_pretrained`` does: the checkpoint from the Hub (cached on disk),
-        the network built from its config. (``sam2_web.models.load_predictor(kind="image")`` also
-        keeps the loaded model in memory for the next call.)
+        the reference's ``from_pretrained`` does: the checkpoint from the Hub (cached on disk), the
+        network built from its config, through the one loader (``sam2_web.models.load_predictor``,
+        which keeps the network in memory for the next call; each call gets its own predictor).
 
         ``kwargs``: predictor options (``mask_threshold``, ``max_hole_area``, ``max_sprinkle_area``,
         ``precision``) and ``device``, ``checkpoint``, ``overrides``, ``revision``, ``cache_dir``,
@@ -205,20 +195,9 @@ class SAM2ImagePredictor:
         Raises:
             UnknownModelError, HubUnavailableError, CheckpointError, ConfigNotFoundError.
         """
-        from sam2_web.build import build_sam2
-        from sam2_web.hub import resolve_checkpoint
-        from sam2_web.registry import get_model
+        from sam2_web.models import load_predictor
 
-        own = {k: kwargs.pop(k) for k in _PREDICTOR_KWARGS if k in kwargs}
-        spec = get_model(model_id)
-        checkpoint, progress = kwargs.get("checkpoint"), kwargs.get("progress", True)
-        ckpt = resolve_checkpoint(
-            checkpoint if checkpoint is not None else spec, revision=kwargs.get("revision"),
-            cache_dir=kwargs.get("cache_dir"), progress=bool(progress), on_progress=progress if callable(progress) else None,
-        )
-        model = build_sam2(spec.config, ckpt, device=kwargs.get("device"),
-                           hydra_overrides_extra=list(kwargs.get("overrides", ())))
-        return cls(model, **own)
+        return load_predictor(model_id, kind="image", **kwargs)
 
     # -------------------------------------------------------------- state
 

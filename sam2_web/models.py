@@ -1,9 +1,11 @@
 """Load ready-to-use predictors: by model name (registry → Hub checkpoint → hydra build, cached),
 or as ``configs/app.yaml`` with hydra overrides describes them (:func:`load_app_predictor`).
 
-This is the one loader the web app, the CLI, the jobs and the editor plugins share; the default
-model is the one ``configs/app.yaml`` selects (:func:`default_model`). ``model=auto`` (the default)
-is resolved here and only here (:func:`auto_model`), when the app config is composed.
+:func:`load_predictor` is the one loader and holds the one cache of loaded models: the web app,
+the CLI, the jobs, the batch workers, the editor plugins and ``SAM2ImagePredictor.from_pretrained``
+all come through it. The default model is the one ``configs/app.yaml`` selects
+(:func:`default_model`); what a model name stands for, ``model=auto`` included, is decided by
+:func:`resolve_model` alone.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ KINDS = ("video", "image")
 
 _cache: "OrderedDict[tuple, object]" = OrderedDict()
 _cache_lock = threading.Lock()
+_load_lock = threading.Lock()
 _cache_size = 2
+_loads = {"count": 0, "seconds": 0.0}  # cache misses of this process (see load_stats)
 # Registry name of each predictor load_predictor built with its model's own network: the speed
 # figures the app and the CLI record are keyed by it (sam2_web.speeds).
 _names: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
@@ -59,10 +63,14 @@ def _configured_model() -> str:
                               "to its defaults")
 
 
+def _app_device() -> str:
+    return str(_app_yaml().get("device", "auto"))
+
+
 @lru_cache(maxsize=4)
 def default_model(device: Optional[str] = None) -> str:
     """The model ``configs/app.yaml`` selects, e.g. ``sam2.1_hiera_t``; its ``model: auto`` is
-    resolved by :func:`auto_model` for ``device`` (default: the app config's ``device``).
+    resolved for ``device`` (default: the app config's ``device``).
 
     The answer is kept for the process, so the default does not change under a running app
     while it records new speed figures.
@@ -71,10 +79,27 @@ def default_model(device: Optional[str] = None) -> str:
         ConfigNotFoundError: the app config or its model entry is missing.
         ValueError: ``device`` is not a device name.
     """
-    name = _configured_model()
-    if name != AUTO:
-        return name
-    return auto_model(device if device is not None else str(_app_yaml().get("device", "auto")))
+    return resolve_model(_configured_model(), device)
+
+
+def resolve_model(model: Optional[str] = None, device: Any = None) -> str:
+    """The registry name ``model`` stands for: the one place that decides it.
+
+    Args:
+        model: a registry name, alias or Hub repo id; ``auto`` (:func:`auto_model` for ``device``);
+            None (:func:`default_model`).
+        device: the device ``auto`` picks for (default: the app config's ``device``).
+    Raises:
+        UnknownModelError: no such model (the message lists them).
+        ValueError: ``device`` is not a device name.
+    """
+    from sam2_web.registry import get_model
+
+    if model is None:
+        return default_model(None if device is None else str(device))
+    if str(model) == AUTO:
+        return auto_model(_app_device() if device is None else device)
+    return get_model(model).name
 
 
 def _override_value(overrides: Sequence[str], key: str) -> Optional[str]:
@@ -92,21 +117,14 @@ def requested_model(overrides: Sequence[str] = ()) -> str:
     return _override_value(overrides, "model") or _configured_model()
 
 
-def resolve_auto(overrides: Sequence[str] = ()) -> list[str]:
-    """``overrides`` with ``model=auto`` (asked for, or the app config's default) replaced by the
-    model :func:`auto_model` picks for the device the overrides (else the app config) name.
-
-    An explicit ``model=<name>`` is returned as it is: it always wins.
-
-    Raises:
-        ValueError: the device is not a device name.
-    """
+def _resolve_model_override(overrides: Sequence[str]) -> list[str]:
+    """``overrides`` with the model they ask for (else the app config's default, ``auto`` included)
+    given by its registry name, as the config's model group names it (:func:`resolve_model`, for
+    the device the overrides, else the app config, name)."""
     overrides = list(overrides)
-    if requested_model(overrides) != AUTO:
-        return overrides
-    device = _override_value(overrides, "device") or str(_app_yaml().get("device", "auto"))
+    device = _override_value(overrides, "device") or _app_device()
     kept = [o for o in overrides if o.partition("=")[0].lstrip("+") != "model"]
-    return kept + [f"model={auto_model(device)}"]
+    return kept + [f"model={resolve_model(requested_model(overrides), device)}"]
 
 
 def auto_model(device: Any = "auto", *, specs: Optional[Sequence[Any]] = None, bench: Any = None,
@@ -175,7 +193,34 @@ def compose_app_config(overrides: Sequence[str] = ()) -> DictConfig:
         ValueError: ``model=auto`` with a device that is not a device name.
     """
     _register_engine_defaults()
-    return compose_config("app", resolve_auto(overrides), config_dir=configs_dir())
+    cfg = compose_config("app", _resolve_model_override(overrides), config_dir=configs_dir())
+    _check_sections(cfg, overrides)
+    return cfg
+
+
+def _check_sections(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """Each setting has one place in the app config: the engine's under ``engine.``, the
+    network's under ``model.`` (those change the network, so speeds are not recorded for it).
+
+    Raises:
+        ConfigError: an ``engine.`` key that is not an engine setting, or an engine setting given
+            as a ``model.`` override (the engine section would silently win over it).
+    """
+    from sam2_web.errors import ConfigError
+    from sam2_web.video.options import SessionOptions
+
+    names = SessionOptions.names()
+    unknown = sorted(set(cfg.get("engine") or {}) - names)
+    if unknown:
+        raise ConfigError(
+            f"engine.{unknown[0]} is not a setting of the engine; its settings are {', '.join(sorted(names))}. "
+            f"Arguments of the network go under model. (e.g. ++model.{unknown[0]}=...)"
+        )
+    for override in model_overrides(overrides):
+        key = override.lstrip("+~").partition("=")[0][len("model."):]
+        if key in names:
+            raise ConfigError(f"{override.partition('=')[0]} is an engine setting in the app config: "
+                              f"use engine.{key}={override.partition('=')[2]}")
 
 
 def _register_engine_defaults() -> None:
@@ -198,6 +243,13 @@ def set_cache_size(n: int) -> None:
             _cache.popitem(last=False)
 
 
+def clear_cache() -> None:
+    """Forget every loaded model (the next :func:`load_predictor` loads again); frees their memory
+    once nothing else holds them."""
+    with _cache_lock:
+        _cache.clear()
+
+
 def load_predictor(
     model: str | None = None,
     *,
@@ -209,13 +261,18 @@ def load_predictor(
     revision: str | None = None,
     cache_dir: str | Path | None = None,
     progress: bool | Callable[[int, int], None] = True,
-    **engine_opts,
+    **options,
 ):
     """Return a predictor for a registered model, fetching its checkpoint from the Hub if needed.
 
+    Loaded models stay in this process's cache (the :func:`set_cache_size` most recently used):
+    asking again for the same model, checkpoint, device, overrides and options returns the same
+    video predictor (sessions are separate objects, so callers share it safely), or a new image
+    predictor around the same network (an image predictor holds the image it was given).
+
     Args:
         model: a registry name (``sam2.1_hiera_t``), alias or Hub repo id (``facebook/sam2.1-hiera-tiny``),
-            or ``auto`` (:func:`auto_model` for ``device``); None = :func:`default_model`.
+            or ``auto``; None = :func:`default_model` (see :func:`resolve_model`).
         kind: ``"video"`` → ``SAM2VideoPredictor``; ``"image"`` → ``SAM2ImagePredictor``.
         checkpoint: a local ``.pt`` that replaces the Hub download.
         device: ``None``/``"auto"`` picks cuda > mps > cpu.
@@ -223,48 +280,78 @@ def load_predictor(
         precision: ``"fp32"`` (default) or ``"bf16"`` (CUDA autocast; opt-in, changes numbers).
         revision, cache_dir: passed to the Hub download.
         progress: show a download progress bar; or a callback ``(downloaded, total)``.
-        engine_opts: video engine options (see ``SAM2VideoPredictor``).
+        options: video: the engine's session options (``sam2_web.video.options.SessionOptions``
+            fields); image: ``SAM2ImagePredictor`` options (``mask_threshold``, ``max_hole_area``,
+            ``max_sprinkle_area``).
 
     Raises:
         UnknownModelError, HubUnavailableError, CheckpointError, ConfigNotFoundError, ValueError.
     """
-    from sam2_web.hub import resolve_checkpoint
     from sam2_web.registry import get_model
 
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    if model is None:
-        model = default_model(None if device is None else str(device))
-    elif model == AUTO:
-        model = auto_model("auto" if device is None else device)
-    spec = get_model(model)
+    spec = get_model(resolve_model(model, device))
+    cached_options = options if kind == "video" else {}
     key = (spec.name, kind, str(checkpoint), str(device), tuple(overrides), precision, revision,
-           tuple(sorted(engine_opts.items())))
+           tuple(sorted(cached_options.items())))
+    loaded = _cached(key)
+    if loaded is None:
+        with _load_lock:  # one load at a time: two callers asking for a new model load it once
+            loaded = _cached(key)
+            if loaded is None:
+                loaded = _load(spec, key, kind, checkpoint, device, overrides, precision, revision, cache_dir,
+                               progress, options)
+    if kind == "video":
+        return loaded
+    from sam2_web.image_predictor import SAM2ImagePredictor
+
+    return SAM2ImagePredictor(loaded, precision=precision, **options)
+
+
+def _cached(key: tuple) -> Any:
     with _cache_lock:
-        if key in _cache:
+        loaded = _cache.get(key)
+        if loaded is not None:
             _cache.move_to_end(key)
-            return _cache[key]
+        return loaded
+
+
+def _load(spec: Any, key: tuple, kind: str, checkpoint: Any, device: Any, overrides: Sequence[str],
+          precision: str, revision: Optional[str], cache_dir: Any, progress: Any, options: dict) -> Any:
+    """Build what :func:`load_predictor` asked for and keep it in the cache: the video predictor,
+    or the network an image predictor wraps."""
+    import time
+
+    from sam2_web.hub import resolve_checkpoint
+
+    start = time.perf_counter()
     ckpt = resolve_checkpoint(  # a local file as is, else the Hub download
         checkpoint if checkpoint is not None else spec, revision=revision, cache_dir=cache_dir,
         progress=bool(progress), on_progress=progress if callable(progress) else None,
     )
     if kind == "video":
-        predictor = build_sam2_video_predictor(
-            spec.config, ckpt, device=device, hydra_overrides_extra=overrides, precision=precision, **engine_opts
+        loaded = build_sam2_video_predictor(
+            spec.config, ckpt, device=device, hydra_overrides_extra=overrides, precision=precision, **options
         )
+        if not overrides:  # the published network: its speed is the model's
+            _names[loaded] = spec.name
     else:
-        from sam2_web.image_predictor import SAM2ImagePredictor
-
-        predictor = SAM2ImagePredictor(
-            build_sam2(spec.config, ckpt, device=device, hydra_overrides_extra=overrides), precision=precision
-        )
-    if not overrides:  # the published network: its speed is the model's
-        _names[predictor] = spec.name
+        loaded = build_sam2(spec.config, ckpt, device=device, hydra_overrides_extra=overrides)
     with _cache_lock:
-        _cache[key] = predictor
+        _cache[key] = loaded
         while len(_cache) > _cache_size:
             _cache.popitem(last=False)
-    return predictor
+        _loads["count"] += 1
+        _loads["seconds"] += time.perf_counter() - start
+    return loaded
+
+
+def load_stats() -> tuple[int, float]:
+    """``(loads, seconds)``: models :func:`load_predictor` built in this process (cache misses) and
+    the time they took, downloads included."""
+    with _cache_lock:
+        return _loads["count"], _loads["seconds"]
 
 
 def speed_key(predictor: Any) -> Optional[tuple[str, str]]:

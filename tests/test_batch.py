@@ -22,7 +22,7 @@ from appserver import OVERRIDES, app_checkpoint
 from clips import make_moving_disc_clip
 
 from sam2_web.batch import (
-    CommandLineSettings, InProcessEngine, ManifestError, load_manifest, parse_manifest, run_batch,
+    CommandLineSettings, InProcessPool, ManifestError, load_manifest, parse_manifest, run_batch,
 )
 from sam2_web.batch.state import MARKER_PREFIX, marker_path
 from sam2_web.batch.units import split_units
@@ -283,8 +283,11 @@ def test_split_by_object_only_where_objects_are_tracked_independently(tmp_path):
 @pytest.fixture(scope="module")
 def first_run(shots, alone, tmp_path_factory):
     """``sam2-web batch`` in this process on manifest_data(); returns (folder, manifest, exit code, report)."""
+    from sam2_web.models import clear_cache
+
     folder = tmp_path_factory.mktemp("inproc")
     manifest = write_manifest(folder, manifest_for(shots, Path("mattes")), "shots.yaml")
+    clear_cache()  # the jobs alone loaded the same model into this process's one cache
     code = main(["batch", str(manifest), "--progress", "lines"])
     return folder, manifest, code, json.loads((folder / "shots.report.json").read_text())
 
@@ -292,7 +295,7 @@ def first_run(shots, alone, tmp_path_factory):
 def test_in_process_batch_equals_each_job_alone(first_run, alone):
     folder, _manifest, code, report = first_run
     assert code == 6  # two jobs failed, and only those
-    assert report["engine"] == "in-process"
+    assert report["pool"] == "in-process"
     check_report(report, alone, folder / "mattes")
     (worker,) = report["workers"]
     assert worker["model_loads"] == 1 and worker["units"] == 4  # one model for every job that ran
@@ -331,7 +334,7 @@ def test_cancelling_stops_the_running_job_and_leaves_nothing(shots, tmp_path):
         if any(r.stage == "track" for r in status.running.values()):
             cancel.set()
 
-    report = run_batch(manifest, engine=InProcessEngine(), observer=press_ctrl_c, cancel=cancel)
+    report = run_batch(manifest, pool=InProcessPool(), observer=press_ctrl_c, cancel=cancel)
     assert [j.status for j in report.jobs] == ["cancelled", "cancelled"]
     assert report.exit_code == 130
     assert not (tmp_path / "o").exists()  # the folder the batch created is gone again
@@ -363,8 +366,8 @@ def test_a_job_that_would_overwrite_its_own_clip_fails_alone(shots, tmp_path):
     ({"CPU": 2.0, "memory": 13e9}, 4, (4, {"num_cpus": 0.5}, 1)),
 ])
 def test_workers_ask_for_a_gpu_where_there_are_gpus_and_cpus_otherwise(resources, workers, want):
-    from sam2_web.batch import RayEngine
+    from sam2_web.batch import RayPool
 
-    engine = RayEngine("local", workers=workers)
+    engine = RayPool("local", workers=workers)
     engine.resources = resources
     assert engine.placement() == want

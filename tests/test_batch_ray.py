@@ -25,7 +25,7 @@ from test_batch import (  # noqa: F401  (alone, shots: fixtures shared with the 
     FORMATS, PROMPTS, alone, assert_no_leftovers, check_report, manifest_for, same_output, shots, write_manifest,
 )
 
-from sam2_web.batch import RayEngine, parse_manifest, run_batch
+from sam2_web.batch import RayPool, parse_manifest, run_batch
 from sam2_web.jobs import run_job
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def test_cli_ray_local_spreads_jobs_and_gives_each_jobs_own_outputs(shots, alone
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 6, result.stderr  # the corrupt clip and the missing prompts, nothing else
     report = json.loads((tmp_path / "shots.report.json").read_text())
-    assert report["engine"] == "ray local"
+    assert report["pool"] == "ray local"
     check_report(report, alone, tmp_path / "mattes")
     assert "FAILED sh030" in result.stderr and "done  sh020" in result.stderr
     workers = report["workers"]
@@ -75,7 +75,7 @@ def test_a_killed_worker_is_retried_and_its_job_is_still_exact(shots, local_ray,
                 killed.append(unit.pid)
 
     scratch = tmp_path / "scratch"
-    report = run_batch(parse_manifest(data), engine=RayEngine("local", workers=2, scratch=scratch),
+    report = run_batch(parse_manifest(data), pool=RayPool("local", workers=2, scratch=scratch),
                        observer=kill_the_worker_mid_job)
     assert killed, "the long job finished before the test could kill its worker"
     long, short = report.jobs
@@ -92,7 +92,7 @@ def test_a_killed_worker_is_retried_and_its_job_is_still_exact(shots, local_ray,
 
     # A re-run finds both jobs complete: nothing runs, nothing changes.
     before = {p: p.stat().st_mtime_ns for p in out.iterdir()}
-    again = run_batch(parse_manifest(data), engine=RayEngine("local", workers=2))
+    again = run_batch(parse_manifest(data), pool=RayPool("local", workers=2))
     assert [j.status for j in again.jobs] == ["skipped", "skipped"] and again.exit_code == 0
     assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
@@ -110,7 +110,7 @@ def test_a_job_split_by_object_gives_the_whole_jobs_outputs(shots, local_ray, tm
         "overrides": ["++model.image_size=256"],
         "jobs": [{"clip": str(shots / "sh010.mp4"), "prompts": str(tmp_path / "three.json"), "split_objects": True}],
     }
-    report = run_batch(parse_manifest(data), engine=RayEngine("local", workers=2))
+    report = run_batch(parse_manifest(data), pool=RayPool("local", workers=2))
     (job,) = report.jobs
     assert job.status == "done", job.error
     assert job.split["parts"] == 2 and sorted(map(sorted, job.split["objects"])) == [[1, 9], [5]]

@@ -15,7 +15,7 @@ import pytest
 
 from sam2_web import speeds
 from sam2_web.cli import main
-from sam2_web.models import auto_model, compose_app_config, requested_model, resolve_auto
+from sam2_web.models import auto_model, compose_app_config, requested_model, resolve_model
 from sam2_web.registry import ModelSpec, PublishedQuality, list_models
 from sam2_web.speeds import BenchRun, FrameClock, Speed
 
@@ -95,11 +95,12 @@ def test_the_app_config_resolves_auto_in_one_place_and_an_explicit_model_wins(tm
     assert compose_app_config(["device=cpu"]).weights.name == "efficienttam_s_512x512"
     assert compose_app_config(["model=auto", "device=cuda"]).weights.name == "sam2.1_hiera_t"  # no GPU needed
     assert compose_app_config(["model=sam2.1_hiera_s", "device=cpu"]).weights.name == "sam2.1_hiera_s"
-    assert resolve_auto(["model=edgetam", "device=cpu"]) == ["model=edgetam", "device=cpu"]
-    assert resolve_auto(["model=auto", "device=cpu", "engine.read_ahead=2"]) == \
-        ["device=cpu", "engine.read_ahead=2", "model=efficienttam_s_512x512"]
+    assert compose_app_config(["model=facebook/EdgeTAM", "device=cpu"]).weights.name == "edgetam"  # aliases too
+    # The one place a model name is resolved: aliases, Hub ids, auto (for the device), None (the default).
+    assert resolve_model("edgetam", "cpu") == "edgetam" and resolve_model("tiny") == "sam2.1_hiera_t"
+    assert resolve_model("auto", "cpu") == "efficienttam_s_512x512" and resolve_model("auto", "cuda:1") == "sam2.1_hiera_t"
     with pytest.raises(ValueError, match="not a device"):
-        resolve_auto(["device=gpu0"])
+        compose_app_config(["device=gpu0"])
 
 
 def test_a_job_may_ask_for_auto():

@@ -1,10 +1,10 @@
 """Many shots at once: a manifest of mask jobs run in this process (the default) or on Ray.
 
-    from sam2_web.batch import RayEngine, load_manifest, run_batch
+    from sam2_web.batch import RayPool, load_manifest, run_batch
 
     manifest = load_manifest("shots.yaml")           # docs/batch.schema.json
     report = run_batch(manifest)                      # in this process, one job after another
-    report = run_batch(manifest, engine=RayEngine("local", workers=2))   # or on Ray
+    report = run_batch(manifest, pool=RayPool("local", workers=2))   # or on Ray
     report.write("shots.report.json")
 
 Each job is the job ``sam2-web mask`` runs (``sam2_web.jobs``); outputs are staged and
@@ -14,7 +14,7 @@ published together, a completion marker is written last, and a re-run skips comp
 
 # Resolved on first use, so that `sam2-web` (which registers the batch subcommand) stays quick to start.
 _LAZY = {
-    "InProcessEngine": "local", "RayEngine": "ray_engine", "RayUnavailableError": "ray_engine",
+    "InProcessPool": "local", "RayPool": "ray_pool", "RayUnavailableError": "ray_pool",
     "BatchJob": "manifest", "CommandLineSettings": "manifest", "Manifest": "manifest", "ManifestError": "manifest",
     "load_manifest": "manifest", "parse_manifest": "manifest", "BatchProgressView": "progress",
     "BatchStatus": "progress", "EXIT_JOBS_FAILED": "report", "EXIT_NO_ENGINE": "report", "BatchReport": "report",

@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 from sam2_web.batch.report import EXIT_JOBS_FAILED, EXIT_NO_ENGINE
 
@@ -118,7 +118,7 @@ def run_command(args: argparse.Namespace) -> int:
     """Run ``sam2-web batch`` with parsed ``args``; returns the exit code (see the epilog)."""
     from sam2_web.batch.manifest import ManifestError, load_manifest
     from sam2_web.batch.progress import BatchProgressView
-    from sam2_web.batch.ray_engine import RayEngine, RayUnavailableError
+    from sam2_web.batch.ray_pool import RayPool, RayUnavailableError
     from sam2_web.batch.runner import run_batch
 
     try:
@@ -135,15 +135,15 @@ def run_command(args: argparse.Namespace) -> int:
     except ManifestError as exc:
         print(f"sam2-web batch: error: {exc}", file=sys.stderr)
         return 2
-    engine = None
+    pool = None
     if args.ray is not None:
-        engine = RayEngine(args.ray, workers=args.workers, cpus_per_worker=args.cpus_per_worker)
+        pool = RayPool(args.ray, workers=args.workers, cpus_per_worker=args.cpus_per_worker)
     view = BatchProgressView(args.progress)
     cancel = threading.Event()
     try:
-        # On Ray, Ctrl-C raises KeyboardInterrupt as usual and the engine stops its workers.
-        with _StopOnCtrlC(cancel) if engine is None else contextlib.nullcontext():
-            report = run_batch(manifest, engine=engine, force=args.force, view=view, retries=args.retries,
+        # On Ray, Ctrl-C raises KeyboardInterrupt as usual and the pool stops its workers.
+        with _StopOnCtrlC(cancel) if pool is None else contextlib.nullcontext():
+            report = run_batch(manifest, pool=pool, force=args.force, view=view, retries=args.retries,
                                cancel=cancel)
     except RayUnavailableError as exc:
         print(f"sam2-web batch: error: {exc}", file=sys.stderr)
@@ -157,7 +157,7 @@ def _print_summary(report: Any, path: Path) -> None:
     from sam2_web.batch.report import CANCELLED, DONE, FAILED, SKIPPED
 
     counts = ", ".join(f"{report.count(s)} {s}" for s in (DONE, SKIPPED, FAILED, CANCELLED) if report.count(s))
-    print(f"{len(report.jobs)} jobs: {counts} in {report.seconds:.1f} s on {report.engine}; report: {path}")
+    print(f"{len(report.jobs)} jobs: {counts} in {report.seconds:.1f} s on {report.pool}; report: {path}")
     for job in report.jobs:
         if job.status == FAILED:
             print(f"  failed {job.id}: {job.error['message']}")

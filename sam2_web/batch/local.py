@@ -1,4 +1,4 @@
-"""The default engine: the jobs run in this process, one after another, with nothing to set up.
+"""The default worker pool: the jobs run in this process, one after another, with nothing to set up.
 
 A loaded model is kept for the next job that needs the same one, and jobs are taken so that
 jobs sharing a model run back to back (each model loads once).
@@ -10,13 +10,13 @@ import os
 from typing import TYPE_CHECKING
 
 from sam2_web.batch.report import WorkerStats
-from sam2_web.batch.work import ModelCache, execute, peak_gpu_mb, peak_rss_mb, worker_name
+from sam2_web.batch.work import ModelLoads, execute, peak_gpu_mb, peak_rss_mb, worker_name
 
 if TYPE_CHECKING:
     from sam2_web.batch.runner import BatchRun
 
 
-class InProcessEngine:
+class InProcessPool:
     """Runs every unit in this process.
 
     Args:
@@ -26,7 +26,7 @@ class InProcessEngine:
     name = "in-process"
 
     def __init__(self, keep_models: int = 1):
-        self.models = ModelCache(keep_models)
+        self.models = ModelLoads(keep_models)
         self.worker = worker_name("in-process")
         self.units = 0
 

@@ -1,4 +1,4 @@
-"""The Ray engine: ``--ray local`` starts a Ray on this machine with its resources, ``--ray
+"""The Ray worker pool: ``--ray local`` starts a Ray on this machine with its resources, ``--ray
 ADDRESS`` joins a running cluster (``ray start``, KubeRay, a cloud launcher).
 
 One actor per worker holds the loaded model (loaded on its first job, then reused), asks for a
@@ -7,7 +7,7 @@ preferring one that has the unit's model loaded. Ray restarts an actor whose pro
 (``max_restarts=-1``); the unit it was running is started again on it up to ``retries`` times
 (each unit is idempotent: it first removes what the dead attempt left), then fails alone.
 
-Ray is an optional extra (``pip install 'sam2_web[ray]'``); without it :class:`RayEngine`
+Ray is an optional extra (``pip install 'sam2_web[ray]'``); without it :class:`RayPool`
 raises :class:`RayUnavailableError`. Paths in the manifest must be the same on every node
 (shared storage), and sam2_web must be installed on every node.
 """
@@ -28,7 +28,7 @@ from sam2_web.errors import Sam2WebError
 
 from sam2_web.batch.manifest import JobProblem
 from sam2_web.batch.report import WorkerStats
-from sam2_web.batch.work import ModelCache, Unit, UnitResult, execute, peak_gpu_mb, peak_rss_mb, worker_name
+from sam2_web.batch.work import ModelLoads, Unit, UnitResult, execute, peak_gpu_mb, peak_rss_mb, worker_name
 
 if TYPE_CHECKING:
     from sam2_web.batch.runner import BatchRun
@@ -80,13 +80,13 @@ class BatchWorker:
         self.scratch = Path(scratch_parent or tempfile.gettempdir()) / f"sam2web-{label}-{token}"
         shutil.rmtree(self.scratch, ignore_errors=True)
         self.scratch.mkdir(parents=True)
-        tempfile.tempdir = str(self.scratch)  # the engine's session files go here too
+        tempfile.tempdir = str(self.scratch)  # the video engine's session files go here too
         if threads:
             import torch
 
             torch.set_num_threads(threads)
         self.name = worker_name(label)
-        self.models = ModelCache()
+        self.models = ModelLoads()
         self.units = 0
 
     def hello(self) -> tuple[str, int]:
@@ -131,7 +131,7 @@ class ProgressBoard:
         return dict(self.entries)
 
 
-class RayEngine:
+class RayPool:
     """Runs units on Ray actors.
 
     Args:
@@ -257,7 +257,7 @@ class RayEngine:
 
     def stop(self) -> list[WorkerStats]:
         """Collect the workers' statistics, remove their scratch folders, release them, and
-        shut Ray down if this engine started it."""
+        shut Ray down if this pool started it."""
         ray = self._ray
         if ray is None:
             return []

@@ -104,16 +104,16 @@ class BatchReport:
 
     Attributes:
         manifest: the manifest file.
-        engine: ``in-process``, ``ray local`` or ``ray <address>``.
+        pool: ``in-process``, ``ray local`` or ``ray <address>``.
         seconds: wall time of the batch.
         jobs: one outcome per manifest job, in manifest order.
         workers: per-worker statistics.
         cancelled: the batch was stopped (Ctrl-C) before every job ran.
-        start_seconds: time the engine took to get its workers ready (Ray start-up, 0 in-process).
+        start_seconds: time the pool took to get its workers ready (Ray start-up, 0 in-process).
     """
 
     manifest: str
-    engine: str
+    pool: str
     seconds: float
     jobs: list[JobOutcome]
     workers: list[WorkerStats] = field(default_factory=list)
@@ -141,7 +141,7 @@ class BatchReport:
         busy = sum(j.seconds or 0.0 for j in self.jobs if j.status == DONE)
         return {
             "manifest": self.manifest,
-            "engine": self.engine,
+            "pool": self.pool,
             "seconds": round(self.seconds, 3),
             "start_seconds": round(self.start_seconds, 3),
             "summary": {

@@ -1,11 +1,11 @@
-"""Run a manifest: decide which jobs are already complete, hand the rest to an engine (this
+"""Run a manifest: decide which jobs are already complete, hand the rest to a worker pool (this
 process, or Ray), follow progress, and gather the report.
 
     report = run_batch(load_manifest("shots.yaml"))                       # in this process
-    report = run_batch(manifest, engine=RayEngine("local", workers=2))    # on a local Ray
+    report = run_batch(manifest, pool=RayPool("local", workers=2))    # on a local Ray
     report.write("shots.report.json"); sys.exit(report.exit_code)
 
-An engine calls back into :class:`BatchRun` (``take``, ``started``, ``progress``,
+A pool calls back into :class:`BatchRun` (``take``, ``started``, ``progress``,
 ``finished``, ``died``); the run keeps the queue of units, the live status and the outcomes.
 """
 
@@ -29,9 +29,9 @@ from sam2_web.batch.work import JOB, MERGE, PART, Unit, UnitResult
 Observer = Callable[[BatchStatus], None]
 
 
-class Engine(Protocol):
-    """Where units run: :class:`~sam2_web.batch.local.InProcessEngine` or
-    :class:`~sam2_web.batch.ray_engine.RayEngine`."""
+class WorkerPool(Protocol):
+    """Where units run: :class:`~sam2_web.batch.local.InProcessPool` or
+    :class:`~sam2_web.batch.ray_pool.RayPool`."""
 
     name: str
 
@@ -46,7 +46,7 @@ class Engine(Protocol):
 
 
 class BatchRun:
-    """The units of one run, its live status and its outcomes (what an engine reports into).
+    """The units of one run, its live status and its outcomes (what a pool reports into).
 
     Args:
         jobs: ``(job, fingerprint, units, note)`` for every job to run.
@@ -72,7 +72,7 @@ class BatchRun:
         self._results: dict[str, list[UnitResult]] = {}
         self._first_start: dict[str, float] = {}
 
-    # ------------------------------------------------------------------ engine interface
+    # ------------------------------------------------------------------ pool interface
 
     def take(self, model_key: Optional[tuple] = None) -> Optional[Unit]:
         """The next unit to run (preferring one for the loaded ``model_key``), or None."""
@@ -228,14 +228,14 @@ def plan(manifest: Manifest, *, force: bool = False) -> tuple[list[tuple[BatchJo
     return to_run, known
 
 
-def run_batch(manifest: Manifest, *, engine: Optional[Engine] = None, force: bool = False,
+def run_batch(manifest: Manifest, *, pool: Optional[WorkerPool] = None, force: bool = False,
               view: Optional[BatchProgressView] = None, observer: Optional[Observer] = None,
               retries: int = 2, cancel: Optional[threading.Event] = None) -> BatchReport:
     """Run every job of ``manifest`` that is not already complete.
 
     Args:
         manifest: from :func:`~sam2_web.batch.manifest.load_manifest`.
-        engine: where to run (default: this process, one job after another).
+        pool: where to run (default: this process, one job after another).
         force: redo complete jobs too.
         view: progress display (default: none).
         observer: called with the live :class:`BatchStatus` after every change.
@@ -244,11 +244,11 @@ def run_batch(manifest: Manifest, *, engine: Optional[Engine] = None, force: boo
     Returns:
         The :class:`BatchReport` (``exit_code`` says whether every job succeeded).
     Raises:
-        RayUnavailableError: the Ray engine cannot start (not installed, cluster unreachable).
+        RayUnavailableError: the Ray pool cannot start (not installed, cluster unreachable).
     """
-    from sam2_web.batch.local import InProcessEngine
+    from sam2_web.batch.local import InProcessPool
 
-    engine = engine or InProcessEngine()
+    pool = pool or InProcessPool()
     view = view or BatchProgressView("none")
     begin = time.monotonic()
     to_run, known = plan(manifest, force=force)
@@ -263,7 +263,7 @@ def run_batch(manifest: Manifest, *, engine: Optional[Engine] = None, force: boo
     start_seconds = 0.0
     try:
         if to_run:
-            count = engine.start()
+            count = pool.start()
             start_seconds = time.monotonic() - begin
             status.started = time.monotonic()  # the ETA counts from when the workers are ready
             jobs = []
@@ -277,11 +277,11 @@ def run_batch(manifest: Manifest, *, engine: Optional[Engine] = None, force: boo
             if cancel is not None:
                 batch.cancel = cancel
             try:
-                engine.run(batch)
+                pool.run(batch)
             except KeyboardInterrupt:  # a second Ctrl-C: the running job cleaned up; report what stands
                 batch.cancel.set()
             finally:
-                workers = engine.stop()
+                workers = pool.stop()
     finally:
         view.close(status)
         outcomes = dict(known, **(batch.outcomes if batch else {}))
@@ -293,7 +293,7 @@ def run_batch(manifest: Manifest, *, engine: Optional[Engine] = None, force: boo
         _remove_empty(created)
     jobs_out = [outcomes[bj.id] for bj in manifest.jobs]
     cancelled = any(o.status == CANCELLED for o in jobs_out)
-    return BatchReport(str(manifest.path), engine.name, time.monotonic() - begin, jobs_out, workers, cancelled,
+    return BatchReport(str(manifest.path), pool.name, time.monotonic() - begin, jobs_out, workers, cancelled,
                        start_seconds)
 
 

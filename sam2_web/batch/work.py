@@ -16,7 +16,6 @@ import shutil
 import socket
 import sys
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Optional
 
 from sam2_web.errors import CancelledError, Sam2WebError
 from sam2_web.jobs import MaskJob, OutputSpec, load_job_predictor, run_job
+from sam2_web.video.cancel import cancel_check
 
 from sam2_web.batch import state
 from sam2_web.batch.manifest import JobProblem
@@ -103,11 +103,7 @@ class UnitResult:
 
 def model_key(job: MaskJob) -> tuple:
     """What decides which loaded model a job needs (model, device, overrides, checkpoint)."""
-    try:
-        overrides = tuple(job.app_overrides())
-    except Sam2WebError:  # an unknown model: the job fails when it asks for it
-        overrides = (f"model={job.model}",)
-    return overrides + (str(job.checkpoint) if job.checkpoint else "",)
+    return tuple(job.app_overrides()) + (str(job.checkpoint) if job.checkpoint else "",)
 
 
 def worker_name(label: str) -> str:
@@ -143,21 +139,21 @@ def peak_gpu_mb() -> Optional[float]:
     return round(torch.cuda.max_memory_reserved() / 2 ** 20, 1)
 
 
-class ModelCache:
-    """Loaded predictors by :func:`model_key`, the most recent ``keep`` of them.
-
-    A worker loads a model once and reuses it for every later unit that needs the same one.
+class ModelLoads:
+    """A worker's model loads: the predictor each job asks for, from the one model cache
+    (``sam2_web.models.load_predictor``, which keeps the ``keep`` most recent), and what loading cost.
 
     Attributes:
-        loads: how many times a model was loaded.
-        load_seconds: time spent loading.
+        loads: how many models were loaded (cache misses) for this worker's jobs.
+        load_seconds: time spent loading them.
     """
 
     def __init__(self, keep: int = 1):
-        self.keep = max(1, keep)
+        from sam2_web.models import set_cache_size
+
+        set_cache_size(max(1, keep))
         self.loads = 0
         self.load_seconds = 0.0
-        self._models: "OrderedDict[tuple, Any]" = OrderedDict()
 
     def get(self, job: MaskJob) -> Any:
         """The predictor ``job`` asks for, loaded on first use.
@@ -165,24 +161,21 @@ class ModelCache:
         Raises:
             UnknownModelError, CheckpointError, HubUnavailableError, ConfigNotFoundError, hydra errors.
         """
-        key = model_key(job)
-        if key in self._models:
-            self._models.move_to_end(key)
-            return self._models[key]
-        while len(self._models) >= self.keep:
-            self._models.popitem(last=False)
-        start = time.perf_counter()
-        predictor = load_job_predictor(job)
-        self.load_seconds += time.perf_counter() - start
-        self.loads += 1
-        self._models[key] = predictor
-        return predictor
+        from sam2_web.models import load_stats
+
+        loads, seconds = load_stats()
+        try:
+            return load_job_predictor(job)
+        finally:
+            after_loads, after_seconds = load_stats()
+            self.loads += after_loads - loads
+            self.load_seconds += after_seconds - seconds
 
 
 # --------------------------------------------------------------------------- running units
 
 
-def execute(unit: Unit, models: ModelCache, *, worker: str, report: Optional[Report] = None,
+def execute(unit: Unit, models: ModelLoads, *, worker: str, report: Optional[Report] = None,
             cancel: Any = None) -> UnitResult:
     """Run ``unit`` and say what happened; a failing job is a result, not an exception.
 
@@ -285,7 +278,7 @@ def _fresh(folder: Path) -> Path:
     return folder
 
 
-def _run_whole(unit: Unit, models: ModelCache, progress: Report, cancel: Any) -> UnitResult:
+def _run_whole(unit: Unit, models: ModelLoads, progress: Report, cancel: Any) -> UnitResult:
     job = unit.job
     state.clear_marker(job)
     check_targets(job)
@@ -301,7 +294,7 @@ def _part_dir(job: MaskJob, part: int) -> Path:
     return state.work_dir(job) / f"part-{part}"
 
 
-def _run_part(unit: Unit, models: ModelCache, progress: Report, cancel: Any) -> UnitResult:
+def _run_part(unit: Unit, models: ModelLoads, progress: Report, cancel: Any) -> UnitResult:
     job = unit.job
     state.clear_marker(job)
     folder = _fresh(_part_dir(job, unit.part))
@@ -315,13 +308,6 @@ def _run_part(unit: Unit, models: ModelCache, progress: Report, cancel: Any) -> 
     result = run_job(part, progress=progress, cancel=cancel, predictor=predictor)
     return UnitResult(unit.uid, True, num_frames=result.num_frames, tracked=result.tracked,
                       outputs={"png": str(result.outputs["png"])})
-
-
-def _is_cancelled(cancel: Any) -> Callable[[], bool]:
-    """``cancel`` (an Event, a callable or None) as a no-argument check."""
-    if cancel is None:
-        return lambda: False
-    return cancel.is_set if hasattr(cancel, "is_set") else cancel
 
 
 class PartMasks:
@@ -363,6 +349,6 @@ def _merge(unit: Unit, progress: Report, cancel: Any) -> UnitResult:
         masks = PartMasks(job, unit.parts, info.num_frames)
         staging = Staging(_staged(job, folder), names)
         export_all(job, staging, masks, info=info, frames=frames.get, progress=progress,
-                   is_cancelled=_is_cancelled(cancel))
+                   is_cancelled=cancel_check(cancel))
     outputs = _publish(job, unit.fingerprint, folder, info.num_frames, (first, last))
     return UnitResult(unit.uid, True, num_frames=info.num_frames, tracked=(first, last), outputs=outputs)

@@ -13,11 +13,11 @@ from sam2_web.jobs.job import DIRECTIONS, FrameRange, MaskJob, OutputSpec
 from sam2_web.jobs.prompts import (
     FramePrompt, ObjectPrompts, PromptSet, StartMask, check_prompts, load_prompts, parse_prompts, prompts_from_json,
 )
-from sam2_web.jobs.runner import JobResult, load_job_predictor, load_model, run_job
+from sam2_web.jobs.runner import JobResult, load_job_predictor, run_job
 
 __all__ = [
     "DIRECTIONS", "FramePrompt", "FrameRange", "JobResult", "MaskJob", "ObjectPrompts", "OutputSpec",
-    "PromptSet", "StartMask", "check_prompts", "load_job_predictor", "load_model", "load_prompts", "parse_prompts",
+    "PromptSet", "StartMask", "check_prompts", "load_job_predictor", "load_prompts", "parse_prompts",
     "prompts_from_json", "run_job", "run_remote",
 ]
 

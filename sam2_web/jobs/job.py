@@ -15,11 +15,10 @@ from typing import NamedTuple, Optional
 from sam2_web.errors import FrameIndexError, PromptError
 
 from sam2_web.jobs.prompts import FramePrompt, ObjectPrompts, StartMask, check_prompts
+from sam2_web.video.passes import DIRECTIONS
 
 __all__ = ["DIRECTIONS", "FramePrompt", "FrameRange", "MaskJob", "ModelSettings", "ObjectPrompts", "OutputSpec",
            "StartMask", "split_overrides"]
-
-DIRECTIONS = ("both", "forward", "backward")
 
 
 @dataclass(frozen=True)
@@ -153,18 +152,12 @@ class MaskJob:
         """Hydra overrides of ``configs/app.yaml`` that select this job's model and device.
 
         The checkpoint path is not among them (a path is not always valid override syntax); the
-        runner sets it on the composed config.
-
-        Raises:
-            UnknownModelError: ``model`` is not in the registry.
+        runner sets it on the composed config. The model is given as the job names it: composing
+        the app config resolves it (``sam2_web.models.resolve_model``: aliases, ``auto``).
         """
-        from sam2_web.registry import get_model
-
         out: list[str] = []
-        if self.model == "auto":  # resolved with the device when the app config is composed
-            out.append("model=auto")
-        elif self.model is not None:
-            out.append(f"model={get_model(self.model).name}")  # the hydra group wants the exact name
+        if self.model is not None:
+            out.append(f"model={self.model}")
         if self.device is not None:
             out.append(f"device={self.device}")
         return out + list(self.overrides)

@@ -24,6 +24,7 @@ from sam2_web.jobs.prompts import ObjectPrompts
 from sam2_web.jobs.outputs import Progress, Staging, export_all
 from sam2_web.speeds import FrameClock, record_frames
 from sam2_web.video.cancel import Cancel, cancel_check
+from sam2_web.video.passes import pass_frames, reverses
 
 
 @dataclass(frozen=True)
@@ -44,33 +45,22 @@ class JobResult:
 
 
 def load_job_predictor(job: MaskJob, progress: Optional[Progress] = None) -> Any:
-    """The video predictor a job asks for: ``configs/app.yaml`` + the job's model/device/overrides.
-
-    Raises:
-        UnknownModelError, CheckpointError, HubUnavailableError, ConfigNotFoundError; hydra's
-        errors for a malformed override.
-    """
-    return load_model(job.app_overrides(), checkpoint=job.checkpoint, progress=progress)
-
-
-def load_model(overrides: list[str], *, checkpoint: Optional[Path] = None,
-               progress: Optional[Progress] = None) -> Any:
-    """:func:`sam2_web.models.load_app_predictor` reporting a download as the job's ``load`` stage.
+    """The video predictor a job asks for: ``configs/app.yaml`` + the job's model/device/overrides,
+    through the one loader (``sam2_web.models.load_app_predictor``, cached).
 
     Args:
-        overrides: e.g. ``["model=sam2.1_hiera_s", "device=cpu", "++model.image_size=512"]``.
-        checkpoint: a local ``.pt`` used instead of the Hub download.
         progress: receives ``("load", downloaded_bytes, total_bytes)`` during a download.
     Raises:
-        UnknownModelError, CheckpointError, HubUnavailableError, ConfigNotFoundError; hydra's
-        errors for a malformed override.
+        UnknownModelError, CheckpointError, HubUnavailableError, ConfigNotFoundError, ConfigError;
+        hydra's errors for a malformed override.
     """
     from sam2_web.models import load_app_predictor
 
     def on_download(done: int, total: int) -> None:
         progress("load", int(done), int(total or 0))
 
-    return load_app_predictor(overrides, checkpoint=checkpoint, progress=on_download if progress else False)
+    return load_app_predictor(job.app_overrides(), checkpoint=job.checkpoint,
+                              progress=on_download if progress else False)
 
 
 def read_start_mask(path: Path, width: int, height: int) -> np.ndarray:
@@ -117,31 +107,21 @@ def add_prompts(session: Any, objects: tuple[ObjectPrompts, ...]) -> None:
             )
 
 
-def _pass_length(start: int, count: int, reverse: bool, num_frames: int) -> int:
-    # Mirrors the engine's pass order: a backward pass revisits its start frame (as the
-    # reference does), a forward one ends at the clip's last frame.
-    if reverse:
-        return start - max(start - count, 0) + 1 if start > 0 else 0
-    return min(start + count, num_frames - 1) - start + 1
-
-
 def propagate_range(session: Any, job: MaskJob, first: int, last: int, *, progress: Optional[Progress],
                     cancel: Cancel) -> None:
     """Track from the earliest prompted frame forward to ``last`` and/or backward to ``first``.
 
     Over the whole clip this is exactly the engine's ``propagate(direction=...)``: the same
-    passes in the same order. Raises CancelledError when cancelled (finished frames stay stored).
+    passes in the same order (``sam2_web.video.passes``). Raises CancelledError when cancelled
+    (finished frames stay stored).
     """
     start = min(f for obj in job.objects for f in obj.prompted_frames())
-    passes = []
-    if job.direction in ("both", "forward"):
-        passes.append(("forward", last - start, False))
-    if job.direction in ("both", "backward"):
-        passes.append(("backward", start - first, True))
-    total = sum(_pass_length(start, count, rev, session.info.num_frames) for _, count, rev in passes)
+    num_frames = session.info.num_frames
+    counts = [(reverse, start - first if reverse else last - start) for reverse in reverses(job.direction)]
+    plans = [(reverse, count, len(pass_frames(start, count, reverse, num_frames))) for reverse, count in counts]
+    total = sum(length for _, _, length in plans)
     offset = 0
-    for direction, count, reverse in passes:
-        length = _pass_length(start, count, reverse, session.info.num_frames)
+    for reverse, count, length in plans:
         if length == 0:
             continue
 
@@ -149,8 +129,8 @@ def propagate_range(session: Any, job: MaskJob, first: int, last: int, *, progre
             if progress:
                 progress("track", base + done, total)
 
-        for _ in session.propagate(direction=direction, start_frame=start, max_frames=count,
-                                   progress=report, cancel=cancel):
+        for _ in session.propagate(direction="backward" if reverse else "forward", start_frame=start,
+                                   max_frames=count, progress=report, cancel=cancel):
             pass
         offset += length
 
