@@ -30,8 +30,10 @@ from sam2_web.errors import (
 )
 from sam2_web.export.preview import color_of
 from sam2_web.jobs import MaskJob, OutputSpec, prompts_from_json
-from sam2_web.ui import logic, render
-from sam2_web.ui.state import BoxPrompt, SessionBusyError, SessionExpiredError, SessionStore
+from sam2_web.ui import actions, render
+from sam2_web.ui.limits import Limits
+from sam2_web.ui.state import SessionBusyError, SessionExpiredError, SessionStore
+from sam2_web.video.edits import Box
 
 OVERRIDES = ["++model.image_size=256"]
 N_FRAMES = 6
@@ -68,7 +70,7 @@ def store(tmp_path):
 @pytest.fixture
 def opened(store, predictor, clip):
     session = store.create("sam2.1_hiera_t")
-    logic.open_clip(session, predictor, clip, logic.Limits())
+    actions.open_clip(session, predictor, clip, Limits())
     return session
 
 
@@ -77,9 +79,9 @@ def tracked(tmp_path_factory, predictor, clip):
     """A session with one click on frame 0, tracked through the clip (read-only for tests)."""
     store = SessionStore(ttl_s=600, root=tmp_path_factory.mktemp("tracked"))
     session = store.create("sam2.1_hiera_t")
-    logic.open_clip(session, predictor, clip, logic.Limits())
-    logic.click(session, 0, *DISC_XY)
-    steps = list(logic.track(session))
+    actions.open_clip(session, predictor, clip, Limits())
+    actions.click(session, 0, *DISC_XY)
+    steps = list(actions.track(session))
     yield session, steps
     store.close_all()
 
@@ -117,13 +119,13 @@ def test_idle_sessions_and_their_files_are_removed_after_the_ttl(tmp_path):
 def test_two_sessions_do_not_see_each_others_objects_or_masks(store, predictor, clip):
     one, two = store.create("m"), store.create("m")
     for s in (one, two):
-        logic.open_clip(s, predictor, clip, logic.Limits())
-    logic.add_object(one, logic.Limits(), "car")
-    logic.click(one, 0, *DISC_XY)
-    assert [o.name for o in one.objects] == ["object 1", "car"]
-    assert [o.name for o in two.objects] == ["object 1"]
-    assert two.prompts == [] and logic.mask_dict(two, 0) == {}
-    assert one.workdir != two.workdir and one.engine is not two.engine
+        actions.open_clip(s, predictor, clip, Limits())
+    actions.add_object(one, Limits(), "car")
+    actions.click(one, 0, *DISC_XY)
+    assert list(one.video.object_names.values()) == ["object 1", "car"]
+    assert list(two.video.object_names.values()) == ["object 1"]
+    assert two.video.prompts() == [] and actions.mask_dict(two, 0) == {}
+    assert one.workdir != two.workdir and one.video is not two.video
 
 
 # --- upload and limits --------------------------------------------------------------------------
@@ -133,27 +135,27 @@ def test_bad_uploads_are_refused_with_a_message(store, predictor, tmp_path):
     fake = tmp_path / "notes.mp4"
     fake.write_text("these are my shopping notes, not a video\n" * 20)
     with pytest.raises(VideoReadError) as err:
-        logic.open_clip(session, predictor, fake, logic.Limits())
+        actions.open_clip(session, predictor, fake, Limits())
     print("text renamed .mp4:", err.value)
     empty = tmp_path / "empty.mp4"
     empty.touch()
     with pytest.raises(VideoReadError, match="empty"):
-        logic.open_clip(session, predictor, empty, logic.Limits())
+        actions.open_clip(session, predictor, empty, Limits())
     with pytest.raises(VideoReadError, match="upload"):
-        logic.open_clip(session, predictor, None, logic.Limits())
+        actions.open_clip(session, predictor, None, Limits())
     assert not session.has_clip
 
 
 @pytest.mark.parametrize("limits, words", [
-    (logic.Limits(max_frames=N_FRAMES - 1), "frames"),
-    (logic.Limits(max_duration_s=0.5), "lasts"),
-    (logic.Limits(max_side=100), "160x120"),
-    (logic.Limits(max_upload_mb=0.001), "MB"),
+    (Limits(max_frames=N_FRAMES - 1), "frames"),
+    (Limits(max_duration_s=0.5), "lasts"),
+    (Limits(max_side=100), "160x120"),
+    (Limits(max_upload_mb=0.001), "MB"),
 ])
 def test_clips_over_the_limits_are_refused_saying_which_limit(store, predictor, clip, limits, words):
     session = store.create("m")
     with pytest.raises(LimitExceededError, match=words) as err:
-        logic.open_clip(session, predictor, clip, limits)
+        actions.open_clip(session, predictor, clip, limits)
     print(err.value)
     assert not session.has_clip
 
@@ -162,53 +164,53 @@ def test_a_still_image_opens_as_a_one_frame_clip(store, predictor, tmp_path):
     still = tmp_path / "still.png"
     Image.fromarray(np.full((90, 120, 3), 128, np.uint8)).save(still)
     session = store.create("m")
-    info = logic.open_clip(session, predictor, still, logic.Limits())
+    info = actions.open_clip(session, predictor, still, Limits())
     assert (info.num_frames, info.width, info.height) == (1, 120, 90)
 
 
 def test_click_or_track_before_any_upload_says_to_upload_first(store):
     session = store.create("m")
     with pytest.raises(PromptError, match="upload a clip"):
-        logic.click(session, 0, 10, 10)
+        actions.click(session, 0, 10, 10)
     with pytest.raises(PromptError, match="upload a clip"):
-        next(logic.track(session))
+        next(actions.track(session))
     with pytest.raises(PromptError, match="upload a clip"):
-        logic.click(None, 0, 10, 10)
+        actions.click(None, 0, 10, 10)
 
 
 def test_track_without_prompts_asks_for_a_click(opened):
     with pytest.raises(PromptError, match="at least one click"):
-        next(logic.track(opened))
+        next(actions.track(opened))
 
 
 # --- clicks -------------------------------------------------------------------------------------
 
 def test_a_click_segments_that_frame_only_and_matches_the_engine(opened, predictor, clip):
-    fm = logic.click(opened, 0, *DISC_XY)
+    fm = actions.click(opened, 0, *DISC_XY)
     assert fm.frame_idx == 0 and fm.obj_ids == [1] and fm.masks.shape == (1, SIZE[1], SIZE[0])
     expected = _engine_masks(predictor, clip, 0, [DISC_XY], [1])
     print("click mask pixels:", int(fm.masks[0].sum()), "differing from the engine:",
           int((fm.masks[0] != expected).sum()))
     assert 0 < fm.masks[0].sum() < fm.masks[0].size and np.array_equal(fm.masks[0], expected)
     # No whole-clip work: nothing is known on any other frame.
-    assert all(opened.engine.result(i) is None for i in range(1, N_FRAMES))
+    assert all(opened.video.result(i) is None for i in range(1, N_FRAMES))
     assert render.frame_image(opened, 0).shape == (480, 640, 3)  # small frames are enlarged to click on
     picture = render.frame_image(opened, 0, min_side=1)
     assert picture.shape == (SIZE[1], SIZE[0], 3)
-    plain = opened.engine.frame(0)  # the overlay colours the mask's pixels
+    plain = opened.video.frame(0)  # the overlay colours the mask's pixels
     changed = np.abs(picture.astype(int) - plain.astype(int)).sum(-1) > 30
     assert changed[fm.masks[0]].mean() > 0.5
 
 
 def test_negative_points_and_boxes_go_to_the_engine_as_one_prompt(opened, predictor, clip):
-    logic.click(opened, 0, *DISC_XY)
-    logic.set_mode(opened, "negative")
-    logic.click(opened, 0, 100, 90)
-    logic.set_mode(opened, "box")
-    assert logic.click(opened, 0, 5, 5) is None and opened.pending is not None  # first corner
-    fm = logic.click(opened, 0, 50, 45)
+    actions.click(opened, 0, *DISC_XY)
+    actions.set_mode(opened, "negative")
+    actions.click(opened, 0, 100, 90)
+    actions.set_mode(opened, "box")
+    assert actions.click(opened, 0, 5, 5) is None and opened.pending is not None  # first corner
+    fm = actions.click(opened, 0, 50, 45)
     assert opened.pending is None
-    assert isinstance(opened.prompts[-1], BoxPrompt)
+    assert isinstance(opened.video.prompts()[-1], Box)
     # The UI sends the object's whole prompt set on every click, as these engine calls do.
     with predictor.open_session(str(clip)) as ref:
         pts, lbl = np.asarray([DISC_XY, (100, 90)], np.float32), np.asarray([1, 0], np.int32)
@@ -217,56 +219,56 @@ def test_negative_points_and_boxes_go_to_the_engine_as_one_prompt(opened, predic
         expected = ref.add_prompt(0, 1, points=pts, labels=lbl, box=np.asarray([5, 5, 50, 45], np.float32))
     assert np.array_equal(fm.masks[0], expected.masks[0])
     with pytest.raises(PromptError, match="outside"):
-        logic.click(opened, 0, 500, 5)
+        actions.click(opened, 0, 500, 5)
     with pytest.raises(PromptError, match="unknown click mode"):
-        logic.set_mode(opened, "lasso")
+        actions.set_mode(opened, "lasso")
 
 
 def test_undo_and_clear_frame(opened, predictor, clip):
-    first = logic.click(opened, 0, *DISC_XY).masks[0].copy()
-    logic.set_mode(opened, "negative")
-    logic.click(opened, 0, 100, 90)
-    assert logic.undo(opened) == 0
-    assert len(opened.prompts) == 1
+    first = actions.click(opened, 0, *DISC_XY).masks[0].copy()
+    actions.set_mode(opened, "negative")
+    actions.click(opened, 0, 100, 90)
+    assert actions.undo(opened) == 0
+    assert len(opened.video.prompts()) == 1
     # Undo replays the remaining clicks on a cleared frame: the mask is the one before the undone click.
-    after = logic.mask_dict(opened, 0)[1]
+    after = actions.mask_dict(opened, 0)[1]
     print("undo: pixels differing from the single-click mask:", int((after != first).sum()))
     assert np.array_equal(after, first)
-    assert logic.undo(opened) == 0 and opened.prompts == []
-    assert 1 not in opened.engine.object_ids  # no prompt left: the engine forgets the object
-    assert logic.undo(opened) is None
-    logic.set_mode(opened, "positive")
-    logic.click(opened, 0, *DISC_XY)
-    logic.click(opened, 3, 60, 60)
-    logic.clear_frame(opened, 0)
-    assert [p.frame_idx for p in opened.prompts] == [3]
-    assert logic.mask_dict(opened, 0).get(1, np.zeros(1, bool)).sum() >= 0  # still renders
+    assert actions.undo(opened) == 0 and opened.video.prompts() == []
+    assert 1 not in opened.video.object_ids  # no prompt left: the engine forgets the object
+    assert actions.undo(opened) is None
+    actions.set_mode(opened, "positive")
+    actions.click(opened, 0, *DISC_XY)
+    actions.click(opened, 3, 60, 60)
+    actions.clear_frame(opened, 0)
+    assert [p.frame_idx for p in opened.video.prompts()] == [3]
+    assert actions.mask_dict(opened, 0).get(1, np.zeros(1, bool)).sum() >= 0  # still renders
     with pytest.raises(PromptError, match="from 0 to 5"):
-        logic.clear_frame(opened, 99)
+        actions.clear_frame(opened, 99)
 
 
 def test_objects_add_select_rename_remove_each_in_its_own_colour(opened):
-    limits = logic.Limits(max_objects=3)
-    second = logic.add_object(opened, limits)
-    third = logic.add_object(opened, limits, "ball")
-    assert [o.obj_id for o in opened.objects] == [1, 2, 3] and opened.current == 3
-    assert len({color_of(o.obj_id) for o in opened.objects}) == 3
+    limits = Limits(max_objects=3)
+    second = actions.add_object(opened, limits)
+    third = actions.add_object(opened, limits, "ball")
+    assert list(opened.video.object_names) == [1, 2, 3] and opened.current == 3
+    assert len({color_of(o) for o in opened.video.object_names}) == 3
     with pytest.raises(LimitExceededError, match="up to 3 objects"):
-        logic.add_object(opened, limits)
-    logic.select_object(opened, 1)
-    logic.click(opened, 0, *DISC_XY)
-    logic.select_object(opened, second.obj_id)
-    logic.click(opened, 0, 120, 100)
-    logic.rename_object(opened, second.obj_id, "  shadow ")
-    assert opened.object(2).name == "shadow"
+        actions.add_object(opened, limits)
+    actions.select_object(opened, 1)
+    actions.click(opened, 0, *DISC_XY)
+    actions.select_object(opened, second)
+    actions.click(opened, 0, 120, 100)
+    actions.rename_object(opened, second, "  shadow ")
+    assert opened.video.object_names[2] == "shadow"
     with pytest.raises(PromptError):
-        logic.rename_object(opened, 2, "   ")
-    assert set(logic.mask_dict(opened, 0)) == {1, 2}
-    logic.remove_object(opened, 2)
-    assert set(logic.mask_dict(opened, 0)) == {1}
-    assert all(p.obj_id != 2 for p in opened.prompts) and opened.current == third.obj_id
+        actions.rename_object(opened, 2, "   ")
+    assert set(actions.mask_dict(opened, 0)) == {1, 2}
+    actions.remove_object(opened, 2)
+    assert set(actions.mask_dict(opened, 0)) == {1}
+    assert all(p.obj_id != 2 for p in opened.video.prompts()) and opened.current == third
     with pytest.raises(UnknownObjectError, match="no object 2"):
-        logic.select_object(opened, 2)
+        actions.select_object(opened, 2)
     assert "ball" in render.objects_html(opened) and "shadow" not in render.objects_html(opened)
 
 
@@ -276,47 +278,48 @@ def test_track_reports_progress_and_matches_the_engine(tracked, predictor, clip)
     session, steps = tracked
     assert [s.done for s in steps] == list(range(1, len(steps) + 1))
     assert steps[-1].done == steps[-1].total and {s.frame_idx for s in steps} == set(range(N_FRAMES))
-    assert "frames" in logic.format_step(steps[-1]) and "ETA" in render.progress_html(steps[-1])
+    assert "frames" in actions.format_step(steps[-1]) and "ETA" in render.progress_html(steps[-1])
     with predictor.open_session(str(clip)) as ref:
         ref.add_prompt(0, 1, points=np.asarray([DISC_XY], np.float32), labels=np.asarray([1], np.int32))
         expected = {fm.frame_idx: fm.masks[0] for fm in ref.propagate()}
-    worst = max(int((logic.mask_dict(session, i)[1] != expected[i]).sum()) for i in range(N_FRAMES))
+    worst = max(int((actions.mask_dict(session, i)[1] != expected[i]).sum()) for i in range(N_FRAMES))
     print("tracked frames, worst pixel difference to the engine run:", worst)
     assert worst == 0 and all(expected[i].any() for i in range(N_FRAMES))
 
 
 def test_cancel_keeps_finished_frames_and_track_again_resumes(opened):
-    logic.click(opened, 0, *DISC_XY)
+    actions.click(opened, 0, *DISC_XY)
     seen = []
     with pytest.raises(CancelledError):
-        for step in logic.track(opened):
+        for step in actions.track(opened):
             seen.append(step.frame_idx)
             if len(seen) == 3:
                 opened.cancel.set()
     assert len(seen) == 3 and not opened.cancel.is_set() and not opened.lock.locked()
-    assert all(opened.engine.result(i) is not None for i in seen)
-    rest = list(logic.track(opened))
+    assert all(opened.video.result(i) is not None for i in seen)
+    rest = list(actions.track(opened))
     assert {s.frame_idx for s in rest} == set(range(N_FRAMES))
 
 
 def test_a_correction_after_tracking_shows_at_once_and_track_again_updates(opened):
-    logic.click(opened, 0, *DISC_XY)
-    list(logic.track(opened))
-    before = logic.mask_dict(opened, 4)[1].copy()
-    logic.set_mode(opened, "negative")
-    fm = logic.click(opened, 4, 140, 100)
-    assert np.array_equal(logic.mask_dict(opened, 4)[1], fm.masks[0])  # the click's mask, not the old track
-    list(logic.track(opened))
-    print("frame 4 pixels changed by the correction:", int((logic.mask_dict(opened, 4)[1] != before).sum()))
-    assert 4 in opened.tracked
+    actions.click(opened, 0, *DISC_XY)
+    list(actions.track(opened))
+    before = actions.mask_dict(opened, 4)[1].copy()
+    actions.set_mode(opened, "negative")
+    fm = actions.click(opened, 4, 140, 100)
+    assert np.array_equal(actions.mask_dict(opened, 4)[1], fm.masks[0])  # the click's mask, not the old track
+    steps = list(actions.track(opened))
+    print("frame 4 pixels changed by the correction:", int((actions.mask_dict(opened, 4)[1] != before).sum()))
+    assert 4 in {s.frame_idx for s in steps}  # re-tracked: what is shown is the new track's mask
+    assert np.array_equal(actions.mask_dict(opened, 4)[1], opened.video.result(4).masks[0])
 
 
 def test_edits_are_refused_while_tracking_runs(opened):
-    logic.click(opened, 0, *DISC_XY)
-    run = logic.track(opened)
+    actions.click(opened, 0, *DISC_XY)
+    run = actions.track(opened)
     next(run)
     with pytest.raises(SessionBusyError):
-        next(logic.track(opened))
+        next(actions.track(opened))
     run.close()  # the generator's finally releases the lock
     assert not opened.lock.locked()
 
@@ -325,7 +328,7 @@ def test_edits_are_refused_while_tracking_runs(opened):
 
 def test_png_zip_export_holds_every_frame_of_every_object(tracked):
     session, _ = tracked
-    path = logic.export_masks(session, "png_zip")
+    path = actions.export_masks(session, "png_zip")
     assert path.name == "disc.zip"
     with zipfile.ZipFile(path) as zf:
         names = sorted(n for n in zf.namelist() if n.endswith(".png"))
@@ -333,7 +336,7 @@ def test_png_zip_export_holds_every_frame_of_every_object(tracked):
         for i, name in enumerate(names):
             matte = np.asarray(Image.open(io.BytesIO(zf.read(name))))
             assert matte.shape == (SIZE[1], SIZE[0])
-            assert np.array_equal(matte > 127, logic.mask_dict(session, i)[1])
+            assert np.array_equal(matte > 127, actions.mask_dict(session, i)[1])
 
 
 @pytest.mark.parametrize("fmt, suffix", [
@@ -342,20 +345,20 @@ def test_png_zip_export_holds_every_frame_of_every_object(tracked):
 ])
 def test_every_offered_format_is_written(tracked, fmt, suffix):
     session, _ = tracked
-    path = logic.export_masks(session, fmt, background=logic.hex_colour("rgba(10, 20, 30, 1)"))
+    path = actions.export_masks(session, fmt, background=actions.hex_colour("rgba(10, 20, 30, 1)"))
     assert path.suffix == suffix and path.stat().st_size > 0
 
 
 def test_export_before_any_click_says_what_to_do(opened):
     with pytest.raises(PromptError, match="nothing to export"):
-        logic.export_masks(opened, "png_zip")
+        actions.export_masks(opened, "png_zip")
 
 
 def test_switching_model_replays_the_clicks(opened, predictor):
-    logic.click(opened, 0, *DISC_XY)
-    before = logic.mask_dict(opened, 0)[1].copy()
-    logic.switch_model(opened, predictor, "sam2.1_hiera_t")
-    assert np.array_equal(logic.mask_dict(opened, 0)[1], before)
+    actions.click(opened, 0, *DISC_XY)
+    before = actions.mask_dict(opened, 0)[1].copy()
+    actions.switch_model(opened, predictor, "sam2.1_hiera_t")
+    assert np.array_equal(actions.mask_dict(opened, 0)[1], before)
 
 
 # --- API helpers --------------------------------------------------------------------------------
@@ -403,16 +406,16 @@ def test_segment_refuses_bad_prompts_with_a_clear_message_before_any_model_work(
 
 
 def test_set_prompts_checks_labels_and_boxes(opened):
-    logic.ensure_object(opened, 5, logic.Limits(), "kite")
+    actions.ensure_object(opened, 5, Limits(), "kite")
     with pytest.raises(PromptError, match="labels"):
-        logic.set_prompts(opened, 0, 5, points=[[10, 10]], labels=[])
+        actions.set_prompts(opened, 0, 5, points=[[10, 10]], labels=[])
     with pytest.raises(PromptError, match="points or a box"):
-        logic.set_prompts(opened, 0, 5)
-    fm = logic.set_prompts(opened, 0, 5, points=[[30, 26]], labels=[1], box=[5, 5, 50, 45])
-    assert 5 in fm.obj_ids and opened.object(5).name == "kite"
-    assert len(logic.prompts_on(opened, 0)) == 2
-    logic.set_prompts(opened, 0, 5, points=[[31, 27]], labels=[1])  # replaces, not appends
-    assert len(logic.prompts_on(opened, 0)) == 1
+        actions.set_prompts(opened, 0, 5)
+    fm = actions.set_prompts(opened, 0, 5, points=[[30, 26]], labels=[1], box=[5, 5, 50, 45])
+    assert 5 in fm.obj_ids and opened.video.object_names[5] == "kite"
+    assert len(opened.video.prompts(0)) == 2
+    actions.set_prompts(opened, 0, 5, points=[[31, 27]], labels=[1])  # replaces, not appends
+    assert len(opened.video.prompts(0)) == 1
 
 
 
@@ -443,6 +446,6 @@ def test_display_scale_shrinks_big_frames_and_enlarges_small_ones():
     assert render.display_scale(3840, 2160) == 3.0  # 4K shown 1280 wide: a click maps back x3
     assert render.display_scale(800, 600) == 1.0
     assert render.display_scale(160, 120) == 0.25
-    assert logic.hex_colour("#00b140") == (0, 177, 64) and logic.hex_colour("rgb(1, 2.4, 3)") == (1, 2, 3)
+    assert actions.hex_colour("#00b140") == (0, 177, 64) and actions.hex_colour("rgb(1, 2.4, 3)") == (1, 2, 3)
     with pytest.raises(PromptError, match="rrggbb"):
-        logic.hex_colour("green")
+        actions.hex_colour("green")

@@ -16,7 +16,8 @@ from appserver import app_checkpoint
 from clips import make_moving_disc_clip
 from sam2_web import models, speeds
 from sam2_web.speeds import BenchRun, Speed
-from sam2_web.ui import logic, render, speed
+from sam2_web.ui import actions, render, speed
+from sam2_web.ui.limits import Limits
 from sam2_web.ui.state import SessionStore
 
 CPU = "2-thread CPU (Test CPU)"
@@ -45,7 +46,7 @@ def clip(tmp_path_factory) -> Path:
 def session(tmp_path, predictor, clip):
     store = SessionStore(ttl_s=60, root=tmp_path / "sessions")
     s = store.create("sam2.1_hiera_t")
-    logic.open_clip(s, predictor, clip, logic.Limits())
+    actions.open_clip(s, predictor, clip, Limits())
     yield s
     store.close_all()
 
@@ -60,13 +61,13 @@ def cache(tmp_path, monkeypatch) -> Path:
 def test_before_track_the_app_estimates_frames_times_objects_times_s_per_frame(session):
     bench = Speed(CPU, ((1, 2.0), (3, 4.0)))
     assert speed.estimate_text(session, bench) == "Click on the object to segment, then press Track."
-    logic.click(session, 0, *DISC_XY)
+    actions.click(session, 0, *DISC_XY)
     est = speed.estimate(session, bench)
     assert (est.frames, est.objects, est.s_per_frame, est.seconds) == (N_FRAMES, 1, 2.0, N_FRAMES * 2.0)
     assert speed.estimate_text(session, bench) == (
         f"Press Track: about {N_FRAMES * 2} s ({N_FRAMES} frames × 1 object at 2.0 s/frame; bench, {CPU}).")
-    logic.add_object(session, logic.Limits())
-    logic.click(session, 3, 100.0, 60.0)
+    actions.add_object(session, Limits())
+    actions.click(session, 3, 100.0, 60.0)
     # Two objects: between the 1- and 3-object figures (3.0 s/frame), over every frame.
     assert speed.estimate(session, bench).seconds == pytest.approx(N_FRAMES * 3.0)
     assert f"{N_FRAMES} frames × 2 objects at 3.0 s/frame" in speed.estimate_text(session, bench)
@@ -81,8 +82,8 @@ def test_before_track_the_app_estimates_frames_times_objects_times_s_per_frame(s
 def test_track_records_the_steady_rate_and_the_next_estimate_uses_it(session, cache):
     label = speeds.device_label("cpu")
     assert speed.session_speed(session) is None  # nothing measured, no bench figures in tests
-    logic.click(session, 0, *DISC_XY)
-    steps = list(logic.track(session))
+    actions.click(session, 0, *DISC_XY)
+    steps = list(actions.track(session))
     # While tracking, the progress line gives the live rate and ETA.
     assert "s/frame" in render.progress_html(steps[-1]) and "ETA" in render.progress_html(steps[-1])
     here = speeds.local_speed("sam2.1_hiera_t", label)
@@ -92,8 +93,8 @@ def test_track_records_the_steady_rate_and_the_next_estimate_uses_it(session, ca
     recorded = speeds._read_cache(cache)["devices"][label]["sam2.1_hiera_t"]
     assert recorded["frames"] == {"1": timed}
     # Track again after a correction: every frame comes from cached features, nothing is recorded.
-    logic.click(session, 0, DISC_XY[0] + 2, DISC_XY[1])
-    list(logic.track(session))
+    actions.click(session, 0, DISC_XY[0] + 2, DISC_XY[1])
+    list(actions.track(session))
     assert speeds._read_cache(cache)["devices"][label]["sam2.1_hiera_t"]["frames"] == {"1": timed}
     text = speed.estimate_text(session, speed.session_speed(session))
     assert "measured on this server" in text and f"{N_FRAMES} frames × 1 object" in text
@@ -102,15 +103,15 @@ def test_track_records_the_steady_rate_and_the_next_estimate_uses_it(session, ca
 def test_a_click_on_a_new_frame_is_timed_and_one_on_an_encoded_frame_is_not(session, cache):
     label = speeds.device_label("cpu")
     with speed.timed_click(session, 2):
-        logic.click(session, 2, *DISC_XY)
+        actions.click(session, 2, *DISC_XY)
     first = speeds.local_speed("sam2.1_hiera_t", label)
     assert first is not None and first.click_new_frame_s > 0
     with speed.timed_click(session, 2):
-        logic.click(session, 2, DISC_XY[0] + 3, DISC_XY[1])
+        actions.click(session, 2, DISC_XY[0] + 3, DISC_XY[1])
     assert speeds._read_cache(cache)["devices"][label]["sam2.1_hiera_t"]["clicks"] == 1
-    logic.set_mode(session, "box")
+    actions.set_mode(session, "box")
     with speed.timed_click(session, 5):  # a first corner runs no model
-        logic.click(session, 5, 10.0, 10.0)
+        actions.click(session, 5, 10.0, 10.0)
     assert speeds._read_cache(cache)["devices"][label]["sam2.1_hiera_t"]["clicks"] == 1
 
 
@@ -122,9 +123,9 @@ def test_a_network_changed_by_overrides_records_nothing(tmp_path, clip, cache):
     store = SessionStore(ttl_s=60, root=tmp_path / "s")
     s = store.create("sam2.1_hiera_t")
     try:
-        logic.open_clip(s, other, clip, logic.Limits())
+        actions.open_clip(s, other, clip, Limits())
         with speed.timed_click(s, 0):
-            logic.click(s, 0, *DISC_XY)
+            actions.click(s, 0, *DISC_XY)
         assert speed.session_speed(s) is None and not cache.exists()
     finally:
         store.close_all()

@@ -165,62 +165,65 @@ def store(tmp_path):
 
 
 def _tracked(session) -> dict[int, np.ndarray]:
-    from sam2_web.ui import logic
+    from sam2_web.ui import actions
 
-    logic.set_prompts(session, 0, 1, points=[CLICK], labels=[1])
-    for _ in logic.track(session):
+    actions.set_prompts(session, 0, 1, points=[CLICK], labels=[1])
+    for _ in actions.track(session):
         pass
-    return {i: logic.mask_dict(session, i)[1] for i in range(session.info.num_frames)}
+    return {i: actions.mask_dict(session, i)[1] for i in range(session.info.num_frames)}
 
 
 def test_feature_cache_is_one_budget_across_sessions(store, predictor, clip):
-    from sam2_web.ui import logic
+    from sam2_web.ui import actions
+    from sam2_web.ui.limits import Limits
 
     want = predictor.default_options.feature_cache_mb
     sessions = [store.create("m") for _ in range(3)]
     for session in sessions:
-        logic.open_clip(session, predictor, str(clip), logic.Limits())
+        actions.open_clip(session, predictor, str(clip), Limits())
     grants = [s.feature_mb for s in sessions]
     print("asked", want, "MB each; granted", grants, "of", store.feature_budget_mb)
     assert grants == [want, store.feature_budget_mb - want, 0.0]
-    assert [s.engine.options.feature_cache_mb for s in sessions] == grants  # what the engines really got
+    assert [s.video.options.feature_cache_mb for s in sessions] == grants  # what the engines really got
     assert store.feature_mb_held() <= store.feature_budget_mb
     # The session left without a cache works and computes the same masks (the cache is speed only).
     first, last = _tracked(sessions[0]), _tracked(sessions[2])
     assert all(np.array_equal(first[i], last[i]) for i in first)
     store.close(sessions[0].sid)
     fresh = store.create("m")
-    logic.open_clip(fresh, predictor, str(clip), logic.Limits())
+    actions.open_clip(fresh, predictor, str(clip), Limits())
     assert fresh.feature_mb == want
 
 
 def test_checked_clip_is_the_opened_clip(store, predictor, clip):
-    from sam2_web.ui import logic
+    from sam2_web.ui import actions
+    from sam2_web.ui.limits import Limits
 
     session = store.create("m")
-    logic.open_clip(session, predictor, str(clip), logic.Limits())
+    actions.open_clip(session, predictor, str(clip), Limits())
     # One frame source: probed and checked against the limits, then read by the engine.
-    assert session.engine.frames is session.frames
+    assert session.video.frames is session.frames
     assert Path(session.frames.info.path) == session.source_path and session.source_path.parent == session.workdir
-    logic.switch_model(session, predictor, "m")
-    assert session.engine.frames is session.frames  # a model switch reads the same checked source
+    actions.switch_model(session, predictor, "m")
+    assert session.video.frames is session.frames  # a model switch reads the same checked source
 
 
 def test_history_bound_holds_and_exports_stop_at_the_session_disk(store, predictor, work):
-    from sam2_web.ui import logic
+    from sam2_web.ui import actions
+    from sam2_web.ui.limits import Limits
     from sam2_web.ui.limits import session_disk_bytes
 
     long_clip = make_moving_disc_clip(work / "disc24.mp4", 24, SIZE, radius=20)[0]
     session = store.create("m")
-    logic.open_clip(session, predictor, str(long_clip), logic.Limits())
+    actions.open_clip(session, predictor, str(long_clip), Limits())
     _tracked(session)
     spilled = [os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(session.workdir)
                for f in files if f.endswith(".pt")]
     print("history files", len(spilled), "largest", max(spilled), "bound per frame", session.history_bytes_per_frame)
     assert spilled and max(spilled) <= session.history_bytes_per_frame
-    first = logic.export_masks(session, "png_zip")
+    first = actions.export_masks(session, "png_zip")
     session.disk_budget_mb = session_disk_bytes(session) / 2**20  # the budget is now full
     with pytest.raises(LimitExceededError, match="this session's files take") as caught:
-        logic.export_masks(session, "coco_rle")
+        actions.export_masks(session, "coco_rle")
     print(caught.value)
     assert first.is_file()  # what was exported before is kept

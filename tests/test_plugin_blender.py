@@ -153,7 +153,7 @@ def blender_session(config_file: str) -> None:
     import threading
 
     operators = importlib.import_module(f"{module}.operators")
-    addon_engine = importlib.import_module(f"{module}.engine")
+    addon_jobs = importlib.import_module(f"{module}.jobs")
     report["cancel"] = {}
     addon_prefs.python = ""
     settings.output_dir = cfg["out"] + "_cancel_here"
@@ -163,19 +163,19 @@ def blender_session(config_file: str) -> None:
     report["cancel"]["here"] = f"{type(worker.error).__name__}: {worker.error}"
     stop = threading.Event()
     stop.set()
-    spec = addon_engine.JobSpec(clip=Path(cfg["clip"]), prompts=Path(cfg["prompts"]),
+    spec = addon_jobs.JobSpec(clip=Path(cfg["clip"]), prompts=Path(cfg["prompts"]),
                                 out_dir=Path(cfg["out"] + "_cancel_external"), name="cancelled",
                                 model=cfg["model"], checkpoint=cfg["checkpoint"], device="cpu",
                                 overrides=tuple(cfg["overrides"]))
     try:
-        addon_engine.run(spec, python=sys.executable, cancel=stop)
+        addon_jobs.run(spec, python=sys.executable, cancel=stop)
         report["cancel"]["external"] = "not cancelled"
-    except addon_engine.Cancelled as exc:
+    except addon_jobs.Cancelled as exc:
         report["cancel"]["external"] = f"{type(exc).__name__}: {exc}"
     # A click on a frame outside the strip's handles widens the tracked range to reach it.
     early = {"version": 1, "objects": [{"id": 1, "frames": [{"frame": 0, "points": [[5, 5]], "labels": [1]}]}]}
-    args = addon_engine.cli_arguments(
-        addon_engine.JobSpec(clip=Path(cfg["clip"]), prompts=early, out_dir=Path("out"), name="x", first=1, last=3),
+    args = addon_jobs.cli_arguments(
+        addon_jobs.JobSpec(clip=Path(cfg["clip"]), prompts=early, out_dir=Path("out"), name="x", first=1, last=3),
         Path("prompts.json"))
     report["widened_args"] = [args[args.index("--start") + 1], args[args.index("--end") + 1]]
     for where in ("here", "external"):

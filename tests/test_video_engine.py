@@ -18,7 +18,8 @@ from sam2_web.video import FrameMasks
 from sam2_web.components import connected_components
 from sam2_web.transforms import fill_holes_and_sprinkles
 from sam2_web.video.features import FeatureCache
-from sam2_web.video.store import ResultStore, rle_decode, rle_encode
+from sam2_web.runlength import from_run_lengths, run_lengths
+from sam2_web.video.store import ResultStore
 from sam2_web.video.memory import memory_reach
 from tests.counting import Counter
 from tests.clips import disc_clips, make_audio_only, make_zero_frame_video, moving_disc_frames
@@ -217,10 +218,15 @@ def test_objects_clear_remove_reset(predictor, clips):
         list(session.propagate(direction="forward", max_frames=2))
         session.remove_object(1)
         assert session.object_ids == [2] and session.result(1).obj_ids == [2]
-        cleared = session.clear_frame(0)
-        assert cleared.obj_ids == [2]
+        assert session.object_names == {2: "object 2"}
+        session.add_prompt(2, 2, box=[60, 40, 120, 90])
+        cleared = session.clear_frame(0)  # object 2 keeps its prompt on frame 2: still tracked
+        assert cleared.obj_ids == [2] and [p.frame_idx for p in session.prompts()] == [2]
+        # Without a prompt anywhere an object cannot be tracked: it stops being tracked, its name stays.
+        assert session.clear_frame(2) is None and session.object_ids == [] and session.result(0) is None
+        assert session.object_names == {2: "object 2"}
         session.reset()
-        assert session.object_ids == [] and session.result(0) is None
+        assert session.object_ids == [] and session.result(0) is None and session.object_names == {}
 
 
 def test_bad_input_errors_and_nothing_is_lost(predictor, clips):
@@ -405,7 +411,7 @@ def test_result_store_rle_and_png(tmp_path):
     masks = rng.random((2, 17, 23)) < 0.3
     masks[1, 0, 0] = True
     for runs_mask in masks:
-        np.testing.assert_array_equal(rle_decode(rle_encode(runs_mask), runs_mask.shape), runs_mask)
+        np.testing.assert_array_equal(from_run_lengths(run_lengths(runs_mask), runs_mask.shape), runs_mask)
     for png_dir in (None, str(tmp_path / "png")):
         store = ResultStore(17, 23, png_dir)
         store.put(FrameMasks(3, [7, 9], masks, np.array([0.9, 0.2], np.float32)))

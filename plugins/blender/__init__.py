@@ -6,7 +6,7 @@ sam2_web, its matte lands as an image-sequence strip on the channel above (same 
 source), and a modifier on the source strip is masked by it, so effects apply to the object only.
 
 The add-on is an adapter over ``sam2_web.jobs`` (the mask-job contract shared by every host):
-``markers`` and ``strips`` translate Blender data, ``engine`` runs the job in this process or
+``markers`` and ``strips`` translate Blender data, ``jobs`` runs the job in this process or
 through the ``sam2-web`` command of another Python.
 """
 

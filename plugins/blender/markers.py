@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from .engine import SetupError
+from .jobs import SetupError
 
 NEGATIVE_PREFIXES = ("-", "neg")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import bpy
 
-from . import engine, markers, strips
-from .engine import SetupError
+from . import jobs, markers, strips
+from .jobs import SetupError
 from .settings import preferences
 
 
@@ -58,7 +58,7 @@ def _prompts(settings, movie: Path):
 class _Prepared:
     """Everything a run needs, read from Blender on the main thread before any work starts."""
 
-    spec: engine.JobSpec
+    spec: jobs.JobSpec
     scene: str
     source: str
     num_frames: int  # frames Blender counts in the movie
@@ -72,12 +72,12 @@ def _prepare(context) -> _Prepared:
     scene = strips.sequencer_scene(context)
     settings = scene.sam2web
     prefs = preferences(context)
-    engine.add_engine_path(prefs)
+    jobs.add_engine_path(prefs)
     source = strips.active_movie_strip(scene)
     movie = _movie_path(source)
     num_frames = int(source.frame_duration + source.animation_offset_start + source.animation_offset_end)
     first, last = (None, None) if settings.whole_clip else strips.visible_movie_frames(source, num_frames)
-    spec = engine.JobSpec(
+    spec = jobs.JobSpec(
         clip=movie,
         prompts=_prompts(settings, movie),
         out_dir=_matte_dir(settings.output_dir, movie),
@@ -97,7 +97,7 @@ def _prepare(context) -> _Prepared:
                      getattr(prefs, "python", ""), getattr(prefs, "remote", ""))
 
 
-def _place(prepared: _Prepared, mattes: engine.Mattes) -> tuple[int, int]:
+def _place(prepared: _Prepared, mattes: jobs.Mattes) -> tuple[int, int]:
     """Matte strips above the source and the modifiers they drive; returns (first channel, count).
 
     Raises:
@@ -145,7 +145,7 @@ class _Worker:
         self.cancel = threading.Event()
         self.status = "starting"
         self.fraction = 0.0
-        self.mattes: engine.Mattes | None = None
+        self.mattes: jobs.Mattes | None = None
         self.error: Exception | None = None
         self.thread = threading.Thread(target=self._run, name="sam2web-track", daemon=True)
         self.thread.start()
@@ -158,7 +158,7 @@ class _Worker:
     def _run(self) -> None:
         p = self.prepared
         try:
-            self.mattes = engine.run(p.spec, python=p.python, remote=p.remote, progress=self._progress,
+            self.mattes = jobs.run(p.spec, python=p.python, remote=p.remote, progress=self._progress,
                                      cancel=self.cancel)
         except Exception as exc:  # handed to the main thread, which reports it
             self.error = exc
@@ -184,7 +184,7 @@ class SEQUENCER_OT_sam2web_track(bpy.types.Operator):
         """Blocking run: scripts, headless Blender, and redo."""
         try:
             prepared = _prepare(context)
-            mattes = engine.run(prepared.spec, python=prepared.python, remote=prepared.remote,
+            mattes = jobs.run(prepared.spec, python=prepared.python, remote=prepared.remote,
                                 progress=_console_progress)
             channel, count = _place(prepared, mattes)
         except Exception as exc:  # the UI edge: every failure becomes a report the user can read
@@ -222,7 +222,7 @@ class SEQUENCER_OT_sam2web_track(bpy.types.Operator):
             return {"PASS_THROUGH"}
         self._finish(context)
         if worker.error is not None:
-            self.report({"WARNING" if isinstance(worker.error, engine.Cancelled) else "ERROR"}, str(worker.error))
+            self.report({"WARNING" if isinstance(worker.error, jobs.Cancelled) else "ERROR"}, str(worker.error))
             return {"CANCELLED"}
         try:
             channel, count = _place(worker.prepared, worker.mattes)

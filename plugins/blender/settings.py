@@ -29,7 +29,7 @@ _model_items: list[tuple[str, str, str]] = []  # Blender needs the enum strings 
 
 def _models(_self, context):
     if not _model_items:
-        from .engine import add_engine_path
+        from .jobs import add_engine_path
 
         add_engine_path(preferences(context))
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .engine import SetupError
+from .jobs import SetupError
 
 SOURCE_TAG = "sam2web_source"  # custom property on a matte strip: the name of its source strip
 MODIFIER_PREFIX = "SAM2 "

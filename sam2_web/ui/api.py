@@ -21,8 +21,10 @@ from pathlib import Path
 
 from sam2_web.errors import CancelledError, ExportError, LimitExceededError, PromptError
 from sam2_web.export.formats import FORMATS
-from sam2_web.ui import logic
+from sam2_web.jobs.prompts import MAX_OBJECT_ID
+from sam2_web.ui import actions
 from sam2_web.ui.context import AppContext
+from sam2_web.ui.limits import check_frame, check_job_prompts, check_track_room, check_upload, require_clip
 from sam2_web.ui.state import AppSession, SessionExpiredError
 
 # Formats the API writes: the web app's formats of the one table (one file each).
@@ -47,7 +49,7 @@ def _masks_json(session: AppSession, frame_idx: int) -> dict:
     from sam2_web.export.rle import area_and_bbox, encode
 
     objects = []
-    for obj_id, mask in logic.mask_dict(session, frame_idx).items():
+    for obj_id, mask in actions.mask_dict(session, frame_idx).items():
         area, bbox = area_and_bbox(mask)
         objects.append({"object": obj_id, "area": int(area), "bbox": bbox, "rle": encode(mask)})
     return {"frame": frame_idx, "objects": objects}
@@ -74,17 +76,15 @@ class Api:
         Raises:
             VideoReadError, LimitExceededError, UnknownModelError, HubUnavailableError.
         """
-        model = model or self.ctx.default_model
-        predictor = self.ctx.predictor(model)
-        session = self.ctx.store.create(predictor_name(model, self.ctx))
+        name = self.ctx.model_name(model)
+        predictor = self.ctx.predictor(name)
+        session = self.ctx.store.create(name)
         try:
-            logic.open_clip(session, predictor, clip, self.ctx.limits)
+            # API clients make and name their own objects.
+            actions.open_clip(session, predictor, clip, self.ctx.limits, first_object=False)
         except Exception:
             self.ctx.store.close(session.sid)
             raise
-        # The UI starts with an empty "object 1"; API clients name their own objects.
-        session.objects.clear()
-        session.current = None
         return _info_json(session)
 
     def set_prompts(self, session_id: str, frame: int, obj_id: int, points: str = "[]",
@@ -94,13 +94,13 @@ class Api:
         ``points``/``labels``/``box`` are JSON text: ``[[x, y], ...]``, ``[1, 0, ...]``, ``[x0, y0, x1, y1]``.
         """
         session = self.ctx.store.get(session_id)
-        with _exclusive(session):
-            frame = logic.check_frame(logic.require_clip(session), frame)  # 2.5 is refused, not rounded
-            logic.ensure_object(session, obj_id, self.ctx.limits, name or None)
+        with session.exclusive():
+            frame = check_frame(require_clip(session), frame)  # 2.5 is refused, not rounded
+            actions.ensure_object(session, obj_id, self.ctx.limits, name or None)
             pts = _json_value(points, "points", "[]")
             lbl = _json_value(labels, "labels", "[]")
             bx = _json_value(box, "box", "") if box and box.strip() else None
-            logic.set_prompts(session, frame, obj_id, points=pts, labels=lbl, box=bx, limits=self.ctx.limits)
+            actions.set_prompts(session, frame, obj_id, points=pts, labels=lbl, box=bx, limits=self.ctx.limits)
             return _masks_json(session, frame)
 
     def track(self, session_id: str) -> dict:
@@ -108,7 +108,7 @@ class Api:
         session = self.ctx.store.get(session_id)
         last = None
         try:
-            for last in logic.track(session):
+            for last in actions.track(session):
                 self.ctx.store.touch(session)  # a long run is not idleness
         except CancelledError:
             done = 0 if last is None else last.done
@@ -126,22 +126,22 @@ class Api:
         """Ask a running ``/track`` on this session to stop after the current frame (it then
         fails with "stopped"; finished frames are kept and ``/track`` again resumes)."""
         session = self.ctx.store.get(session_id)
-        if not session.lock.locked():
+        if not session.busy:
             return "not tracking"
         session.cancel.set()
         return "stopping"
 
     def frame_masks(self, session_id: str, frame: int) -> dict:
         """Masks of one frame as COCO RLE: ``{"frame", "objects": [{"object", "area", "bbox", "rle"}]}``."""
-        session = logic.require_clip(self.ctx.store.get(session_id))
-        return _masks_json(session, logic.check_frame(session, frame))
+        session = require_clip(self.ctx.store.get(session_id))
+        return _masks_json(session, check_frame(session, frame))
 
     def export(self, session_id: str, fmt: str = "png_zip") -> str:
         """Write the session's masks as ``fmt`` (one of ``API_FORMATS``); returns the file path."""
         _check_format(fmt)
         session = self.ctx.store.get(session_id)
-        with _exclusive(session):
-            return str(logic.export_masks(session, fmt))
+        with session.exclusive():
+            return str(actions.export_masks(session, fmt))
 
     def close_clip(self, session_id: str) -> str:
         """Free the session now (it would expire after the idle TTL anyway)."""
@@ -164,38 +164,36 @@ class Api:
         from sam2_web.jobs import MaskJob, OutputSpec, prompts_from_json, run_job
 
         _check_format(fmt)
-        src = logic.check_upload(clip, self.ctx.limits)
+        src = check_upload(clip, self.ctx.limits)
         if not (prompts or "").strip():
             raise PromptError(f"give at least one prompt: {_EXAMPLE}")
         parsed = prompts_from_json(prompts, source="the prompts")
         if any(o.start_mask is not None for o in parsed.objects):
             # A path would name a file on this server, not the client's: never read one.
             raise PromptError("/segment takes clicks and boxes, not start masks; drop \"mask\" from the prompts")
-        logic.check_job_prompts(parsed.objects, self.ctx.limits)
+        check_job_prompts(parsed.objects, self.ctx.limits)
         objects = tuple(replace(o, name=o.name or f"object {o.obj_id}") for o in parsed.objects)
         _check_objects([o.obj_id for o in objects], self.ctx.limits.max_objects)
-        predictor = self.ctx.predictor(model or None)
+        name = self.ctx.model_name(model or None)
+        predictor = self.ctx.predictor(name)
         # A session of the store owns the output folder: it is removed after the idle TTL, and
-        # never while its lock is held (the job runs under it).
-        session = self.ctx.store.create(predictor_name(model, self.ctx))
+        # never while it is held (the job runs under it).
+        session = self.ctx.store.create(name)
         stem = _file_stem(src)
-        job = MaskJob(clip=src, objects=objects, normalized=parsed.normalized, model=session.model,
-                      output=OutputSpec(session.workdir / "exports" / fmt, formats=(fmt,), name=stem))
         try:
-            # Opened once within the limits; the job reads this same source (checked = opened).
-            session.frames = logic.open_checked(src, self.ctx.limits, src.name)
-            session.history_bytes_per_frame = logic.history_bytes_per_frame(predictor)
-            session.disk_budget_mb = max(0.0, float(self.ctx.limits.session_disk_mb))
-            logic.check_track_room(session, objects=len(objects))
-            engine_options = {"temp_dir": str(session.workdir),
-                              "feature_cache_mb": session.reserve_features(_feature_cache_mb(predictor))}
-            with session.lock:
+            # The clip is checked and opened once, as /open_clip does; the job reads that same source.
+            actions.attach_clip(session, predictor, src, self.ctx.limits)
+            check_track_room(session, objects=len(objects))
+            job = MaskJob(clip=session.source_path, objects=objects, normalized=parsed.normalized, model=name,
+                          output=OutputSpec(session.workdir / "exports" / fmt, formats=(fmt,), name=stem))
+            with session.exclusive():
                 result = run_job(job, predictor=predictor, cancel=session.cancel, frames=session.frames,
-                                 session_options=engine_options, progress=lambda *_: self.ctx.store.touch(session))
+                                 session_options=actions.session_options(session, predictor),
+                                 progress=lambda *_: self.ctx.store.touch(session))
         except BaseException:
             self.ctx.store.close(session.sid)
             raise
-        session.close_engine()  # the decoder and the feature-cache share go now
+        session.close_video()  # the decoder and the feature-cache share go now
         self.ctx.store.expire_after(session, SEGMENT_FILE_TTL_S)  # only the file is left to fetch
         # Jobs name outputs <stem>_<format>; the API hands back one file named after the clip.
         written = result.outputs[fmt]
@@ -224,14 +222,10 @@ def _file_stem(path: Path) -> str:
     return stem or "clip"
 
 
-def _feature_cache_mb(predictor) -> float:
-    return float(getattr(getattr(predictor, "default_options", None), "feature_cache_mb", 1024))
-
-
 def _check_objects(ids: list[int], max_objects: int) -> None:
     """The API's rules on objects: ids from 1 (as the UI numbers them), at most ``max_objects``."""
-    if min(ids) < 1 or max(ids) > logic.MAX_OBJECT_ID:
-        raise PromptError(f"object ids are whole numbers from 1 to {logic.MAX_OBJECT_ID}, got "
+    if min(ids) < 1 or max(ids) > MAX_OBJECT_ID:
+        raise PromptError(f"object ids are whole numbers from 1 to {MAX_OBJECT_ID}, got "
                           f"{min(ids) if min(ids) < 1 else max(ids)}")
     if 0 < max_objects < len(ids):
         raise LimitExceededError(
@@ -240,37 +234,9 @@ def _check_objects(ids: list[int], max_objects: int) -> None:
         )
 
 
-def predictor_name(model: str, ctx: AppContext) -> str:
-    """The registry name of ``model`` (aliases and repo ids resolved; ``auto`` by the rule for this
-    server's device; empty: the server's default)."""
-    from sam2_web.models import AUTO, auto_model
-    from sam2_web.registry import get_model
-
-    if model == AUTO:
-        return auto_model(ctx.cfg.get("device", "auto"))
-    return get_model(model).name if model else ctx.default_model
-
-
 def _check_format(fmt: str) -> None:
     if fmt not in API_FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose one of: {', '.join(API_FORMATS)}")
-
-
-class _exclusive:
-    """Hold a session's lock for one API call; refuse (not wait) when tracking runs."""
-
-    def __init__(self, session: AppSession):
-        self.session = session
-
-    def __enter__(self) -> AppSession:
-        from sam2_web.ui.state import SessionBusyError
-
-        if not self.session.lock.acquire(blocking=False):
-            raise SessionBusyError("this session is tracking right now; wait for /track to return")
-        return self.session
-
-    def __exit__(self, *exc) -> None:
-        self.session.lock.release()
 
 
 def register(api: Api, wrap: Callable[[Callable], Callable], track_limit: int, interactive_limit: int) -> None:

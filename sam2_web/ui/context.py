@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from sam2_web.ui.logic import Limits
 from sam2_web.ui import speed
+from sam2_web.ui.limits import Limits
 from sam2_web.ui.state import SessionStore
+
+if TYPE_CHECKING:
+    from sam2_web.video.predictor import SAM2VideoPredictor
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,6 @@ class AppContext:
     overrides: tuple[str, ...]
     store: SessionStore
     limits: Limits
-    _load_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def from_overrides(cls, overrides: Sequence[str] = ()) -> "AppContext":
@@ -90,26 +91,29 @@ class AppContext:
         """Every model with its published quality and source, speed, Hub repo and licence."""
         return speed.models_markdown(self.where)
 
-    def predictor(self, model: str | None = None, on_progress: DownloadProgress | None = None) -> Any:
-        """The video predictor for ``model`` (default: the configured one), loaded once and cached.
+    def model_name(self, model: str | None = None) -> str:
+        """The registry name of ``model`` (aliases, Hub ids and ``auto`` resolved for this server's
+        device); None or empty: the server's default."""
+        from sam2_web.models import resolve_model
 
-        The checkpoint download (if not cached) reports to ``on_progress(done_bytes, total_bytes)``.
+        return resolve_model(model, self.cfg.get("device", "auto")) if model else self.default_model
+
+    def predictor(self, model: str | None = None,
+                  on_progress: DownloadProgress | None = None) -> "SAM2VideoPredictor":
+        """The video predictor for ``model`` (default: the configured one), through the one loader
+        (loaded once, cached). The checkpoint download (if not cached) reports to
+        ``on_progress(done_bytes, total_bytes)``.
 
         Raises:
             UnknownModelError, HubUnavailableError, CheckpointError.
         """
-        from sam2_web.models import AUTO, auto_model, load_app_predictor
-        from sam2_web.registry import get_model
+        from sam2_web.models import load_app_predictor
 
-        if model == AUTO:
-            model = auto_model(self.cfg.get("device", "auto"))
-        name = get_model(model).name if model else self.default_model
+        name = self.model_name(model)
         # A local checkpoint given on the command line belongs to the configured model only.
         dropped = ("model=",)
         if name != self.default_model:
             dropped += ("checkpoint=", "+checkpoint=", "++checkpoint=")
         overrides = [o for o in self.overrides if not o.startswith(dropped)] + [f"model={name}"]
         cfg = self.cfg if name == self.default_model else None  # composed once at start-up
-        # One load at a time: two users picking the same new model must not download it twice.
-        with self._load_lock:
-            return load_app_predictor(overrides, cfg=cfg, progress=on_progress or False)
+        return load_app_predictor(overrides, cfg=cfg, progress=on_progress or False)

@@ -1,4 +1,5 @@
-"""The Gradio Blocks: components and their wiring to ``logic``/``render``. No business logic here.
+"""The Gradio Blocks: components (:func:`_layout`) and their wiring (:func:`_bind`) to the plain
+functions of ``actions``/``render``. No business logic here.
 
 Every callback takes the session id from ``gr.State``, looks the session up in the store, calls
 one logic function and renders the result. Our errors become ``gr.Error`` with their message;
@@ -13,17 +14,19 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 
 from sam2_web.errors import CancelledError, Sam2WebError, public_message
 from sam2_web.export.formats import FORMATS
-from sam2_web.ui import logic, render, speed
+from sam2_web.ui import actions, render, speed
 from sam2_web.ui.api import Api, register
 from sam2_web.ui.api import document as api_document
 from sam2_web.ui.context import AppContext
 from sam2_web.ui.gpu import on_gpu
-from sam2_web.ui.state import AppSession, SessionBusyError
+from sam2_web.ui.limits import check_frame, require_clip
+from sam2_web.ui.state import AppSession
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +128,12 @@ class Callbacks:
         session = self._session(sid)
         if session is None:
             session = self.ctx.store.create(model or self.ctx.default_model)
-        if session.lock.locked():
-            raise SessionBusyError("tracking is running on the current clip; press Stop first")
-        progress(0, desc="Loading the model")
-        predictor = self._predictor(model or session.model, progress)
-        session.model = model or session.model
-        progress(0.5, desc="Opening the clip")
-        logic.open_clip(session, predictor, path, self.ctx.limits)
+        with session.exclusive():
+            progress(0, desc="Loading the model")
+            predictor = self._predictor(model or session.model, progress)
+            session.model = model or session.model
+            progress(0.5, desc="Opening the clip")
+            actions.open_clip(session, predictor, path, self.ctx.limits)
         return (session.sid, *self._view(session, 0), *self._objects(session), self._estimate(session), None, None)
 
     def change_model(self, model: str, sid: str | None, progress=gr.Progress()):
@@ -140,41 +142,41 @@ class Callbacks:
         session = self._session(sid)
         if session is None or not session.has_clip:
             return gr.skip(), gr.skip(), gr.skip(), render.progress_html(None, f"Model {model} ready.")
-        with _holding(session):
-            logic.switch_model(session, predictor, model)
+        with session.exclusive():
+            actions.switch_model(session, predictor, model)
         return (*self._view(session, session.frame_idx),
                 self._estimate(session, f"Model {model} ready; clicks replayed."))
 
     def scrub(self, sid: str | None, frame_idx: float):
         """The slider moved: show that frame with its masks."""
-        session = logic.require_clip(self._session(sid))
-        idx = logic.check_frame(session, int(frame_idx))
+        session = require_clip(self._session(sid))
+        idx = check_frame(session, int(frame_idx))
         image, _, label = self._view(session, idx)
         return image, label
 
     # -- prompts -------------------------------------------------------------------------------
     def click(self, sid: str | None, frame_idx: float, evt: gr.SelectData):
         """A click on the frame: one model call on this frame, then redraw it."""
-        session = logic.require_clip(self._session(sid))
+        session = require_clip(self._session(sid))
         if not evt.index or evt.index[0] is None:
             return (gr.skip(),) * 4
         scale = render.display_scale(session.info.width, session.info.height)
         x, y = evt.index[0] * scale, evt.index[1] * scale
-        with _holding(session), speed.timed_click(session, int(frame_idx)):
-            logic.click(session, int(frame_idx), x, y, self.ctx.limits)
+        with session.exclusive(), speed.timed_click(session, int(frame_idx)):
+            actions.click(session, int(frame_idx), x, y, self.ctx.limits)
         return render.frame_image(session, int(frame_idx)), *self._objects(session), self._estimate(session)
 
     def set_mode(self, sid: str | None, mode: str) -> None:
         """The click-mode radio changed: positive point, negative point or box."""
         session = self._session(sid)
         if session is not None:
-            logic.set_mode(session, mode)
+            actions.set_mode(session, mode)
 
     def undo(self, sid: str | None):
         """Undo the last click (or a half-drawn box) and show its frame."""
-        session = logic.require_clip(self._session(sid))
-        with _holding(session):
-            frame_idx = logic.undo(session)
+        session = require_clip(self._session(sid))
+        with session.exclusive():
+            frame_idx = actions.undo(session)
         if frame_idx is None:
             gr.Info("Nothing to undo.")
             frame_idx = session.frame_idx
@@ -182,16 +184,16 @@ class Callbacks:
 
     def clear_frame(self, sid: str | None, frame_idx: float):
         """Remove every click on the shown frame."""
-        session = logic.require_clip(self._session(sid))
-        with _holding(session):
-            logic.clear_frame(session, int(frame_idx))
+        session = require_clip(self._session(sid))
+        with session.exclusive():
+            actions.clear_frame(session, int(frame_idx))
         return render.frame_image(session, int(frame_idx)), *self._objects(session), self._estimate(session)
 
     # -- objects -------------------------------------------------------------------------------
     def add_object(self, sid: str | None, name: str):
         """Add an object (named from the text box, if filled) and select it."""
-        session = logic.require_clip(self._session(sid))
-        logic.add_object(session, self.ctx.limits, name)
+        session = require_clip(self._session(sid))
+        actions.add_object(session, self.ctx.limits, name)
         return (*self._objects(session), "")
 
     def select_object(self, sid: str | None, obj_id: int | None):
@@ -199,33 +201,33 @@ class Callbacks:
         session = self._session(sid)
         if session is None or obj_id is None:
             return gr.skip()
-        logic.select_object(session, int(obj_id))
+        actions.select_object(session, int(obj_id))
         return render.objects_html(session)
 
     def rename_object(self, sid: str | None, name: str):
         """Rename the selected object."""
-        session = logic.require_clip(self._session(sid))
-        logic.rename_object(session, session.current, name, self.ctx.limits)
+        session = require_clip(self._session(sid))
+        actions.rename_object(session, session.current, name, self.ctx.limits)
         return (*self._objects(session), "")
 
     def remove_object(self, sid: str | None, frame_idx: float):
         """Remove the selected object with its clicks and masks."""
-        session = logic.require_clip(self._session(sid))
-        with _holding(session):
-            logic.remove_object(session, session.current)
+        session = require_clip(self._session(sid))
+        with session.exclusive():
+            actions.remove_object(session, session.current)
         return render.frame_image(session, int(frame_idx)), *self._objects(session), self._estimate(session)
 
     # -- tracking ------------------------------------------------------------------------------
     def track(self, sid: str | None):
         """Propagate through the clip, streaming progress and the latest finished frame."""
-        session = logic.require_clip(self._session(sid))
+        session = require_clip(self._session(sid))
         last_picture = 0.0
         step = None
         # The estimate until the first frame is in; from then on the live rate and ETA.
         starting = speed.starting_text(session, speed.session_speed(session))
         yield gr.skip(), gr.skip(), gr.skip(), render.progress_html(None, starting), gr.skip()
         try:
-            for step in logic.track(session):
+            for step in actions.track(session):
                 self.ctx.store.touch(session)
                 now = time.monotonic()
                 if now - last_picture >= PREVIEW_EVERY_S or step.done == step.total:
@@ -238,137 +240,130 @@ class Callbacks:
             yield (*self._view(session, session.frame_idx), render.progress_html(step, "stopped"), gr.skip())
             return
         yield gr.skip(), gr.skip(), gr.skip(), render.progress_html(step, "rendering the preview…"), gr.skip()
-        with _holding(session):
-            preview = logic.export_masks(session, "overlay_mp4")
+        with session.exclusive():
+            preview = actions.export_masks(session, "overlay_mp4")
         yield gr.skip(), gr.skip(), gr.skip(), render.progress_html(step, "done"), str(preview)
 
     def stop(self, sid: str | None) -> None:
         """Ask a running Track to stop after the current frame."""
         session = self._session(sid)
-        if session is not None and session.lock.locked():
+        if session is not None and session.busy:
             session.cancel.set()
 
     # -- outputs -------------------------------------------------------------------------------
     def download(self, sid: str | None, fmt: str, feather: float):
         """Export the masks in the chosen format and offer the file."""
-        session = logic.require_clip(self._session(sid))
-        with _holding(session):
-            return str(logic.export_masks(session, fmt, feather_px=float(feather or 0)))
+        session = require_clip(self._session(sid))
+        with session.exclusive():
+            return str(actions.export_masks(session, fmt, feather_px=float(feather or 0)))
 
     def effect(self, sid: str | None, kind: str, colour: str):
         """Render a background effect video from the masks."""
-        session = logic.require_clip(self._session(sid))
-        with _holding(session):
-            return str(logic.export_masks(session, f"effect_{kind}", background=logic.hex_colour(colour)))
-
-
-class _holding:
-    """Hold the session lock for one edit; refuse at once while tracking runs."""
-
-    def __init__(self, session: AppSession):
-        self.session = session
-
-    def __enter__(self):
-        if not self.session.lock.acquire(blocking=False):
-            raise SessionBusyError("tracking is running; wait for it to finish or press Stop")
-
-    def __exit__(self, *exc):
-        self.session.lock.release()
+        session = require_clip(self._session(sid))
+        with session.exclusive():
+            return str(actions.export_masks(session, f"effect_{kind}", background=actions.hex_colour(colour)))
 
 
 def build_demo(ctx: AppContext) -> gr.Blocks:
     """Build the app's Blocks (call ``.queue(...)`` and ``.launch(...)`` on the result, or use
     :func:`launch`)."""
-    cb = Callbacks(ctx)
     ttl = float(ctx.cfg.server.session_ttl_s)
-    track_limit = int(ctx.cfg.server.concurrency)
-    w = user_errors
-
     with gr.Blocks(title="SAM 2 for video", delete_cache=(max(60, int(ttl // 4)), int(ttl))) as demo:
-        sid = gr.State(None, delete_callback=ctx.store.close)
-        gr.Markdown("## SAM 2 for video\nUpload a clip, click on an object, press **Track**, download the mattes.")
-        with gr.Row():
-            with gr.Column(scale=1, min_width=300):
-                model = gr.Dropdown(ctx.model_choices(), value=ctx.default_model, label="Model",
-                                    info=ctx.model_info(), elem_id="model")
-                clip = gr.File(label="Clip or image", file_types=["video", "image"], type="filepath",
-                               elem_id="clip-upload")
-                examples = [[str(ASSETS / n)] for n in EXAMPLES if (ASSETS / n).is_file()]
-                if examples:
-                    gr.Examples(examples, inputs=[clip], label="Examples")
-                mode = gr.Radio(MODES, value="positive", label="A click adds", elem_id="click-mode")
-                with gr.Row():
-                    undo_btn = gr.Button("Undo click", size="sm", elem_id="undo")
-                    clear_btn = gr.Button("Clear frame", size="sm", elem_id="clear-frame")
-                legend = gr.HTML(render.objects_html(None), elem_id="objects")
-                selected = gr.Radio([], label="Clicks go to", elem_id="object-select")
-                obj_name = gr.Textbox(label="Object name", placeholder="e.g. dancer", max_lines=1)
-                with gr.Row():
-                    add_btn = gr.Button("Add object", size="sm", elem_id="add-object")
-                    rename_btn = gr.Button("Rename", size="sm")
-                    remove_btn = gr.Button("Remove", size="sm", variant="stop")
-            with gr.Column(scale=2):
-                frame = gr.Image(label="Click on the object", type="numpy", interactive=False,
-                                 format="png", elem_id="frame", buttons=[])
-                slider = gr.Slider(0, 1, value=0, step=1, label="Frame", interactive=False, elem_id="frame-slider")
-                frame_info = gr.Markdown(render.frame_label(_NoClip(), 0), elem_id="frame-info")
-                with gr.Row():
-                    track_btn = gr.Button("Track", variant="primary", elem_id="track")
-                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
-                status = gr.HTML(render.progress_html(None, ""), elem_id="status")
-                with gr.Tab("Preview"):
-                    preview = gr.Video(label="Overlay preview", interactive=False, elem_id="preview", height=400)
-                with gr.Tab("Download"):
-                    fmt = gr.Dropdown(DOWNLOAD_FORMATS, value="png_zip", label="Format")
-                    feather = gr.Slider(0, 20, value=0, step=0.5, label="Feather edges (px)")
-                    export_btn = gr.Button("Export", elem_id="export")
-                    download = gr.File(label="Download", interactive=False, elem_id="download")
-                with gr.Tab("Effects"):
-                    effect = gr.Radio(EFFECTS, value="blur", label="Effect")
-                    colour = gr.ColorPicker("#00b140", label="Replacement colour")
-                    effect_btn = gr.Button("Render effect")
-                    effect_video = gr.Video(label="Effect", interactive=False, height=400)
-
-        with gr.Accordion("About the models: published quality, speed, licence", open=False):
-            models_table = gr.Markdown(ctx.models_markdown(), elem_id="models-table")
-        with gr.Accordion("Use from a script or an editor plugin (API)", open=False):
-            gr.Markdown(api_document())
-        view = [frame, slider, frame_info]
-        objs = [legend, selected]
-        # One model call per click; two may run at once. Whole-clip work shares the track limit.
-        quick = {"concurrency_id": "interactive", "concurrency_limit": INTERACTIVE_LIMIT}
-        heavy = {"concurrency_id": "track", "concurrency_limit": track_limit}
-        on_frame = {"show_progress_on": [frame]}  # spinner (and error badge) on the picture only
-        clip.change(w(cb.upload), [clip, model, sid], [sid, *view, *objs, status, preview, download],
-                    **quick, **on_frame, **_ui("upload"))
-        model.change(w(cb.change_model), [model, sid], [*view, status], **quick, **on_frame, **_ui("change_model"))
-        slider.release(w(cb.scrub), [sid, slider], [frame, frame_info], trigger_mode="always_last",
-                       show_progress="hidden", **_ui("scrub"))
-        slider.input(w(cb.scrub), [sid, slider], [frame, frame_info], trigger_mode="always_last",
-                     show_progress="hidden", **_ui("scrub_live"))
-        frame.select(w(on_gpu(cb.click)), [sid, slider], [frame, *objs, status], **quick, **on_frame,
-                     **_ui("click"))
-        mode.change(w(cb.set_mode), [sid, mode], None, **_ui("set_mode"))
-        undo_btn.click(w(cb.undo), [sid], [*view, *objs, status], **quick, **on_frame, **_ui("undo"))
-        clear_btn.click(w(cb.clear_frame), [sid, slider], [frame, *objs, status], **quick, **on_frame,
-                        **_ui("clear_frame"))
-        add_btn.click(w(cb.add_object), [sid, obj_name], [*objs, obj_name], show_progress="hidden",
-                      **_ui("add_object"))
-        selected.input(w(cb.select_object), [sid, selected], [legend], show_progress="hidden",
-                       **_ui("select_object"))
-        rename_btn.click(w(cb.rename_object), [sid, obj_name], [*objs, obj_name], show_progress="hidden",
-                         **_ui("rename_object"))
-        remove_btn.click(w(cb.remove_object), [sid, slider], [frame, *objs, status], **quick, **on_frame,
-                         **_ui("remove_object"))
-        track_btn.click(w(on_gpu(cb.track)), [sid], [*view, status, preview], show_progress="hidden",
-                        **heavy, **_ui("track"))
-        stop_btn.click(w(cb.stop), [sid], None, queue=False, **_ui("stop"))
-        export_btn.click(w(cb.download), [sid, fmt, feather], [download], **heavy, **_ui("download"))
-        effect_btn.click(w(cb.effect), [sid, effect, colour], [effect_video], **heavy, **_ui("effect"))
-        demo.load(w(cb.refresh_models), None, [model, models_table], show_progress="hidden",
-                  **_ui("refresh_models"))
-        register(Api(ctx), w, track_limit, INTERACTIVE_LIMIT)
+        ui = _layout(ctx)
+        _bind(demo, ui, Callbacks(ctx), int(ctx.cfg.server.concurrency))
+        register(Api(ctx), user_errors, int(ctx.cfg.server.concurrency), INTERACTIVE_LIMIT)
     return demo
+
+
+def _layout(ctx: AppContext) -> SimpleNamespace:
+    """Create the components inside the current ``gr.Blocks``; returns them by name."""
+    ui = SimpleNamespace()
+    ui.sid = gr.State(None, delete_callback=ctx.store.close)
+    gr.Markdown("## SAM 2 for video\nUpload a clip, click on an object, press **Track**, download the mattes.")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            ui.model = gr.Dropdown(ctx.model_choices(), value=ctx.default_model, label="Model",
+                                   info=ctx.model_info(), elem_id="model")
+            ui.clip = gr.File(label="Clip or image", file_types=["video", "image"], type="filepath",
+                              elem_id="clip-upload")
+            examples = [[str(ASSETS / n)] for n in EXAMPLES if (ASSETS / n).is_file()]
+            if examples:
+                gr.Examples(examples, inputs=[ui.clip], label="Examples")
+            ui.mode = gr.Radio(MODES, value="positive", label="A click adds", elem_id="click-mode")
+            with gr.Row():
+                ui.undo = gr.Button("Undo click", size="sm", elem_id="undo")
+                ui.clear = gr.Button("Clear frame", size="sm", elem_id="clear-frame")
+            ui.legend = gr.HTML(render.objects_html(None), elem_id="objects")
+            ui.selected = gr.Radio([], label="Clicks go to", elem_id="object-select")
+            ui.obj_name = gr.Textbox(label="Object name", placeholder="e.g. dancer", max_lines=1)
+            with gr.Row():
+                ui.add = gr.Button("Add object", size="sm", elem_id="add-object")
+                ui.rename = gr.Button("Rename", size="sm")
+                ui.remove = gr.Button("Remove", size="sm", variant="stop")
+        with gr.Column(scale=2):
+            ui.frame = gr.Image(label="Click on the object", type="numpy", interactive=False,
+                                format="png", elem_id="frame", buttons=[])
+            ui.slider = gr.Slider(0, 1, value=0, step=1, label="Frame", interactive=False, elem_id="frame-slider")
+            ui.frame_info = gr.Markdown(render.frame_label(_NoClip(), 0), elem_id="frame-info")
+            with gr.Row():
+                ui.track = gr.Button("Track", variant="primary", elem_id="track")
+                ui.stop = gr.Button("Stop", variant="stop", elem_id="stop")
+            ui.status = gr.HTML(render.progress_html(None, ""), elem_id="status")
+            with gr.Tab("Preview"):
+                ui.preview = gr.Video(label="Overlay preview", interactive=False, elem_id="preview", height=400)
+            with gr.Tab("Download"):
+                ui.fmt = gr.Dropdown(DOWNLOAD_FORMATS, value="png_zip", label="Format")
+                ui.feather = gr.Slider(0, 20, value=0, step=0.5, label="Feather edges (px)")
+                ui.export = gr.Button("Export", elem_id="export")
+                ui.download = gr.File(label="Download", interactive=False, elem_id="download")
+            with gr.Tab("Effects"):
+                ui.effect = gr.Radio(EFFECTS, value="blur", label="Effect")
+                ui.colour = gr.ColorPicker("#00b140", label="Replacement colour")
+                ui.render_effect = gr.Button("Render effect")
+                ui.effect_video = gr.Video(label="Effect", interactive=False, height=400)
+    with gr.Accordion("About the models: published quality, speed, licence", open=False):
+        ui.models_table = gr.Markdown(ctx.models_markdown(), elem_id="models-table")
+    with gr.Accordion("Use from a script or an editor plugin (API)", open=False):
+        gr.Markdown(api_document())
+    return ui
+
+
+def _bind(demo: gr.Blocks, ui: SimpleNamespace, cb: Callbacks, track_limit: int) -> None:
+    """Wire the components to the callbacks (each wrapped by :func:`user_errors`)."""
+    w = user_errors
+    view = [ui.frame, ui.slider, ui.frame_info]
+    objs = [ui.legend, ui.selected]
+    # One model call per click; two may run at once. Whole-clip work shares the track limit.
+    quick = {"concurrency_id": "interactive", "concurrency_limit": INTERACTIVE_LIMIT}
+    heavy = {"concurrency_id": "track", "concurrency_limit": track_limit}
+    on_frame = {"show_progress_on": [ui.frame]}  # spinner (and error badge) on the picture only
+    hidden = {"show_progress": "hidden"}
+    ui.clip.change(w(cb.upload), [ui.clip, ui.model, ui.sid],
+                   [ui.sid, *view, *objs, ui.status, ui.preview, ui.download], **quick, **on_frame, **_ui("upload"))
+    ui.model.change(w(cb.change_model), [ui.model, ui.sid], [*view, ui.status], **quick, **on_frame,
+                    **_ui("change_model"))
+    ui.slider.release(w(cb.scrub), [ui.sid, ui.slider], [ui.frame, ui.frame_info], trigger_mode="always_last",
+                      **hidden, **_ui("scrub"))
+    ui.slider.input(w(cb.scrub), [ui.sid, ui.slider], [ui.frame, ui.frame_info], trigger_mode="always_last",
+                    **hidden, **_ui("scrub_live"))
+    ui.frame.select(w(on_gpu(cb.click)), [ui.sid, ui.slider], [ui.frame, *objs, ui.status], **quick, **on_frame,
+                    **_ui("click"))
+    ui.mode.change(w(cb.set_mode), [ui.sid, ui.mode], None, **_ui("set_mode"))
+    ui.undo.click(w(cb.undo), [ui.sid], [*view, *objs, ui.status], **quick, **on_frame, **_ui("undo"))
+    ui.clear.click(w(cb.clear_frame), [ui.sid, ui.slider], [ui.frame, *objs, ui.status], **quick, **on_frame,
+                   **_ui("clear_frame"))
+    ui.add.click(w(cb.add_object), [ui.sid, ui.obj_name], [*objs, ui.obj_name], **hidden, **_ui("add_object"))
+    ui.selected.input(w(cb.select_object), [ui.sid, ui.selected], [ui.legend], **hidden, **_ui("select_object"))
+    ui.rename.click(w(cb.rename_object), [ui.sid, ui.obj_name], [*objs, ui.obj_name], **hidden,
+                    **_ui("rename_object"))
+    ui.remove.click(w(cb.remove_object), [ui.sid, ui.slider], [ui.frame, *objs, ui.status], **quick, **on_frame,
+                    **_ui("remove_object"))
+    ui.track.click(w(on_gpu(cb.track)), [ui.sid], [*view, ui.status, ui.preview], **hidden, **heavy,
+                   **_ui("track"))
+    ui.stop.click(w(cb.stop), [ui.sid], None, queue=False, **_ui("stop"))
+    ui.export.click(w(cb.download), [ui.sid, ui.fmt, ui.feather], [ui.download], **heavy, **_ui("download"))
+    ui.render_effect.click(w(cb.effect), [ui.sid, ui.effect, ui.colour], [ui.effect_video], **heavy, **_ui("effect"))
+    demo.load(w(cb.refresh_models), None, [ui.model, ui.models_table], **hidden, **_ui("refresh_models"))
 
 
 def _ui(name: str) -> dict:

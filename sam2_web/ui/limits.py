@@ -9,13 +9,20 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sam2_web.errors import LimitExceededError, PromptError, VideoReadError
 from sam2_web.media.probe import DEFAULT_MAX_FRAMES, DEFAULT_TIMEOUT_S, ProbeLimits
 from sam2_web.ui.state import AppSession
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sam2_web.jobs.prompts import ObjectPrompts
+    from sam2_web.media.frames import FrameSource
+    from sam2_web.media.probe import VideoInfo
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,7 @@ def check_upload(path: str | os.PathLike | None, limits: Limits) -> Path:
     return path
 
 
-def check_clip(info: Any, limits: Limits) -> None:
+def check_clip(info: "VideoInfo", limits: Limits) -> None:
     """Check a probed clip's length and size against the limits.
 
     Raises:
@@ -106,7 +113,7 @@ def check_clip(info: Any, limits: Limits) -> None:
         )
 
 
-def open_checked(path: str | os.PathLike, limits: Limits, name: str, readahead: int = 6) -> Any:
+def open_checked(path: str | os.PathLike, limits: Limits, name: str, readahead: int = 6) -> "FrameSource":
     """Open a clip once, within the limits, and check it: the returned source is what the
     engine then reads, so the file that is checked is the file that is opened.
 
@@ -165,17 +172,6 @@ def _named(message: str, path: str | os.PathLike, name: str) -> str:
 
 # --- a session's disk ---------------------------------------------------------------------------
 
-def history_bytes_per_frame(predictor: Any) -> int:
-    """Disk one tracked frame of one object takes in the engine's memory history (an upper bound):
-    its spatial memory (``mem_dim`` x (S/16)^2, bfloat16 or float32) and low-res mask logits
-    ((S/4)^2 float32) for a model input of S pixels, plus the file's overhead."""
-    side = int(getattr(predictor, "image_size", 1024))
-    mem_dim = int(getattr(predictor, "mem_dim", 64))
-    options = getattr(predictor, "default_options", None)
-    item = 2 if getattr(options, "memory_dtype", "bfloat16") == "bfloat16" else 4
-    return (side // 4) ** 2 * 4 + mem_dim * (side // 16) ** 2 * item + 8192
-
-
 def session_disk_bytes(session: AppSession) -> int:
     """Bytes of the session's own files: its folder without the uploaded clip (which counts
     against ``max_upload_mb``)."""
@@ -199,19 +195,20 @@ def check_track_room(session: AppSession, objects: int | None = None) -> None:
 
     The engine keeps at most one history file per frame and object (tracking again replaces
     them), so the clip's length x the prompted objects x ``session.history_bytes_per_frame``
-    bounds the history; the session's exports are added. The refusal comes before any work.
+    (the memory bank's own figure, ``SAM2VideoPredictor.history_bytes_per_frame``) bounds the
+    history; the session's exports are added. The refusal comes before any work.
 
     Args:
         objects: objects to be tracked (default: those with prompts in the session).
     Raises:
         LimitExceededError: over the budget, saying what fits.
     """
-    info = session.info if session.info is not None else getattr(session.frames, "info", None)
+    info = session.frames.info if session.frames is not None else None
     budget = session.disk_budget_mb * 2**20
     if budget <= 0 or info is None:
         return
     if objects is None:
-        objects = len({p.obj_id for p in session.prompts})
+        objects = len(session.video.prompted_objects())
     frames = info.num_frames
     per_frame = max(1, session.history_bytes_per_frame)
     need = frames * objects * per_frame + _folder_bytes(session.workdir / "exports")
@@ -224,7 +221,7 @@ def check_track_room(session: AppSession, objects: int | None = None) -> None:
         )
 
 
-def check_job_prompts(objects: Any, limits: Limits) -> None:
+def check_job_prompts(objects: "Sequence[ObjectPrompts]", limits: Limits) -> None:
     """The app's limits on parsed prompts (``sam2_web.jobs.prompts.ObjectPrompts``): object names
     and points per object and frame, as for clicks and ``/set_prompts``.
 

@@ -11,8 +11,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from sam2_web.export.preview import color_of, overlay
-from sam2_web.ui.logic import TrackStep, format_step, mask_dict, prompts_on
-from sam2_web.ui.state import AppSession, BoxPrompt, ClickPrompt
+from sam2_web.ui.actions import TrackStep, format_step, mask_dict
+from sam2_web.ui.state import AppSession
+from sam2_web.video.edits import Box, Click
 
 # Frames are shown with their long side in this range: big ones shrink (less to send per click),
 # small ones grow (a 160 px frame is too small to click on). Clicks are mapped back.
@@ -38,9 +39,9 @@ def frame_image(session: AppSession, frame_idx: int, max_side: int = DISPLAY_MAX
     Returned at the display size (see :func:`display_scale`); clicks are drawn after scaling so
     they stay crisp.
     """
-    frame = session.engine.frame(frame_idx)
+    frame = session.video.frame(frame_idx)
     masks = mask_dict(session, frame_idx)
-    ids = [o.obj_id for o in session.objects if o.obj_id in masks]
+    ids = [o for o in session.video.object_names if o in masks]
     shown = overlay(frame, masks, ids, alpha=0.5) if ids else np.asarray(frame)
     scale = display_scale(shown.shape[1], shown.shape[0], max_side, min_side)
     img = Image.fromarray(shown)
@@ -53,12 +54,12 @@ def frame_image(session: AppSession, frame_idx: int, max_side: int = DISPLAY_MAX
 def _draw_prompts(img: Image.Image, session: AppSession, frame_idx: int, scale: float) -> None:
     draw = ImageDraw.Draw(img)
     r = max(3, round(min(img.size) / 60))
-    for p in prompts_on(session, frame_idx):
-        if isinstance(p, ClickPrompt):
+    for p in session.video.prompts(frame_idx):
+        if isinstance(p, Click):
             x, y = p.x / scale, p.y / scale
             draw.ellipse((x - r, y - r, x + r, y + r), fill=POSITIVE if p.positive else NEGATIVE,
                          outline=(255, 255, 255), width=max(1, r // 3))
-        elif isinstance(p, BoxPrompt):
+        elif isinstance(p, Box):
             draw.rectangle((p.x0 / scale, p.y0 / scale, p.x1 / scale, p.y1 / scale),
                            outline=color_of(p.obj_id), width=max(2, r // 2))
     corner = session.pending
@@ -80,27 +81,28 @@ def frame_label(session: AppSession, frame_idx: int) -> str:
 
 def objects_html(session: AppSession | None) -> str:
     """A legend of the objects: colour swatch, name, id, clicks; the selected one in bold."""
-    if session is None or not session.objects:
+    names = session.video.object_names if session is not None and session.video is not None else {}
+    if not names:
         return "<div class='sam2-objects'>No objects yet.</div>"
     rows = []
-    for o in session.objects:
-        r, g, b = color_of(o.obj_id)
-        n = sum(1 for p in session.prompts if p.obj_id == o.obj_id)
-        weight = "bold" if o.obj_id == session.current else "normal"
+    for obj_id, name in names.items():
+        r, g, b = color_of(obj_id)
+        n = len(session.video.prompts(obj_id=obj_id))
+        weight = "bold" if obj_id == session.current else "normal"
         rows.append(
-            f"<span class='sam2-object' data-obj='{o.obj_id}' style='font-weight:{weight};margin-right:1em'>"
+            f"<span class='sam2-object' data-obj='{obj_id}' style='font-weight:{weight};margin-right:1em'>"
             f"<span style='display:inline-block;width:0.9em;height:0.9em;border-radius:2px;"
             f"background:rgb({r},{g},{b});vertical-align:middle'></span> "
-            f"{html.escape(o.name)} <small>(#{o.obj_id}, {n} click{'s' if n != 1 else ''})</small></span>"
+            f"{html.escape(name)} <small>(#{obj_id}, {n} click{'s' if n != 1 else ''})</small></span>"
         )
     return "<div class='sam2-objects'>" + "".join(rows) + "</div>"
 
 
 def object_choices(session: AppSession | None) -> list[tuple[str, int]]:
     """(label, id) pairs for the object selector."""
-    if session is None:
+    if session is None or session.video is None:
         return []
-    return [(f"{o.name} (#{o.obj_id})", o.obj_id) for o in session.objects]
+    return [(f"{name} (#{obj_id})", obj_id) for obj_id, name in session.video.object_names.items()]
 
 
 def progress_html(step: TrackStep | None, message: str = "") -> str:

@@ -144,13 +144,13 @@ def session_speed(session: AppSession) -> Optional[Speed]:
     a published one (changed by ``model.*`` overrides) or nothing was measured."""
     from sam2_web.models import speed_key
 
-    if session.engine is None:
+    if session.video is None:
         return None
-    key = speed_key(session.engine.model)
+    key = speed_key(session.video.model)
     if key is None:
         return None
     name, label = key
-    return speeds.speed_of(name, label, session.engine.device.type)
+    return speeds.speed_of(name, label, session.video.device.type)
 
 
 def estimate(session: AppSession, speed: Optional[Speed]) -> Optional[TrackEstimate]:
@@ -158,7 +158,7 @@ def estimate(session: AppSession, speed: Optional[Speed]) -> Optional[TrackEstim
     prompted objects (``Speed.per_frame``); None before a clip, a prompt or any figure."""
     if session.info is None or speed is None:
         return None
-    objects = len({p.obj_id for p in session.prompts})
+    objects = len(session.video.prompted_objects())
     per_frame = speed.per_frame(objects) if objects else None
     if per_frame is None:
         return None
@@ -171,7 +171,7 @@ def estimate_text(session: AppSession, speed: Optional[Speed]) -> str:
     or what to do first, or why there is no estimate."""
     if session.info is None:
         return ""
-    if not session.prompts:
+    if not session.video.prompted_objects():
         return "Click on the object to segment, then press Track."
     est = estimate(session, speed)
     if est is None:
@@ -197,18 +197,9 @@ def estimate_html(session: AppSession | None, speed: Optional[Speed], before: st
 # --------------------------------------------------------------------------- recording
 
 
-def _encoded(session: AppSession, frame_idx: int) -> Optional[bool]:
-    """Whether the frame's image features are cached (a click there skips the encoder); None
-    when the engine does not say."""
-    try:
-        return frame_idx in session.engine.tracker.features.cache
-    except (AttributeError, TypeError):
-        return None
-
-
 def encoded_frames(session: AppSession) -> set[int]:
     """Frames whose features are cached now (tracking them again skips the encoder)."""
-    return {i for i in range(session.info.num_frames) if _encoded(session, i)}
+    return {i for i in range(session.info.num_frames) if session.video.is_encoded(i)}
 
 
 @contextmanager
@@ -217,12 +208,13 @@ def timed_click(session: AppSession, frame_idx: int) -> Iterator[None]:
     new frame (a click on an encoded frame, or a first box corner, is not that figure)."""
     from sam2_web.models import speed_key
 
-    new = _encoded(session, frame_idx) is False
+    video = session.video
+    new = not video.is_encoded(frame_idx)
     start = time.monotonic()
     yield
     seconds = time.monotonic() - start
-    if new and _encoded(session, frame_idx):
-        key = speed_key(session.engine.model)
+    if new and video.is_encoded(frame_idx):
+        key = speed_key(video.model)
         if key is not None:
             speeds.record_click(*key, seconds)
 
@@ -232,7 +224,7 @@ def record_track(session: AppSession, objects: int, clock: speeds.FrameClock) ->
     run's steady s/frame, or None when nothing was recorded (short run, changed network)."""
     from sam2_web.models import speed_key
 
-    key = speed_key(session.engine.model) if session.engine is not None else None
+    key = speed_key(session.video.model) if session.video is not None else None
     if key is None:
         return None
     return speeds.record_frames(*key, objects, clock.seconds)

@@ -2,11 +2,13 @@
 
 Gradio keeps only a session id in ``gr.State``; the heavy things (the engine session with its
 feature caches, temp files) live in a :class:`SessionStore` on the server, so they can be removed
-after an idle time-to-live even when the tab never says goodbye.
+after an idle time-to-live even when the tab never says goodbye. What the user built on the clip
+(objects, prompts, masks) is the engine session's; :class:`AppSession` adds the UI's own state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import secrets
@@ -16,9 +18,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Union
+from typing import TYPE_CHECKING, Callable, Iterator, Literal
 
 from sam2_web.errors import LimitExceededError, Sam2WebError
+
+if TYPE_CHECKING:
+    from sam2_web.media.frames import FrameSource
+    from sam2_web.media.probe import VideoInfo
+    from sam2_web.video.session import VideoSession
 
 log = logging.getLogger(__name__)
 
@@ -40,36 +47,6 @@ class SessionBusyError(Sam2WebError, RuntimeError):
 
 
 @dataclass(frozen=True)
-class ClickPrompt:
-    """One click: a point in original-resolution pixels; ``positive`` False means "not this".
-
-    (The engine's ``sam2_web.video.state.PointPrompt`` is something else: every click and box
-    of an object on a frame, as model-input tensors.)
-    """
-
-    frame_idx: int
-    obj_id: int
-    x: float
-    y: float
-    positive: bool
-
-
-@dataclass(frozen=True)
-class BoxPrompt:
-    """A box drawn with two clicks, corners in original-resolution pixels (x0 <= x1, y0 <= y1)."""
-
-    frame_idx: int
-    obj_id: int
-    x0: float
-    y0: float
-    x1: float
-    y1: float
-
-
-Prompt = Union[ClickPrompt, BoxPrompt]
-
-
-@dataclass(frozen=True)
 class PendingCorner:
     """The first corner of a box, waiting for the second click."""
 
@@ -80,30 +57,27 @@ class PendingCorner:
 
 
 @dataclass
-class TrackedObject:
-    """An object the user segments; its colour is fixed by its id (see ``export_preview.color_of``)."""
-
-    obj_id: int
-    name: str
-
-
-@dataclass
 class AppSession:
-    """Everything one user has: the clip, the engine session, objects, prompts, latest masks.
+    """What one user has that is the app's own: the clip's files and the UI state.
+
+    The clip's objects, their names, prompts (with their undo history) and masks are the engine
+    session's (``video``, a :class:`~sam2_web.video.session.VideoSession`); the app asks it.
 
     Attributes:
         sid: random id (also a capability token for the API: unguessable).
         workdir: this session's temp folder; removed with the session.
         model: registry name of the model the engine session runs on.
         source_path: the uploaded clip or image (inside ``workdir``) or None before an upload.
-        engine: the ``VideoSession`` (None before an upload).
-        objects: objects in creation order; ``current`` is the selected object id.
-        prompts: every click in order; undo pops the last one.
-        masks: latest masks per frame, from clicks and from tracking (``FrameMasks``).
-        tracked: frames whose masks came from tracking since the last prompt change.
-        cancel: set by Stop; checked by the tracker between frames.
-        last_used: ``time.monotonic()`` of the last request; the TTL counts from here.
+        source_name: the uploaded file's name as the user knows it (messages, export names).
+        video: the engine session on the clip (None before an upload).
         frames: the clip's frame source, opened (and checked) once; the engine reads it.
+        current: the selected object (the next clicks go to it), or None.
+        mode: what a click does (``positive``/``negative`` point, ``box`` corner).
+        pending: the first corner of a box being drawn.
+        frame_idx: the frame on screen.
+        cancel: set by Stop; checked by the tracker between frames.
+        lock: held by every edit and by Track (see :meth:`exclusive`).
+        last_used: ``time.monotonic()`` of the last request; the TTL counts from here.
         feature_mb: the share of the server's feature-cache budget this session holds.
         history_bytes_per_frame: disk one tracked frame of one object takes (see ``limits``).
         disk_budget_mb: what this session's temp files may take (0: no limit).
@@ -115,20 +89,15 @@ class AppSession:
     model: str
     source_path: Path | None = None
     source_name: str = ""
-    engine: Any = None
-    objects: list[TrackedObject] = field(default_factory=list)
+    video: "VideoSession | None" = None
+    frames: "FrameSource | None" = None
     current: int | None = None
-    next_obj_id: int = 1
     mode: ClickMode = "positive"
-    prompts: list[Prompt] = field(default_factory=list)
     pending: PendingCorner | None = None
-    masks: dict[int, Any] = field(default_factory=dict)
-    tracked: set[int] = field(default_factory=set)
     frame_idx: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     last_used: float = field(default_factory=time.monotonic)
-    frames: Any = None
     feature_mb: float = 0.0
     history_bytes_per_frame: int = 0
     disk_budget_mb: float = 0.0
@@ -146,25 +115,43 @@ class AppSession:
     @property
     def has_clip(self) -> bool:
         """True once a clip has been opened."""
-        return self.engine is not None
+        return self.video is not None
 
     @property
-    def info(self):
+    def info(self) -> "VideoInfo | None":
         """The clip's ``VideoInfo`` (None before an upload)."""
-        return None if self.engine is None else self.engine.info
+        return None if self.video is None else self.video.info
 
-    def object(self, obj_id: int) -> TrackedObject | None:
-        """The object with id ``obj_id``, or None."""
-        return next((o for o in self.objects if o.obj_id == obj_id), None)
+    @property
+    def busy(self) -> bool:
+        """True while an operation (usually Track) holds the session."""
+        return self.lock.locked()
 
-    def close_engine(self) -> None:
-        """Free the engine session (its caches and temp files) and the clip's decoder; keep
-        objects and prompts."""
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator["AppSession"]:
+        """Hold the session for one operation; refuse at once (never wait) while another holds it.
+
+        Every edit, export and Track goes through here, so a click never lands in the middle of
+        a Track and two Tracks never run on one session.
+
+        Raises:
+            SessionBusyError: the session is tracking (or busy with another operation).
+        """
+        if not self.lock.acquire(blocking=False):
+            raise SessionBusyError("already tracking: this session is tracking right now; wait for Track to finish "
+                                   "or press Stop")
         try:
-            if self.engine is not None:
-                self.engine.close()
+            yield self
         finally:
-            self.engine = None
+            self.lock.release()
+
+    def close_video(self) -> None:
+        """Free the engine session (its caches and temp files) and the clip's decoder."""
+        try:
+            if self.video is not None:
+                self.video.close()
+        finally:
+            self.video = None
             self.feature_mb = 0.0
             frames, self.frames = self.frames, None
             if frames is not None:
@@ -179,7 +166,7 @@ class AppSession:
         self.cancel.set()
         held = self.lock.acquire(timeout=wait_s)
         try:
-            self.close_engine()
+            self.close_video()
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
             if held:
@@ -307,7 +294,7 @@ class SessionStore:
             session = self._sessions.pop(sid, None) if sid else None
         if session is None:
             return
-        if not session.lock.locked():
+        if not session.busy:
             session.close()
             return
         session.cancel.set()
@@ -322,7 +309,7 @@ class SessionStore:
         with self._lock:
             stale = [
                 sid for sid, s in self._sessions.items()
-                if now - s.last_used > (self.ttl_s if s.ttl_s is None else s.ttl_s) and not s.lock.locked()
+                if now - s.last_used > (self.ttl_s if s.ttl_s is None else s.ttl_s) and not s.busy
             ]
             dropped = [self._sessions.pop(sid) for sid in stale]
         for session in dropped:

@@ -47,6 +47,15 @@ def memory_reach(model: "SAM2Base", frame_idx: int, reverse: bool, num_frames: i
     return reach
 
 
+def spilled_bytes_per_frame(model: "SAM2Base", memory_dtype: str) -> int:
+    """Disk one evicted frame of one object takes with ``history="disk"`` (an upper bound, for
+    budgets): its spatial memory (``mem_dim`` x (S/16)^2 in ``memory_dtype``) and low-res mask logits
+    ((S/4)^2 float32) for a model input of S pixels, plus the pointer and the file's overhead."""
+    side = int(model.image_size)
+    item = 2 if memory_dtype == "bfloat16" else 4
+    return (side // 4) ** 2 * 4 + int(model.mem_dim) * (side // 16) ** 2 * item + 8192
+
+
 class MemoryBank:
     """Conditioning and non-conditioning outputs of one object, with bounded RAM.
 

@@ -16,6 +16,7 @@ import torch
 
 from sam2_web.device import check_precision
 from sam2_web.modeling.sam2_base import SAM2Base
+from sam2_web.video.memory import spilled_bytes_per_frame
 from sam2_web.video.options import SessionOptions
 from sam2_web.video.session import VideoSession
 
@@ -96,6 +97,11 @@ class SAM2VideoPredictor(SAM2Base):
             add_all_frames_to_correct_as_cond=self.add_all_frames_to_correct_as_cond,
         )
 
+    def history_bytes_per_frame(self) -> int:
+        """Disk one tracked frame of one object takes in a session's memory history (an upper
+        bound; see ``sam2_web.video.memory.spilled_bytes_per_frame``)."""
+        return spilled_bytes_per_frame(self, self.default_options.memory_dtype)
+
     # ------------------------------------------------------------------ reference-compatible API
 
     @torch.inference_mode()
@@ -115,7 +121,7 @@ class SAM2VideoPredictor(SAM2Base):
         Returns ``(frame_idx, obj_ids, video_res_mask_logits (N, 1, H, W))`` for all objects.
         Raises FrameIndexError / PromptError on bad input (nothing is changed then).
         """
-        frame = inference_state.tracker.add_points(
+        frame = inference_state.add_prompt_logits(
             frame_idx, obj_id, points, labels, box, clear_old_points, normalize_coords
         )
         return frame_idx, frame.obj_ids, frame.logits
@@ -129,7 +135,7 @@ class SAM2VideoPredictor(SAM2Base):
         self, inference_state: VideoSession, frame_idx: int, obj_id: int, mask: Any
     ) -> tuple[int, list[int], torch.Tensor]:
         """Give ``obj_id`` a (H, W) mask on ``frame_idx``; returns like :meth:`add_new_points_or_box`."""
-        frame = inference_state.tracker.add_mask(frame_idx, obj_id, mask)
+        frame = inference_state.add_mask_logits(frame_idx, obj_id, mask)
         return frame_idx, frame.obj_ids, frame.logits
 
     @torch.inference_mode()
@@ -162,7 +168,7 @@ class SAM2VideoPredictor(SAM2Base):
         self, inference_state: VideoSession, frame_idx: int, obj_id: int, need_output: bool = True
     ) -> Optional[tuple[int, list[int], torch.Tensor]]:
         """Remove ``obj_id``'s prompts on ``frame_idx``; returns the frame's masks if ``need_output``."""
-        frame = inference_state.tracker.clear_prompts(frame_idx, obj_id, need_output=need_output)
+        frame = inference_state.clear_prompts_logits(frame_idx, obj_id, need_output=need_output)
         if frame is None:
             return None
         return frame_idx, frame.obj_ids, frame.logits
@@ -170,7 +176,7 @@ class SAM2VideoPredictor(SAM2Base):
     @torch.inference_mode()
     def reset_state(self, inference_state: VideoSession) -> None:
         """Remove every object and prompt (the clip and its cached features stay)."""
-        inference_state.tracker.reset()
+        inference_state.reset()
 
     @torch.inference_mode()
     def remove_object(
@@ -178,5 +184,5 @@ class SAM2VideoPredictor(SAM2Base):
     ) -> tuple[list[int], list[tuple[int, torch.Tensor]]]:
         """Remove ``obj_id``; returns ``(obj_ids, [(frame_idx, video_res_mask_logits)])`` for the
         frames where it had prompts. Unknown ids are ignored unless ``strict`` (UnknownObjectError)."""
-        updated = inference_state.tracker.remove_object(obj_id, strict=strict, need_output=need_output)
+        updated = inference_state.remove_object_logits(obj_id, strict=strict, need_output=need_output)
         return inference_state.object_ids, [(frame.frame_idx, frame.logits) for frame in updated]
