@@ -185,8 +185,8 @@ class SAM2ImagePredictor:
     def from_pretrained(cls, model_id: str, **kwargs: Any) -> "SAM2ImagePredictor":
         """Load a published model by registry name or Hub id (``facebook/sam2.1-hiera-tiny``), as
         the reference's ``from_pretrained`` does: the checkpoint from the Hub (cached on disk), the
-        network built from its config, through the one loader (``sam2_web.models.load_predictor``,
-        which keeps the network in memory for the next call; each call gets its own predictor).
+        network built from its config, through the one cache of loaded models (``sam2_web.loading``:
+        the network stays in memory for the next call; each call gets its own predictor).
 
         ``kwargs``: predictor options (``mask_threshold``, ``max_hole_area``, ``max_sprinkle_area``,
         ``precision``) and ``device``, ``checkpoint``, ``overrides``, ``revision``, ``cache_dir``,
@@ -195,9 +195,13 @@ class SAM2ImagePredictor:
         Raises:
             UnknownModelError, HubUnavailableError, CheckpointError, ConfigNotFoundError.
         """
-        from sam2_web.models import load_predictor
+        from sam2_web.loading import load_cached
+        from sam2_web.registry import get_model
 
-        return load_predictor(model_id, kind="image", **kwargs)
+        loading = {k: kwargs.pop(k) for k in ("checkpoint", "device", "overrides", "revision", "cache_dir", "progress")
+                   if k in kwargs}
+        network = load_cached(get_model(model_id), "image", precision=kwargs.get("precision", "fp32"), **loading)
+        return cls(network, **kwargs)
 
     # -------------------------------------------------------------- state
 

@@ -1,18 +1,16 @@
 """Load ready-to-use predictors: by model name (registry → Hub checkpoint → hydra build, cached),
 or as ``configs/app.yaml`` with hydra overrides describes them (:func:`load_app_predictor`).
 
-:func:`load_predictor` is the one loader and holds the one cache of loaded models: the web app,
-the CLI, the jobs, the batch workers, the editor plugins and ``SAM2ImagePredictor.from_pretrained``
-all come through it. The default model is the one ``configs/app.yaml`` selects
+:func:`load_predictor` is the one loader: the web app, the CLI, the jobs, the batch workers and
+the editor plugins come through it, and it keeps models in the one cache of loaded models
+(``sam2_web.loading``, which ``SAM2ImagePredictor.from_pretrained`` shares). The default model is the one ``configs/app.yaml`` selects
 (:func:`default_model`); what a model name stands for, ``model=auto`` included, is decided by
 :func:`resolve_model` alone.
 """
 
 from __future__ import annotations
 
-import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -21,15 +19,11 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sam2_web.build import build_sam2, build_sam2_video_predictor, compose_config, configs_dir
+from sam2_web.build import compose_config, configs_dir
+from sam2_web.loading import load_cached
 
 KINDS = ("video", "image")
 
-_cache: "OrderedDict[tuple, object]" = OrderedDict()
-_cache_lock = threading.Lock()
-_load_lock = threading.Lock()
-_cache_size = 2
-_loads = {"count": 0, "seconds": 0.0}  # cache misses of this process (see load_stats)
 # Registry name of each predictor load_predictor built with its model's own network: the speed
 # figures the app and the CLI record are keyed by it (sam2_web.speeds).
 _names: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
@@ -234,22 +228,6 @@ def _register_engine_defaults() -> None:
     ConfigStore.instance().store(group="engine", name="session_options", node=dataclasses.asdict(SessionOptions()))
 
 
-def set_cache_size(n: int) -> None:
-    """How many loaded predictors stay in memory (least recently used are dropped first)."""
-    global _cache_size
-    _cache_size = max(1, int(n))
-    with _cache_lock:
-        while len(_cache) > _cache_size:
-            _cache.popitem(last=False)
-
-
-def clear_cache() -> None:
-    """Forget every loaded model (the next :func:`load_predictor` loads again); frees their memory
-    once nothing else holds them."""
-    with _cache_lock:
-        _cache.clear()
-
-
 def load_predictor(
     model: str | None = None,
     *,
@@ -265,7 +243,7 @@ def load_predictor(
 ):
     """Return a predictor for a registered model, fetching its checkpoint from the Hub if needed.
 
-    Loaded models stay in this process's cache (the :func:`set_cache_size` most recently used):
+    Loaded models stay in this process's one cache (``sam2_web.loading``, the most recently used):
     asking again for the same model, checkpoint, device, overrides and options returns the same
     video predictor (sessions are separate objects, so callers share it safely), or a new image
     predictor around the same network (an image predictor holds the image it was given).
@@ -292,66 +270,16 @@ def load_predictor(
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     spec = get_model(resolve_model(model, device))
-    cached_options = options if kind == "video" else {}
-    key = (spec.name, kind, str(checkpoint), str(device), tuple(overrides), precision, revision,
-           tuple(sorted(cached_options.items())))
-    loaded = _cached(key)
-    if loaded is None:
-        with _load_lock:  # one load at a time: two callers asking for a new model load it once
-            loaded = _cached(key)
-            if loaded is None:
-                loaded = _load(spec, key, kind, checkpoint, device, overrides, precision, revision, cache_dir,
-                               progress, options)
+    loaded = load_cached(spec, kind, checkpoint=checkpoint, device=device, overrides=overrides, precision=precision,
+                         revision=revision, cache_dir=cache_dir, progress=progress,
+                         options=options if kind == "video" else {})
     if kind == "video":
+        if not overrides:  # the published network: its speed is the model's
+            _names[loaded] = spec.name
         return loaded
     from sam2_web.image_predictor import SAM2ImagePredictor
 
     return SAM2ImagePredictor(loaded, precision=precision, **options)
-
-
-def _cached(key: tuple) -> Any:
-    with _cache_lock:
-        loaded = _cache.get(key)
-        if loaded is not None:
-            _cache.move_to_end(key)
-        return loaded
-
-
-def _load(spec: Any, key: tuple, kind: str, checkpoint: Any, device: Any, overrides: Sequence[str],
-          precision: str, revision: Optional[str], cache_dir: Any, progress: Any, options: dict) -> Any:
-    """Build what :func:`load_predictor` asked for and keep it in the cache: the video predictor,
-    or the network an image predictor wraps."""
-    import time
-
-    from sam2_web.hub import resolve_checkpoint
-
-    start = time.perf_counter()
-    ckpt = resolve_checkpoint(  # a local file as is, else the Hub download
-        checkpoint if checkpoint is not None else spec, revision=revision, cache_dir=cache_dir,
-        progress=bool(progress), on_progress=progress if callable(progress) else None,
-    )
-    if kind == "video":
-        loaded = build_sam2_video_predictor(
-            spec.config, ckpt, device=device, hydra_overrides_extra=overrides, precision=precision, **options
-        )
-        if not overrides:  # the published network: its speed is the model's
-            _names[loaded] = spec.name
-    else:
-        loaded = build_sam2(spec.config, ckpt, device=device, hydra_overrides_extra=overrides)
-    with _cache_lock:
-        _cache[key] = loaded
-        while len(_cache) > _cache_size:
-            _cache.popitem(last=False)
-        _loads["count"] += 1
-        _loads["seconds"] += time.perf_counter() - start
-    return loaded
-
-
-def load_stats() -> tuple[int, float]:
-    """``(loads, seconds)``: models :func:`load_predictor` built in this process (cache misses) and
-    the time they took, downloads included."""
-    with _cache_lock:
-        return _loads["count"], _loads["seconds"]
 
 
 def speed_key(predictor: Any) -> Optional[tuple[str, str]]:

@@ -283,7 +283,7 @@ def test_split_by_object_only_where_objects_are_tracked_independently(tmp_path):
 @pytest.fixture(scope="module")
 def first_run(shots, alone, tmp_path_factory):
     """``sam2-web batch`` in this process on manifest_data(); returns (folder, manifest, exit code, report)."""
-    from sam2_web.models import clear_cache
+    from sam2_web.loading import clear_cache
 
     folder = tmp_path_factory.mktemp("inproc")
     manifest = write_manifest(folder, manifest_for(shots, Path("mattes")), "shots.yaml")

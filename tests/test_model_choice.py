@@ -236,6 +236,41 @@ def test_a_predictor_loaded_by_name_is_known_by_its_model_and_device(tmp_path):
     assert model_name_of(object()) is None
 
 
+def test_one_cache_for_every_loader(tmp_path):
+    """Video predictors come back from the one cache; the image predictor (from_pretrained too)
+    is new each time around the cached network, and nothing loads twice."""
+    import torch
+
+    from sam2_web import SAM2ImagePredictor
+    from sam2_web.build import build_sam2
+    from sam2_web.loading import clear_cache, load_stats
+    from sam2_web.models import load_predictor
+
+    ckpt = tmp_path / "t.pt"
+    torch.save({"model": build_sam2("sam2.1/sam2.1_hiera_t.yaml", device="cpu").state_dict()}, ckpt)
+    clear_cache()
+    loads, _ = load_stats()
+    video = load_predictor("tiny", checkpoint=ckpt, device="cpu")
+    assert load_predictor("facebook/sam2.1-hiera-tiny", checkpoint=ckpt, device="cpu") is video  # aliases
+    one = SAM2ImagePredictor.from_pretrained("sam2.1_hiera_t", checkpoint=ckpt, device="cpu", mask_threshold=0.5)
+    two = load_predictor("sam2.1_hiera_t", kind="image", checkpoint=ckpt, device="cpu")
+    assert one is not two and one.model is two.model and one.mask_threshold == 0.5
+    assert load_stats()[0] - loads == 2  # the video predictor and the image network, once each
+    clear_cache()
+
+
+def test_each_setting_has_one_place_in_the_app_config():
+    from sam2_web.errors import ConfigError
+
+    base = ["model=sam2.1_hiera_t", "device=cpu"]
+    with pytest.raises(ConfigError, match="use engine.fill_hole_area=0"):
+        compose_app_config([*base, "++model.fill_hole_area=0"])  # the engine section would win silently
+    with pytest.raises(ConfigError, match="not a setting of the engine"):
+        compose_app_config([*base, "+engine.max_cond_frames_in_attn=2"])
+    cfg = compose_app_config([*base, "++model.max_cond_frames_in_attn=2", "engine.fill_hole_area=0"])
+    assert cfg.engine.fill_hole_area == 0 and "max_cond_frames_in_attn" not in cfg.engine
+
+
 # --- sam2-web models -----------------------------------------------------------------------------------
 
 def test_models_lists_quality_speed_hub_repo_and_licence(tmp_path, monkeypatch, capsys):

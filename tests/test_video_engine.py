@@ -229,6 +229,54 @@ def test_objects_clear_remove_reset(predictor, clips):
         assert session.object_ids == [] and session.result(0) is None and session.object_names == {}
 
 
+def test_the_session_keeps_the_prompts_undo_and_replay(predictor, clips):
+    """The session is where prompts live: in clip pixels, in order, with undo; another session
+    (another model on the same clip) replays them into the same masks."""
+    from sam2_web.video.edits import Box, Click
+
+    with predictor.open_session(clips["folder"]) as session:
+        assert session.add_object(name="ball") == 1 and session.object_names == {1: "ball"}
+        assert session.object_ids == []  # named, not tracked until it has a prompt
+        first = session.add_click(0, 1, 30, 24).masks[0].copy()
+        session.add_click(0, 1, 100, 80, positive=False)
+        boxed = session.set_box(2, 1, (10, 8, 60, 50))
+        assert [type(p) for p in session.prompts()] == [Click, Click, Box]
+        assert session.prompts(0)[1] == Click(0, 1, 100.0, 80.0, 0) and not session.prompts(0)[1].positive
+        assert session.prompted_objects() == [1] and len(session.prompts(obj_id=1)) == 3
+        with predictor.open_session(clips["folder"]) as other:
+            other.replay(session)
+            assert other.object_names == {1: "ball"} and other.prompts() == session.prompts()
+            np.testing.assert_array_equal(other.result(2).masks, boxed.masks)
+        assert session.undo() == 2 and session.result(2) is not None  # the box's frame is kept, re-rendered
+        assert session.undo() == 0
+        # Undo replays the remaining clicks: the frame's masks are those before the undone click.
+        np.testing.assert_array_equal(session.result(0).masks[0], first)
+        assert session.undo() == 0 and session.prompts() == [] and session.object_ids == []
+        assert session.object_names == {1: "ball"} and session.undo() is None
+        # A refused prompt changes nothing.
+        with pytest.raises(PromptError):
+            session.add_click(0, 1, float("nan"), 3)
+        with pytest.raises(FrameIndexError):
+            session.add_click(N_FRAMES, 1, 3, 3)
+        assert session.prompts() == [] and session.object_ids == []
+
+
+def test_reference_calls_are_logged_in_clip_pixels(predictor, clips):
+    state = predictor.init_state(clips["folder"])
+    try:
+        predictor.add_new_points_or_box(state, 1, 4, points=[[0.25, 0.5]], labels=[1], normalize_coords=False)
+        predictor.add_new_points_or_box(state, 1, 4, points=[[0.5, 0.5]], labels=[0], clear_old_points=False,
+                                        normalize_coords=False)
+        clicks = state.prompts(1, 4)
+        assert [(c.x, c.y, c.label) for c in clicks] == [(32.0, 48.0, 1), (64.0, 48.0, 0)]  # 128x96 clip
+        predictor.clear_all_prompts_in_frame(state, 1, 4)
+        assert state.prompts() == [] and state.object_ids == [4]  # the reference keeps the object
+        predictor.reset_state(state)
+        assert state.object_names == {} and state.object_ids == []
+    finally:
+        state.close()
+
+
 def test_bad_input_errors_and_nothing_is_lost(predictor, clips):
     with predictor.open_session(clips["folder"]) as session:
         with pytest.raises(PromptError):

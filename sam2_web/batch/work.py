@@ -149,7 +149,7 @@ class ModelLoads:
     """
 
     def __init__(self, keep: int = 1):
-        from sam2_web.models import set_cache_size
+        from sam2_web.loading import set_cache_size
 
         set_cache_size(max(1, keep))
         self.loads = 0
@@ -161,7 +161,7 @@ class ModelLoads:
         Raises:
             UnknownModelError, CheckpointError, HubUnavailableError, ConfigNotFoundError, hydra errors.
         """
-        from sam2_web.models import load_stats
+        from sam2_web.loading import load_stats
 
         loads, seconds = load_stats()
         try:

@@ -46,7 +46,8 @@ class AppContext:
         Raises:
             hydra/omegaconf errors for a bad override (the model group lists valid choices).
         """
-        from sam2_web.models import compose_app_config, set_cache_size
+        from sam2_web.loading import set_cache_size
+        from sam2_web.models import compose_app_config
 
         cfg = compose_app_config(list(overrides))
         set_cache_size(int(cfg.server.get("models_cached", 2)))
