@@ -93,15 +93,21 @@ class RunningApp:
         return "".join(self.output)
 
 
+# One loopback client making every call of a test module: the per-visitor sharing rules (sessions
+# per client, heavy-call rate) would refuse it, so apps run with them off unless a test (the fair
+# share tests) asks for them.
+ONE_CLIENT = ("server.sessions_per_client=0", "server.heavy_burst=0")
+
+
 @contextmanager
-def run_app(workdir: Path, checkpoint: Path, extra: tuple[str, ...] = (), timeout: float = 600,
+def run_app(workdir: Path, checkpoint: Path, extra: tuple[str, ...] = ONE_CLIENT, timeout: float = 600,
             model: AppModel = TINY) -> Iterator[RunningApp]:
     """Serve ``checkpoint`` from a loopback Hub and run ``python app.py`` against it.
 
     Args:
         workdir: a test temp folder (HF cache and Gradio temp files go below it).
         checkpoint: the file served as ``model``'s Hub file (e.g. ``facebook/EdgeTAM/edgetam.pt``).
-        extra: more hydra overrides for the app.
+        extra: more hydra overrides for the app (default: :data:`ONE_CLIENT`).
         timeout: seconds to wait for "Running on local URL".
         model: the model the app runs (``model=auto`` resolves to SAM 2.1 tiny in tests, which
             ship no speed figures; any other model is named on the command line).

@@ -24,9 +24,13 @@ MAX_SIDE = 512
 MAX_POINTS = 8
 MAX_NAME_CHARS = 24
 MAX_OBJECTS = 4
+# The hardening tests send many requests from one loopback client on purpose: per-client sharing
+# (sessions per client, heavy-call rate) is off here (as appserver.ONE_CLIENT) and tested on its
+# own in test_fair_share.py.
 HARDENED = (
     f"limits.max_frames={MAX_FRAMES}", f"limits.max_side={MAX_SIDE}", f"limits.max_points={MAX_POINTS}",
     f"limits.max_name_chars={MAX_NAME_CHARS}", f"limits.max_objects={MAX_OBJECTS}", "limits.probe_timeout_s=10",
+    "server.sessions_per_client=0", "server.heavy_burst=0",
 )
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from appserver import EDGETAM, OVERRIDES, REPO, app_checkpoint, run_app
+from appserver import EDGETAM, ONE_CLIENT, OVERRIDES, REPO, app_checkpoint, run_app
 from clips import make_moving_disc_clip
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -48,7 +48,7 @@ def clip(workdir) -> Path:
 
 @pytest.fixture(scope="module")
 def app(workdir, checkpoint):
-    with run_app(workdir, checkpoint, extra=(f"limits.max_frames={MAX_FRAMES}",)) as running:
+    with run_app(workdir, checkpoint, extra=(*ONE_CLIENT, f"limits.max_frames={MAX_FRAMES}")) as running:
         yield running
         print(running.log()[-3000:])
 

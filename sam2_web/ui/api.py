@@ -19,11 +19,14 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import gradio as gr  # the annotations Gradio reads (gr.Request) must resolve at module level
+
 from sam2_web.errors import CancelledError, ExportError, LimitExceededError, PromptError
 from sam2_web.export.formats import FORMATS
 from sam2_web.jobs.prompts import MAX_OBJECT_ID
 from sam2_web.ui import actions
 from sam2_web.ui.context import AppContext
+from sam2_web.ui.fair import LOCAL
 from sam2_web.ui.limits import check_frame, check_job_prompts, check_track_room, check_upload, require_clip
 from sam2_web.ui.state import AppSession, SessionExpiredError
 
@@ -68,7 +71,7 @@ class Api:
         return [{"name": m.name, "label": m.label, "repo_id": m.repo_id, "params_m": m.params_m}
                 for m in list_models()]
 
-    def open_clip(self, clip: str | None, model: str | None = None) -> dict:
+    def open_clip(self, clip: str | None, model: str | None = None, client: str = LOCAL) -> dict:
         """Upload a clip (or image) and open a session on it.
 
         Returns:
@@ -78,7 +81,7 @@ class Api:
         """
         name = self.ctx.model_name(model)
         predictor = self.ctx.predictor(name)
-        session = self.ctx.store.create(name)
+        session = self.ctx.store.create(name, client)
         try:
             # API clients make and name their own objects.
             actions.open_clip(session, predictor, clip, self.ctx.limits, first_object=False)
@@ -105,9 +108,10 @@ class Api:
 
     def track(self, session_id: str) -> dict:
         """Track every prompted object through the clip; returns ``{"frames", "total"}``."""
-        session = self.ctx.store.get(session_id)
         last = None
+        self.ctx.tracks.started(session_id)  # its slot was claimed when it was admitted (see register)
         try:
+            session = self.ctx.store.get(session_id)
             for last in actions.track(session):
                 self.ctx.store.touch(session)  # a long run is not idleness
         except CancelledError:
@@ -120,12 +124,14 @@ class Api:
             raise CancelledError(
                 f"tracking stopped after {done} frames on request; they are kept: call /track again to resume"
             ) from None
+        finally:
+            self.ctx.tracks.release(session_id)
         return {"frames": 0 if last is None else last.done, "total": session.info.num_frames}
 
     def stop_tracking(self, session_id: str) -> str:
         """Ask a running ``/track`` on this session to stop after the current frame (it then
         fails with "stopped"; finished frames are kept and ``/track`` again resumes)."""
-        session = self.ctx.store.get(session_id)
+        session = self.ctx.store.get(session_id, touch=False)
         if not session.busy:
             return "not tracking"
         session.cancel.set()
@@ -133,7 +139,7 @@ class Api:
 
     def frame_masks(self, session_id: str, frame: int) -> dict:
         """Masks of one frame as COCO RLE: ``{"frame", "objects": [{"object", "area", "bbox", "rle"}]}``."""
-        session = require_clip(self.ctx.store.get(session_id))
+        session = require_clip(self.ctx.store.get(session_id, touch=False))  # a read: the idle clock runs on
         return _masks_json(session, check_frame(session, frame))
 
     def export(self, session_id: str, fmt: str = "png_zip") -> str:
@@ -148,7 +154,8 @@ class Api:
         self.ctx.store.close(session_id)
         return "closed"
 
-    def segment(self, clip: str | None, prompts: str, model: str | None = None, fmt: str = "png_zip") -> str:
+    def segment(self, clip: str | None, prompts: str, model: str | None = None, fmt: str = "png_zip",
+                client: str = LOCAL) -> str:
         """The whole job in one call: the clip and its prompts JSON, tracked both ways through the
         whole clip by ``sam2_web.jobs.run_job``, exported as ``fmt``.
 
@@ -178,7 +185,7 @@ class Api:
         predictor = self.ctx.predictor(name)
         # A session of the store owns the output folder: it is removed after the idle TTL, and
         # never while it is held (the job runs under it).
-        session = self.ctx.store.create(name)
+        session = self.ctx.store.create(name, client)
         stem = _file_stem(src)
         try:
             # The clip is checked and opened once, as /open_clip does; the job reads that same source.
@@ -248,8 +255,6 @@ def register(api: Api, wrap: Callable[[Callable], Callable], track_limit: int, i
         track_limit: concurrency of the whole-clip endpoints (shared with the UI's Track).
         interactive_limit: concurrency of the one-frame endpoints (shared with the UI's clicks).
     """
-    import gradio as gr
-
     from sam2_web.ui.gpu import on_gpu
 
     with gr.Column(visible=False):
@@ -269,22 +274,60 @@ def register(api: Api, wrap: Callable[[Callable], Callable], track_limit: int, i
         out_file = gr.File(label="file")
         out_text = gr.Textbox(label="status")
 
-    def endpoint(fn, inputs, outputs, name_, heavy=False):
+    ctx = api.ctx
+
+    def endpoint(fn, inputs, outputs, name_, heavy=False, validator=None):
         run = wrap(on_gpu(fn) if heavy or name_ == "set_prompts" else fn)
         gr.on(triggers=[], fn=run, inputs=inputs, outputs=outputs, api_name=name_,
               api_description=(fn.__doc__ or "").strip().splitlines()[0],
               concurrency_limit=track_limit if heavy else interactive_limit,
-              concurrency_id="track" if heavy else "interactive")
+              concurrency_id="track" if heavy else "interactive", validator=validator)
+
+    # Heavy calls are admitted (rate per client, one Track per session) before they wait in the
+    # queue; clicks and reads are not limited. Wrappers pass on who called.
+    def open_clip(clip: str | None, model: str | None, request: gr.Request) -> dict:
+        """Upload a clip (or image) and open a session on it."""
+        return api.open_clip(clip, model, ctx.client(request))
+
+    def segment(clip: str | None, prompts: str, model: str | None, fmt: str, request: gr.Request) -> str:
+        """The whole job in one call: clip + prompts JSON + model + format -> the exported file."""
+        return api.segment(clip, prompts, model, fmt, ctx.client(request))
+
+    def admit_open(clip, model, request: gr.Request):
+        return verdict(lambda: ctx.admit(request, "open a clip"), 2)
+
+    def admit_track(session_id, request: gr.Request):
+        return verdict(lambda: ctx.admit(request, "Track", track_sid=str(session_id or "")), 1)
+
+    def admit_export(session_id, fmt, request: gr.Request):
+        return verdict(lambda: ctx.admit(request, "export"), 2)
+
+    def admit_segment(clip, prompts, model, fmt, request: gr.Request):
+        return verdict(lambda: ctx.admit(request, "/segment"), 4)
 
     endpoint(api.models, [], out_json, "models")
-    endpoint(api.open_clip, [clip, model], out_json, "open_clip")
+    endpoint(open_clip, [clip, model], out_json, "open_clip", validator=admit_open)
     endpoint(api.set_prompts, [session_id, frame, obj_id, points, labels, box, name], out_json, "set_prompts")
-    endpoint(api.track, [session_id], out_json, "track", heavy=True)
+    endpoint(api.track, [session_id], out_json, "track", heavy=True, validator=admit_track)
     endpoint(api.stop_tracking, [session_id], out_text, "stop_tracking")
     endpoint(api.frame_masks, [session_id, frame], out_json, "frame_masks")
-    endpoint(api.export, [session_id, fmt], out_file, "export", heavy=True)
+    endpoint(api.export, [session_id, fmt], out_file, "export", heavy=True, validator=admit_export)
     endpoint(api.close_clip, [session_id], out_text, "close_clip")
-    endpoint(api.segment, [clip, prompts, model, fmt], out_file, "segment", heavy=True)
+    endpoint(segment, [clip, prompts, model, fmt], out_file, "segment", heavy=True, validator=admit_segment)
+
+
+def verdict(check: Callable[[], None], inputs: int, mark: int = 0):
+    """A Gradio validator's answer for ``inputs`` inputs: ``check()`` passes, or input ``mark`` is
+    marked with the refusal's message (the client gets it at once; nothing is queued). The page
+    shows the message on that input, so the UI marks its status box."""
+    from sam2_web.errors import Sam2WebError, public_message
+
+    answer = [gr.validate(True, "")] * inputs
+    try:
+        check()
+    except Sam2WebError as refusal:
+        answer[mark] = gr.validate(False, public_message(refusal))
+    return answer[0] if inputs == 1 else answer
 
 
 def document() -> str:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
 from sam2_web.ui import speed
+from sam2_web.ui.fair import FairShare, TokenBuckets, TrackSlots, client_of
 from sam2_web.ui.limits import Limits
 from sam2_web.ui.state import SessionStore
 
@@ -20,6 +21,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DownloadProgress = Callable[[int, "int | None"], None]
+
+
+def with_host_defaults(overrides: Sequence[str], environ: Any = None) -> tuple[str, ...]:
+    """``overrides`` plus what the host the app runs on implies, unless given explicitly: on a
+    Hugging Face Space (``SPACE_ID`` is set) every request comes through Spaces' proxy, which sets
+    ``X-Forwarded-For``, so ``server.trusted_proxy=true`` (else all visitors would be one client)."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    named = {o.partition("=")[0].lstrip("+") for o in overrides}
+    if environ.get("SPACE_ID") and "server.trusted_proxy" not in named:
+        return (*overrides, "server.trusted_proxy=true")
+    return tuple(overrides)
 
 
 @dataclass
@@ -38,6 +52,9 @@ class AppContext:
     overrides: tuple[str, ...]
     store: SessionStore
     limits: Limits
+    fair: FairShare = field(default_factory=FairShare)
+    buckets: TokenBuckets = field(default_factory=lambda: TokenBuckets(0, 0))
+    tracks: TrackSlots = field(default_factory=TrackSlots)
 
     @classmethod
     def from_overrides(cls, overrides: Sequence[str] = ()) -> "AppContext":
@@ -49,12 +66,39 @@ class AppContext:
         from sam2_web.loading import set_cache_size
         from sam2_web.models import compose_app_config
 
+        overrides = with_host_defaults(overrides)
         cfg = compose_app_config(list(overrides))
         set_cache_size(int(cfg.server.get("models_cached", 2)))
         server = cfg.server
+        fair = FairShare.from_config(server)
         store = SessionStore(ttl_s=float(server.session_ttl_s), max_sessions=int(server.get("max_sessions", 0)),
-                             feature_budget_mb=float(server.get("feature_cache_total_mb", 0)))
-        return cls(cfg=cfg, overrides=tuple(overrides), store=store, limits=Limits.from_config(cfg.get("limits")))
+                             feature_budget_mb=float(server.get("feature_cache_total_mb", 0)),
+                             max_per_client=fair.sessions_per_client,
+                             max_age_s=float(server.get("session_max_age_s", 0)))
+        return cls(cfg=cfg, overrides=tuple(overrides), store=store, limits=Limits.from_config(cfg.get("limits")),
+                   fair=fair, buckets=TokenBuckets(fair.heavy_burst, fair.heavy_per_minute),
+                   tracks=TrackSlots(fair.track_wait_s))
+
+    def client(self, request: Any) -> str:
+        """Who made ``request`` (a ``gr.Request``, None in this process), as the limits count clients."""
+        return client_of(request, self.fair.trusted_proxy)
+
+    def admit(self, request: Any, what: str, track_sid: str | None = None) -> None:
+        """Let a heavy call in, before it waits in the queue: it spends one of its client's tokens
+        (``server.heavy_burst``/``heavy_per_minute``); a Track also takes its session's one slot.
+
+        Raises:
+            RateLimitedError: the client is over its rate (the message says when to retry).
+            SessionBusyError: the session has a Track waiting or running already.
+        """
+        if track_sid:
+            self.tracks.claim(track_sid)
+        try:
+            self.buckets.take(self.client(request), what)
+        except BaseException:
+            if track_sid:
+                self.tracks.release(track_sid)
+            raise
 
     @property
     def default_model(self) -> str:

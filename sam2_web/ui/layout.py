@@ -21,7 +21,7 @@ import gradio as gr
 from sam2_web.errors import CancelledError, Sam2WebError, public_message
 from sam2_web.export.formats import FORMATS
 from sam2_web.ui import actions, render, speed
-from sam2_web.ui.api import Api, register
+from sam2_web.ui.api import Api, register, verdict
 from sam2_web.ui.api import document as api_document
 from sam2_web.ui.context import AppContext
 from sam2_web.ui.gpu import on_gpu
@@ -84,8 +84,8 @@ class Callbacks:
         self.ctx = ctx
 
     # -- helpers -------------------------------------------------------------------------------
-    def _session(self, sid: str | None) -> AppSession | None:
-        return self.ctx.store.find(sid)
+    def _session(self, sid: str | None, touch: bool = True) -> AppSession | None:
+        return self.ctx.store.find(sid, touch=touch)
 
     def _view(self, session: AppSession, frame_idx: int):
         """(frame picture, slider, frame label) for ``frame_idx``."""
@@ -121,13 +121,14 @@ class Callbacks:
         return gr.update(choices=self.ctx.model_choices()), self.ctx.models_markdown()
 
     # -- input ---------------------------------------------------------------------------------
-    def upload(self, path: str | None, model: str, sid: str | None, progress=gr.Progress()):
+    def upload(self, path: str | None, model: str, sid: str | None, _status: str, request: gr.Request,
+               progress=gr.Progress()):
         """A clip (or image) was uploaded or an example picked: open it in a fresh state."""
         if not path:
             return (sid,) + (gr.skip(),) * 8
         session = self._session(sid)
         if session is None:
-            session = self.ctx.store.create(model or self.ctx.default_model)
+            session = self.ctx.store.create(model or self.ctx.default_model, self.ctx.client(request))
         with session.exclusive():
             progress(0, desc="Loading the model")
             predictor = self._predictor(model or session.model, progress)
@@ -149,7 +150,7 @@ class Callbacks:
 
     def scrub(self, sid: str | None, frame_idx: float):
         """The slider moved: show that frame with its masks."""
-        session = require_clip(self._session(sid))
+        session = require_clip(self._session(sid, touch=False))  # looking is not an action: the idle clock runs on
         idx = check_frame(session, int(frame_idx))
         image, _, label = self._view(session, idx)
         return image, label
@@ -218,8 +219,15 @@ class Callbacks:
         return render.frame_image(session, int(frame_idx)), *self._objects(session), self._estimate(session)
 
     # -- tracking ------------------------------------------------------------------------------
-    def track(self, sid: str | None):
+    def track(self, sid: str | None, _status: str = ""):
         """Propagate through the clip, streaming progress and the latest finished frame."""
+        self.ctx.tracks.started(sid or "")  # its slot was claimed when it was admitted (see _bind)
+        try:
+            yield from self._track(sid)
+        finally:
+            self.ctx.tracks.release(sid or "")
+
+    def _track(self, sid: str | None):
         session = require_clip(self._session(sid))
         last_picture = 0.0
         step = None
@@ -246,18 +254,18 @@ class Callbacks:
 
     def stop(self, sid: str | None) -> None:
         """Ask a running Track to stop after the current frame."""
-        session = self._session(sid)
+        session = self._session(sid, touch=False)
         if session is not None and session.busy:
             session.cancel.set()
 
     # -- outputs -------------------------------------------------------------------------------
-    def download(self, sid: str | None, fmt: str, feather: float):
+    def download(self, sid: str | None, fmt: str, feather: float, _status: str = ""):
         """Export the masks in the chosen format and offer the file."""
         session = require_clip(self._session(sid))
         with session.exclusive():
             return str(actions.export_masks(session, fmt, feather_px=float(feather or 0)))
 
-    def effect(self, sid: str | None, kind: str, colour: str):
+    def effect(self, sid: str | None, kind: str, colour: str, _status: str = ""):
         """Render a background effect video from the masks."""
         session = require_clip(self._session(sid))
         with session.exclusive():
@@ -338,8 +346,22 @@ def _bind(demo: gr.Blocks, ui: SimpleNamespace, cb: Callbacks, track_limit: int)
     heavy = {"concurrency_id": "track", "concurrency_limit": track_limit}
     on_frame = {"show_progress_on": [ui.frame]}  # spinner (and error badge) on the picture only
     hidden = {"show_progress": "hidden"}
-    ui.clip.change(w(cb.upload), [ui.clip, ui.model, ui.sid],
-                   [ui.sid, *view, *objs, ui.status, ui.preview, ui.download], **quick, **on_frame, **_ui("upload"))
+    ctx = cb.ctx
+
+    # Heavy calls are admitted before they wait in the queue (see sam2_web.ui.fair); a refusal is
+    # shown on the status box, the last input of each (the callbacks ignore its value).
+    def admit_upload(path, model, sid, status, request: gr.Request):
+        return verdict(lambda: ctx.admit(request, "open a clip") if path else None, 4, mark=3)
+
+    def admit_track(sid, status, request: gr.Request):
+        return verdict(lambda: ctx.admit(request, "Track", track_sid=str(sid or "")), 2, mark=1)
+
+    def admit_export(sid, choice, value, status, request: gr.Request):
+        return verdict(lambda: ctx.admit(request, "export"), 4, mark=3)
+
+    ui.clip.change(w(cb.upload), [ui.clip, ui.model, ui.sid, ui.status],
+                   [ui.sid, *view, *objs, ui.status, ui.preview, ui.download], **quick, **on_frame,
+                   validator=admit_upload, **_ui("upload"))
     ui.model.change(w(cb.change_model), [ui.model, ui.sid], [*view, ui.status], **quick, **on_frame,
                     **_ui("change_model"))
     ui.slider.release(w(cb.scrub), [ui.sid, ui.slider], [ui.frame, ui.frame_info], trigger_mode="always_last",
@@ -358,11 +380,13 @@ def _bind(demo: gr.Blocks, ui: SimpleNamespace, cb: Callbacks, track_limit: int)
                     **_ui("rename_object"))
     ui.remove.click(w(cb.remove_object), [ui.sid, ui.slider], [ui.frame, *objs, ui.status], **quick, **on_frame,
                     **_ui("remove_object"))
-    ui.track.click(w(on_gpu(cb.track)), [ui.sid], [*view, ui.status, ui.preview], **hidden, **heavy,
-                   **_ui("track"))
+    ui.track.click(w(on_gpu(cb.track)), [ui.sid, ui.status], [*view, ui.status, ui.preview], **hidden, **heavy,
+                   validator=admit_track, **_ui("track"))
     ui.stop.click(w(cb.stop), [ui.sid], None, queue=False, **_ui("stop"))
-    ui.export.click(w(cb.download), [ui.sid, ui.fmt, ui.feather], [ui.download], **heavy, **_ui("download"))
-    ui.render_effect.click(w(cb.effect), [ui.sid, ui.effect, ui.colour], [ui.effect_video], **heavy, **_ui("effect"))
+    ui.export.click(w(cb.download), [ui.sid, ui.fmt, ui.feather, ui.status], [ui.download], **heavy,
+                    validator=admit_export, **_ui("download"))
+    ui.render_effect.click(w(cb.effect), [ui.sid, ui.effect, ui.colour, ui.status], [ui.effect_video], **heavy,
+                           validator=admit_export, **_ui("effect"))
     demo.load(w(cb.refresh_models), None, [ui.model, ui.models_table], **hidden, **_ui("refresh_models"))
 
 
@@ -386,6 +410,9 @@ def launch(ctx: AppContext, **launch_kwargs) -> tuple:
     import os
 
     server = ctx.cfg.server
+    # Who a request comes from is ours to decide (server.trusted_proxy, see ui.fair.client_of):
+    # uvicorn must not rewrite the client address from X-Forwarded-For on its own.
+    os.environ["FORWARDED_ALLOW_IPS"] = ""
     demo = build_demo(ctx)
     demo.queue(max_size=int(server.max_queue), default_concurrency_limit=1)
     ctx.store.start_sweeper()

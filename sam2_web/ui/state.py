@@ -82,11 +82,15 @@ class AppSession:
         history_bytes_per_frame: disk one tracked frame of one object takes (see ``limits``).
         disk_budget_mb: what this session's temp files may take (0: no limit).
         ttl_s: this session's own idle time-to-live (None: the store's).
+        client: who opened it (``sam2_web.ui.fair.client_of``): sessions per client are capped.
+        created: ``time.monotonic()`` when it was opened (the maximum lifetime counts from here).
     """
 
     sid: str
     workdir: Path
     model: str
+    client: str = "local"
+    created: float = field(default_factory=time.monotonic)
     source_path: Path | None = None
     source_name: str = ""
     video: "VideoSession | None" = None
@@ -176,9 +180,11 @@ class AppSession:
 class SessionStore:
     """Sessions by id, each with its own temp folder, dropped after ``ttl_s`` idle seconds.
 
-    The store also holds the server-wide budgets: at most ``max_sessions`` sessions at once (a
-    new one is refused, the open ones keep working), and ``feature_budget_mb`` of image-feature
-    cache shared by all sessions (see :meth:`grant_features`).
+    The store also holds the server-wide budgets: at most ``max_sessions`` sessions at once, and
+    ``max_per_client`` of them for one client (a new one is refused, the open ones keep working),
+    and ``feature_budget_mb`` of image-feature cache shared by all sessions (see
+    :meth:`grant_features`). The idle clock counts from a session's last user action (reads do not
+    reset it), and no session outlives ``max_age_s``.
 
     Args:
         ttl_s: idle seconds after which a session and its files are removed.
@@ -187,13 +193,18 @@ class SessionStore:
         max_sessions: sessions open at once (``server.max_sessions``); 0 = no limit.
         feature_budget_mb: feature cache of all sessions together (``server.feature_cache_total_mb``);
             0 = no shared limit (each session gets what it asks for).
+        max_per_client: sessions one client may hold (``server.sessions_per_client``); 0 = no limit.
+        max_age_s: a session's longest life, active or not (``server.session_max_age_s``); 0 = no limit.
     """
 
     def __init__(self, ttl_s: float, root: Path | None = None, clock: Callable[[], float] = time.monotonic,
-                 max_sessions: int = 0, feature_budget_mb: float = 0):
+                 max_sessions: int = 0, feature_budget_mb: float = 0, max_per_client: int = 0,
+                 max_age_s: float = 0):
         self.ttl_s = float(ttl_s)
         self.max_sessions = int(max_sessions)
         self.feature_budget_mb = float(feature_budget_mb)
+        self.max_per_client = int(max_per_client)
+        self.max_age_s = float(max_age_s)
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="sam2_web_ui_"))
         self.root.mkdir(parents=True, exist_ok=True)
         self._clock = clock
@@ -208,26 +219,35 @@ class SessionStore:
     def __contains__(self, sid: object) -> bool:
         return sid in self._sessions
 
-    def create(self, model: str) -> AppSession:
-        """Start a new empty session for ``model``; old idle sessions are swept first.
+    def create(self, model: str, client: str = "local") -> AppSession:
+        """Start a new empty session for ``model`` opened by ``client``; old idle sessions are swept first.
 
         Raises:
-            LimitExceededError: ``max_sessions`` sessions are open already (the server is full).
+            LimitExceededError: ``max_per_client`` sessions of this client, or ``max_sessions``
+                sessions in all, are open already.
         """
         self.sweep()
         sid = secrets.token_urlsafe(16)
         with self._lock:
             # Sessions that only wait for a finished file to be fetched (see expire_after) hold
             # no decoder or model state: they do not count.
-            live = sum(1 for s in self._sessions.values() if s.ttl_s is None)
-            if self.max_sessions > 0 and live >= self.max_sessions:
+            live = [s for s in self._sessions.values() if s.ttl_s is None]
+            mine = sum(1 for s in live if s.client == client)
+            if self.max_per_client > 0 and mine >= self.max_per_client:
                 raise LimitExceededError(
-                    f"the server is busy: {live} sessions are open, its limit (server.max_sessions); "
+                    f"you have {mine} sessions open, the most one visitor may hold here "
+                    f"(server.sessions_per_client); close one (or let it expire after "
+                    f"{self.ttl_s / 60:.0f} min idle) and try again"
+                )
+            if self.max_sessions > 0 and len(live) >= self.max_sessions:
+                raise LimitExceededError(
+                    f"the server is busy: {len(live)} sessions are open, its limit (server.max_sessions); "
                     "try again in a few minutes"
                 )
             workdir = self.root / sid
             workdir.mkdir()
-            session = AppSession(sid=sid, workdir=workdir, model=model, last_used=self._clock())
+            now = self._clock()
+            session = AppSession(sid=sid, workdir=workdir, model=model, client=client, last_used=now, created=now)
             session._grant = functools.partial(self.grant_features, session)
             self._sessions[sid] = session
         return session
@@ -256,8 +276,9 @@ class SessionStore:
         session.ttl_s = float(seconds)
         session.last_used = self._clock()
 
-    def get(self, sid: str | None) -> AppSession:
-        """Return the live session ``sid`` and mark it used.
+    def get(self, sid: str | None, *, touch: bool = True) -> AppSession:
+        """Return the live session ``sid``; a user action (``touch``) restarts its idle clock, a
+        read (``touch=False``: showing a frame, fetching masks) does not.
 
         Raises:
             SessionExpiredError: no such session (expired, closed, or never created).
@@ -269,17 +290,18 @@ class SessionStore:
                 "this session has expired or was closed (idle sessions are removed after "
                 f"{self.ttl_s / 60:.0f} min); upload the clip again"
             )
-        session.last_used = self._clock()
+        if touch:
+            session.last_used = self._clock()
         return session
 
     def touch(self, session: AppSession) -> None:
         """Mark ``session`` used now (long jobs call this so the TTL counts from their end)."""
         session.last_used = self._clock()
 
-    def find(self, sid: str | None) -> AppSession | None:
-        """The session ``sid`` (marked used) or None; for callers where "no session yet" is normal."""
+    def find(self, sid: str | None, *, touch: bool = True) -> AppSession | None:
+        """The session ``sid`` or None, for callers where "no session yet" is normal (see :meth:`get`)."""
         try:
-            return self.get(sid)
+            return self.get(sid, touch=touch)
         except SessionExpiredError:
             return None
 
@@ -301,15 +323,16 @@ class SessionStore:
         threading.Thread(target=session.close, name="sam2_web-session-close", daemon=True).start()
 
     def sweep(self) -> list[str]:
-        """Remove sessions idle for longer than the TTL; returns their ids.
+        """Remove sessions idle for longer than the TTL, or older than ``max_age_s``; returns their ids.
 
-        A session whose lock is held (tracking right now) is never swept: it is not idle.
+        A session whose lock is held (tracking right now) is never swept.
         """
         now = self._clock()
         with self._lock:
             stale = [
                 sid for sid, s in self._sessions.items()
-                if now - s.last_used > (self.ttl_s if s.ttl_s is None else s.ttl_s) and not s.busy
+                if not s.busy and (now - s.last_used > (self.ttl_s if s.ttl_s is None else s.ttl_s)
+                                   or (self.max_age_s > 0 and now - s.created > self.max_age_s))
             ]
             dropped = [self._sessions.pop(sid) for sid in stale]
         for session in dropped:
