@@ -395,6 +395,7 @@ def test_engine_applies_fill_and_non_overlap(predictor, clips):
 def test_png_results_in_session(predictor, clips, tmp_path):
     with predictor.open_session(clips["folder"], result_dir=str(tmp_path)) as session:
         first = _click(session)
+        session.tracker.results.flush()  # PNGs are written on the store's worker thread
         assert len(list(tmp_path.glob("masks-*/*.png"))) == 1
         np.testing.assert_array_equal(session.result(0).masks, first.masks)
     assert tmp_path.exists() and not list(tmp_path.glob("masks-*"))

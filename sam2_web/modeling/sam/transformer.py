@@ -139,7 +139,7 @@ class RoPEAttention(Attention):
         if freqs is None:
             head_dim = self.internal_dim // self.num_heads
             freqs = compute_axial_cis(dim=head_dim, end_x=w, end_y=h, theta=self.rope_theta)
-            freqs = freqs.to(device)
+            freqs = freqs.to(device, non_blocking=True)
             self._freqs_cache[key] = freqs
         return freqs
 
