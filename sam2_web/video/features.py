@@ -216,6 +216,7 @@ class FrameFeatures:
             return ahead.result().to(self.model.device, non_blocking=True)  # raises what decoding raised
         return self.model_input(frame_idx)
 
+    @torch.inference_mode()  # on the worker thread too (the mode is per thread): one kind of tensor
     def _host_input(self, frame_idx: int) -> torch.Tensor:
         small = self.frames.get_resized(frame_idx, self.model.image_size)
         image = torch.from_numpy(small / 255.0).permute(2, 0, 1).float()
