@@ -48,6 +48,7 @@ from bench._common import markdown_table, median, reference_config  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 POINTS = ([[300, 300]], [[600, 400]], [[800, 200]])  # on the 1024 x 768 bench clip
 STEADY_FROM = 8  # frames after the memory is full (7 memories) and one-off costs
+SECTIONS = ("image", "exact", "preset", "agreement", "families", "e2e")
 
 
 @dataclass
@@ -218,11 +219,23 @@ class Models:
         model.fill_hole_area = 0  # its filling needs its CUDA extension; ours is measured apart
         return model
 
+    compile_mode: Optional[str] = "max-autotune"
+
+    def preset(self) -> Any:
+        """What ``vos_optimized`` gets: True (the product's default), or settings with another mode."""
+        from sam2_web.compiled import CompileSettings
+
+        if self.device.type != "cuda":
+            return True  # ignored off CUDA: the dry run times the uncompiled path
+        return True if self.compile_mode == "max-autotune" else CompileSettings(mode=self.compile_mode)
+
     def ours(self, vos: bool = False, fill: bool = False):
         from sam2_web.build import build_sam2_video_predictor
 
+        extra = {"precision": "bf16"} if vos and self.device.type == "cuda" else {}
         model = build_sam2_video_predictor(reference_config(self.name), self.ckpt, device=self.device,
-                                           vos_optimized=vos, hydra_overrides_extra=list(self.overrides))
+                                           vos_optimized=self.preset() if vos else False,
+                                           hydra_overrides_extra=list(self.overrides), **extra)
         if not fill:
             model.fill_hole_area = 0
         return model
@@ -244,11 +257,10 @@ def exact_rows(report: Report, models: Models, clip: str, size: tuple[int, int])
     report.rows.append(Row("SAM 2.1 tiny exact fp32, 3 obj, hole filling on (ours only)", "s/frame", _steady(t)))
 
 
-def preset_rows(report: Report, models: Models, clip: str, size: tuple[int, int], families: list[str],
-                reference_vos: bool) -> None:
-    """The fast preset vs the reference's vos_optimized, frames/s; then the families (ours only)."""
+def preset_rows(report: Report, models: Models, clip: str, size: tuple[int, int], reference_vos: bool) -> None:
+    """The fast preset vs the reference's vos_optimized, frames/s."""
     device = models.device
-    compile_s: dict[str, float] = {}
+    compile_s = report.extra.setdefault("compile_seconds", {})
     for objects in (1, 3):
         gens = {"ours": None, "ref": None}
         ours = models.ours(vos=True)
@@ -268,11 +280,18 @@ def preset_rows(report: Report, models: Models, clip: str, size: tuple[int, int]
         if compiled is not None:
             compile_s[f"sam2.1_hiera_t, {objects} obj"] = round(compiled.compile_seconds, 1)
         del ours, ref
-    for name in families:
-        from sam2_web.build import build_sam2_video_predictor
 
-        model = build_sam2_video_predictor(name, None, device=device, vos_optimized=True,
-                                           hydra_overrides_extra=list(models.overrides))
+
+def family_rows(report: Report, models: Models, clip: str, size: tuple[int, int], families: list[str]) -> None:
+    """The preset of the other families (ours only: random weights of each config)."""
+    from sam2_web.build import build_sam2_video_predictor
+
+    device = models.device
+    compile_s = report.extra.setdefault("compile_seconds", {})
+    for name in families:
+        extra = {"precision": "bf16"} if device.type == "cuda" else {}
+        model = build_sam2_video_predictor(name, None, device=device, vos_optimized=models.preset(),
+                                           hydra_overrides_extra=list(models.overrides), **extra)
         model.fill_hole_area = 0
         for objects in (1, 3):
             t = list(frame_times(model, clip, objects, size, device))
@@ -283,7 +302,6 @@ def preset_rows(report: Report, models: Models, clip: str, size: tuple[int, int]
         if compiled is not None:
             compile_s[name] = round(compiled.compile_seconds, 1)
         del model
-    report.extra["compile_seconds"] = compile_s
 
 
 def agreement_rows(report: Report, models: Models, clip: str, size: tuple[int, int]) -> None:
@@ -456,7 +474,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", type=Path, help="also write the table (and the device, torch, CUDA, commit) here")
     ap.add_argument("--e2e", action="store_true", help="also time the whole sam2-web mask job")
-    ap.add_argument("--e2e-only", action="store_true", help="only the end-to-end job")
+    ap.add_argument("--sections", nargs="+", choices=SECTIONS, help="run only these sections (default: all but e2e)")
+    ap.add_argument("--compile-mode", default="max-autotune",
+                    help="torch.compile mode of our preset (the reference's vos_optimized uses max-autotune)")
     ap.add_argument("--dry-run", action="store_true", help="toy sizes on any device (tests the script)")
     ap.add_argument("--size", type=int, default=1024, help="model image_size")
     ap.add_argument("--frames", type=int, default=40, help="clip length for the model loop")
@@ -489,26 +509,37 @@ def main(argv: Optional[list[str]] = None) -> int:
         ref = build_reference("sam2.1_hiera_t", overrides, video=True)
         ckpt = str(save_official_checkpoint(ref, tmp / "t.pt"))
         del ref
-        models = Models("sam2.1_hiera_t", ckpt, overrides, device)
+        models = Models("sam2.1_hiera_t", ckpt, overrides, device, None if args.compile_mode == "default"
+                        else args.compile_mode)
         clip = make_clip(tmp / "clip", args.frames, clip_size)
-        if not args.e2e_only:
-            report.section("image encoder", lambda: image_encoder_rows(report, device, args.size, args.repeats))
-            report.section("exact path", lambda: exact_rows(report, models, clip, clip_size))
-            report.section("preset", lambda: preset_rows(report, models, clip, clip_size, args.families,
-                                                         not args.no_reference_vos and device.type == "cuda"))
-            report.section("preset vs exact", lambda: agreement_rows(report, models, clip, clip_size))
-        if args.e2e or args.e2e_only:
-            for preset in (True, False):
-                report.section(f"e2e {'preset' if preset else 'exact'}",
-                               lambda preset=preset: e2e_rows(report, models, tmp, args.e2e_frames, e2e_size, preset))
+        wanted = args.sections or [s for s in SECTIONS if s != "e2e" or args.e2e]
+        runs = {
+            "image": lambda: image_encoder_rows(report, device, args.size, args.repeats),
+            "exact": lambda: exact_rows(report, models, clip, clip_size),
+            "preset": lambda: preset_rows(report, models, clip, clip_size,
+                                          not args.no_reference_vos and device.type == "cuda"),
+            "agreement": lambda: agreement_rows(report, models, clip, clip_size),
+            "families": lambda: family_rows(report, models, clip, clip_size, args.families),
+            "e2e": lambda: [e2e_rows(report, models, tmp, args.e2e_frames, e2e_size, preset) for preset in (True, False)],
+        }
+        for name in wanted:
+            report.section(name, runs[name])
+            if args.json:  # after every section: a run cut short still leaves what it measured
+                _write_json(args.json, to_json(report, device, args))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (dry run)"
     print(f"\n{name}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
           f"{time.perf_counter() - started:.0f} s in all")
     print(report.table())
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(to_json(report, device, args), indent=1, default=str), encoding="utf-8")
+        _write_json(args.json, to_json(report, device, args))
     return 1 if report.errors else 0
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

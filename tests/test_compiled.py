@@ -17,7 +17,7 @@ from sam2_web.video.state import FrameMasks
 from tests.clips import moving_disc_frames
 
 OVERRIDES = ["++model.image_size=256", "++model.num_maskmem=3", "++model.max_obj_ptrs_in_encoder=4"]
-N_FRAMES = 5
+N_FRAMES = 4
 TRACE = CompileSettings(backend="eager", mode=None)
 POINTS = ([[30, 24]], [[90, 60]], [[100, 20]], [[60, 80]])
 
@@ -39,6 +39,12 @@ def frames():
     return moving_disc_frames(N_FRAMES, size=(128, 96), radius=20)[0]
 
 
+@pytest.fixture(scope="module")
+def eager_run(models, frames):
+    """The eager model's logits and results with 3 objects (the baseline of both tests)."""
+    return _track(models[0], frames, 3)
+
+
 def _track(model, frames, objects):
     with model.open_session(frames, fill_hole_area=8) as session:
         for obj in range(objects):
@@ -56,10 +62,10 @@ def _unique_graphs():
     return int(counters["stats"]["unique_graphs"])
 
 
-def test_compiled_preset_gives_the_eager_masks_and_does_not_recompile(models, frames):
+def test_compiled_preset_gives_the_eager_masks_and_does_not_recompile(models, frames, eager_run):
     eager, fast = models
     assert fast.compiled.settings == TRACE and eager.object_bucket(3) == 3 and fast.object_bucket(3) == 4
-    ref_logits, ref_results = _track(eager, frames, 3)
+    ref_logits, ref_results = eager_run
     logits, results = _track(fast, frames, 3)  # compiles: image/memory encoders, attention, heads
     assert fast.compiled.graphs > 0
     worst = max((ref_logits[f] - logits[f]).abs().max().item() for f in ref_logits)
@@ -75,9 +81,9 @@ def test_compiled_preset_gives_the_eager_masks_and_does_not_recompile(models, fr
     assert compile_model(fast) is fast.compiled  # compiled once per model
 
 
-def test_padding_to_a_bucket_gives_the_unpadded_masks(models, frames):
+def test_padding_to_a_bucket_gives_the_unpadded_masks(models, frames, eager_run):
     eager, _ = models
-    ref_logits, ref_results = _track(eager, frames, 3)
+    ref_logits, ref_results = eager_run
     eager.object_bucket = lambda n: 8  # three real rows, five padding rows
     try:
         logits, results = _track(eager, frames, 3)

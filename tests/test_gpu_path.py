@@ -147,3 +147,22 @@ def test_spilled_memories_are_read_while_still_being_written(predictor, frames, 
         files = list(tmp_path.glob("sam2web-session-*/memory/*.pt"))
         assert len(files) == len(spilled)
         assert all(bank.get(f) is not None for f in spilled)
+
+
+def test_a_job_writes_its_formats_while_it_tracks(predictor, tmp_path):
+    from sam2_web.jobs import MaskJob, OutputSpec, parse_prompts, run_job
+    from tests.clips import make_moving_disc_clip
+
+    clip, _ = make_moving_disc_clip(tmp_path / "disc.mp4", n_frames=N_FRAMES, size=(128, 96), radius=20)
+    prompts = parse_prompts({"objects": [{"id": 1, "frames": [{"frame": 0, "points": [[40, 30]]}]}]})
+    events = []
+    job = MaskJob(clip=clip, objects=prompts.objects, output=OutputSpec(out_dir=tmp_path / "out",
+                  formats=("png", "prores")), direction="both")
+    result = run_job(job, predictor=predictor, progress=lambda stage, done, total: events.append((stage, done)))
+    assert set(result.outputs) == {"png", "prores"}
+    last_track = max(k for k, (stage, _) in enumerate(events) if stage == "track")
+    first_export = min(k for k, (stage, _) in enumerate(events) if stage.startswith("export"))
+    assert first_export < last_track  # each frame is final once tracked: written meanwhile
+    assert [d for s, d in events if s == "export png"] == list(range(1, N_FRAMES + 1))
+    pngs = sorted((tmp_path / "out").glob("*_png/**/*.png"))
+    assert len(pngs) == N_FRAMES

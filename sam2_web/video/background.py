@@ -15,6 +15,7 @@ On the CPU the same code runs: a host copy is the tensor itself and waits for no
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 from typing import Any, Callable, Optional
@@ -67,8 +68,12 @@ def pack_masks(masks: torch.Tensor) -> torch.Tensor:
     pad = (-flat.shape[1]) % 8
     if pad:
         flat = torch.nn.functional.pad(flat, (0, pad))
-    weights = torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8).to(masks.device, non_blocking=True)
-    return (flat.view(flat.shape[0], -1, 8) * weights).sum(dim=-1, dtype=torch.uint8)
+    return (flat.view(flat.shape[0], -1, 8) * _bit_weights(masks.device)).sum(dim=-1, dtype=torch.uint8)
+
+
+@functools.lru_cache(maxsize=None)
+def _bit_weights(device: torch.device) -> torch.Tensor:
+    return torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8).to(device, non_blocking=True)
 
 
 def unpack_masks(packed: np.ndarray, height: int, width: int) -> np.ndarray:
