@@ -369,9 +369,12 @@ class Tracker:
                 track_in_reverse=reverse,
             )
             # Hole filling for all objects at once (one batch of device ops, not one per object).
-            filled = self._fill(torch.cat([step.pred_masks for step in steps], dim=0))
+            filled = None
+            if self.options.fill_hole_area > 0:
+                filled = self._fill(torch.cat([step.pred_masks for step in steps], dim=0))
             for k, (track, step) in enumerate(zip(unprompted, steps)):
-                computed[track.obj_id] = out = self._compact(step, filled[k : k + 1].clone())
+                pred_masks = step.pred_masks if filled is None else filled[k : k + 1].clone()
+                computed[track.obj_id] = out = self._compact(step, pred_masks)
                 track.memory.put(frame_idx, out)
         preds, scores = [], []
         for track in self.objects.values():
