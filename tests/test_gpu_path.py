@@ -166,3 +166,41 @@ def test_a_job_writes_its_formats_while_it_tracks(predictor, tmp_path):
     assert [d for s, d in events if s == "export png"] == list(range(1, N_FRAMES + 1))
     pngs = sorted((tmp_path / "out").glob("*_png/**/*.png"))
     assert len(pngs) == N_FRAMES
+
+
+def test_concurrent_exports_wait_for_final_frames_and_stop_together():
+    from sam2_web.errors import CancelledError, ExportError
+    from sam2_web.jobs.overlap import ConcurrentExports, FinalFrames
+
+    final = FinalFrames([(3, 6), (0, 3)])  # forward 3..6, then backward 3..0: frame 3 twice
+    written = []
+
+    def write_one(fmt, masks_of, frames):
+        for i in range(8):
+            written.append((fmt, i, masks_of(i)))
+
+    exports = ConcurrentExports(write_one, ["a"], lambda i: {1: i}, final, None, lambda fmt: False)
+    exports.start()
+    for f in (3, 4, 5, 6):
+        final.produced(f, 0)
+    assert not written  # frame 0 waits for the backward pass
+    for f in (3, 2, 1, 0):
+        final.produced(f, 1)
+    exports.join()
+    assert [i for _, i, _ in written] == list(range(8)) and written[7][2] == {1: 7}  # 7: no pass, not waited for
+
+    stopped = FinalFrames([(0, 5)])
+
+    def failing(fmt, masks_of, frames):
+        if fmt == "bad":
+            raise ExportError("disk full")
+        masks_of(0)
+
+    exports = ConcurrentExports(failing, ["bad", "good"], lambda i: None, stopped, None, lambda fmt: False)
+    exports.start()
+    for thread in exports._threads[:1]:
+        thread.join()
+    assert exports.failed()
+    stopped.fail(CancelledError("tracking stopped"))  # what the job does once it sees the failure
+    with pytest.raises(ExportError, match="disk full"):
+        exports.join()

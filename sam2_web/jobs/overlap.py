@@ -112,14 +112,17 @@ class ConcurrentExports:
             thread.start()
 
     def failed(self) -> bool:
-        """Whether a format has failed (the job then stops tracking)."""
+        """Whether a format has failed on its own (the job then stops tracking)."""
+        return self.error() is not None
+
+    def error(self) -> Optional[BaseException]:
+        """The first failure of a format that is not a stop caused by the tracking, or None."""
         with self._lock:
-            return bool(self._errors)
+            return next((e for e in self._errors if not isinstance(e, CancelledError)), None)
 
     def join(self) -> None:
-        """Wait for every format; re-raise the first failure that is not a consequence of another."""
+        """Wait for every format; re-raise the first failure (one of its own before a stop)."""
         for thread in self._threads:
             thread.join()
-        real = [e for e in self._errors if not isinstance(e, CancelledError)]
-        if real or self._errors:
-            raise (real or self._errors)[0]
+        if self._errors:
+            raise self.error() or self._errors[0]

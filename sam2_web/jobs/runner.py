@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from sam2_web.errors import PromptError
+from sam2_web.errors import CancelledError, PromptError
 
 from sam2_web.jobs.job import MaskJob
 from sam2_web.jobs.prompts import ObjectPrompts
@@ -284,8 +284,9 @@ def _track_and_export(session: Any, job: MaskJob, staging: Staging, first: int, 
         final.fail(exc)
         with contextlib.suppress(BaseException):
             exports.join()
-        if exports.failed() and not is_cancelled():
-            exports.join()  # the export's own error explains the stop better than CancelledError
+        own = exports.error()
+        if own is not None and isinstance(exc, CancelledError) and not is_cancelled():
+            raise own from None  # the export's failure stopped the tracking: report that
         raise
     final.finish()
     exports.join()
