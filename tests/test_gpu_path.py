@@ -143,7 +143,7 @@ def test_spilled_memories_are_read_while_still_being_written(predictor, frames, 
         spilled = sorted(bank._spilled)
         assert spilled and all(bank.get(f) is not None for f in spilled)
         gate.set()
-        writer.flush()
+        session.tracker.flush()
         files = list(tmp_path.glob("sam2web-session-*/memory/*.pt"))
         assert len(files) == len(spilled)
         assert all(bank.get(f) is not None for f in spilled)

@@ -333,6 +333,14 @@ class Tracker:
                     progress(done, total)
                 yield tracked
 
+    def flush(self) -> None:
+        """Wait for the background work to land: stored results encoded, evicted memories on disk.
+
+        Raises what a failed background write raised (e.g. OSError for a full disk).
+        """
+        self._spill_writer.flush()
+        self.results.flush()
+
     def warm_up(self) -> None:
         """Encode frame 0 now (the frame users click first), as the reference's init_state does."""
         with self.exclusive():
