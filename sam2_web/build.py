@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -21,6 +21,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from sam2_web.device import pick_device
 from sam2_web.errors import ConfigNotFoundError
 from sam2_web.registry import configs_dir
+
+if TYPE_CHECKING:
+    from sam2_web.compiled import CompileSettings
 
 logger = logging.getLogger(__name__)
 
@@ -224,17 +227,24 @@ def build_sam2_video_predictor(
     mode: str = "eval",
     hydra_overrides_extra: Sequence[str] = (),
     apply_postprocessing: bool = True,
-    vos_optimized: bool = False,
+    vos_optimized: "bool | CompileSettings" = False,
     **engine_opts,
 ) -> torch.nn.Module:
     """Build the video predictor (``sam2_web.video.predictor.SAM2VideoPredictor``).
 
     Same arguments as :func:`build_sam2`; ``apply_postprocessing`` also sets
     ``binarize_mask_from_pts_for_mem_enc=true`` and ``fill_hole_area=8`` as the reference does.
-    ``vos_optimized`` compiles the image encoder with ``torch.compile``. ``engine_opts`` are passed to
-    the predictor's constructor (e.g. ``memory_dtype``, ``feature_cache_mb``).
+    ``engine_opts`` are passed to the predictor's constructor (e.g. ``memory_dtype``,
+    ``feature_cache_mb``, ``precision``).
+
+    ``vos_optimized=True`` is the fast preset (see :mod:`sam2_web.compiled`): on a CUDA GPU of
+    compute capability 8+ the image encoder, memory encoder, memory attention, prompt encoder
+    and mask decoder are compiled (objects padded to buckets) and sessions run under bf16
+    autocast (``precision="bf16"`` unless ``precision`` is given). Elsewhere it is ignored with
+    a log line (compiling on a CPU costs minutes and gains little); a
+    :class:`~sam2_web.compiled.CompileSettings` instead of True compiles on any device (tests).
     """
-    overrides = ["++model.compile_image_encoder=true"] if vos_optimized else []
+    overrides = []
     if apply_postprocessing:
         overrides += _VIDEO_POSTPROCESSING
     # The user's overrides go last so they win (e.g. ``++model.fill_hole_area=0``); the reference
@@ -243,4 +253,21 @@ def build_sam2_video_predictor(
     cfg = compose_config(config_file, overrides)
     # Model configs name SAM2Base; the video predictor is that plus the tracking engine.
     cfg.model["_target_"] = VIDEO_PREDICTOR_TARGET
-    return _instantiate(cfg, ckpt_path, device, mode, **engine_opts)
+    settings = None
+    if vos_optimized:
+        from sam2_web.compiled import CompileSettings
+
+        if isinstance(vos_optimized, CompileSettings):
+            settings = vos_optimized
+        elif _compile_pays_off(pick_device(device)):
+            settings = CompileSettings()
+            engine_opts.setdefault("precision", "bf16")
+        else:
+            logger.info("vos_optimized is ignored on %s (used on CUDA GPUs of compute capability 8+)",
+                        pick_device(device))
+    model = _instantiate(cfg, ckpt_path, device, mode, **engine_opts)
+    if settings is not None:
+        from sam2_web.compiled import compile_model
+
+        compile_model(model, settings)
+    return model

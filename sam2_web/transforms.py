@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sam2_web.components import connected_components
+from sam2_web.components import small_components
 
 # ImageNet statistics the SAM 2 image encoder was trained with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -98,16 +98,6 @@ def transform_boxes(
     return transform_coords(boxes.reshape(-1, 2, 2), resolution, orig_hw, normalize)
 
 
-def _small_components(fg: torch.Tensor, max_area: float) -> torch.Tensor:
-    """(N, 1, H, W) bool: pixels of ``fg`` whose 8-connected component has at most ``max_area`` pixels."""
-    planes = fg.detach().cpu().numpy()
-    out = np.zeros_like(planes)
-    for i in range(planes.shape[0]):
-        labels, areas = connected_components(planes[i, 0])
-        out[i, 0] = (labels > 0) & (areas <= max_area)
-    return torch.from_numpy(out).to(fg.device)
-
-
 def fill_holes_and_sprinkles(
     masks: torch.Tensor,
     threshold: float,
@@ -125,7 +115,8 @@ def fill_holes_and_sprinkles(
     The image predictor uses the reference's image settings (offset 10, specks looked up on the
     input logits); the video engine the reference's video setting (offset 0.1, so a filled hole
     stays barely foreground) and looks specks up after holes are filled
-    (``sprinkles_after_holes``). With both areas 0 ``masks`` is returned unchanged.
+    (``sprinkles_after_holes``). With both areas 0 ``masks`` is returned unchanged. It runs on
+    ``masks``' device without a host sync (see :func:`~sam2_web.components.small_components`).
 
     Returns:
         A tensor like ``masks`` (same device and dtype).
@@ -134,11 +125,11 @@ def fill_holes_and_sprinkles(
         return masks
     original = masks
     if max_hole_area > 0:
-        is_hole = _small_components(masks.flatten(0, 1).unsqueeze(1) <= threshold, max_hole_area)
+        is_hole = small_components(masks.flatten(0, 1).unsqueeze(1) <= threshold, max_hole_area)
         masks = torch.where(is_hole.reshape_as(masks), torch.full_like(masks, threshold + score_offset), masks)
     if max_sprinkle_area > 0:
         looked_up = masks if sprinkles_after_holes else original
-        is_speck = _small_components(looked_up.flatten(0, 1).unsqueeze(1) > threshold, max_sprinkle_area)
+        is_speck = small_components(looked_up.flatten(0, 1).unsqueeze(1) > threshold, max_sprinkle_area)
         masks = torch.where(is_speck.reshape_as(masks), torch.full_like(masks, threshold - score_offset), masks)
     return masks
 

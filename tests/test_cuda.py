@@ -103,3 +103,96 @@ def test_bf16_autocast_runs_and_stays_close(parity_dir):
     inter = np.logical_and(masks["fp32"], masks["bf16"]).sum()
     union = max(np.logical_or(masks["fp32"], masks["bf16"]).sum(), 1)
     assert inter / union > 0.9
+
+
+# ---------------------------------------------------------------- the GPU path (issue 17)
+
+
+def test_small_components_on_cuda_match_the_definition():
+    from oracles import bfs_components
+    from sam2_web.components import small_components
+
+    rng = np.random.default_rng(5)
+    masks = rng.random((4, 1, 40, 56)) < 0.5
+    got = small_components(torch.from_numpy(masks).cuda(), 8).cpu().numpy()
+    for i in range(4):
+        labels, areas = bfs_components(masks[i, 0])
+        np.testing.assert_array_equal(got[i, 0], (labels > 0) & (areas <= 8))
+
+
+def _tiny_video(parity_dir, size=512):
+    pair = make_pair("sam2.1_hiera_t", (f"++model.image_size={size}",), video=True, workdir=parity_dir)
+    return pair.ckpt, (f"++model.image_size={size}",)
+
+
+def _track_session(model, folder, objects=3, frames=None):
+    with model.open_session(str(folder), fill_hole_area=8) as session:
+        for obj, point in enumerate(([128, 96], [40, 40], [200, 150])[:objects]):
+            session.add_prompt(0, obj + 1, points=[point], labels=[1])
+        yielded = list(session.propagate(direction="forward", max_frames=frames))
+        return yielded, list(session.results())
+
+
+def test_the_propagation_loop_on_cuda_never_syncs(parity_dir, tmp_path):
+    import warnings
+
+    from host_syncs import HostSyncs
+    from sam2_web.build import build_sam2_video_predictor
+
+    folder, _ = make_moving_disc_clip(tmp_path / "clip", n_frames=10, size=(256, 192), radius=30)
+    ckpt, size = _tiny_video(parity_dir)
+    model = build_sam2_video_predictor("sam2.1_hiera_t", ckpt, device="cuda", hydra_overrides_extra=list(size))
+    with model.open_session(str(folder), fill_hole_area=8, history="disk") as session:
+        for obj, point in enumerate(([128, 96], [40, 40], [200, 150])):
+            session.add_prompt(0, obj + 1, points=[point], labels=[1])
+        session.tracker.preflight()
+        assert session.tracker.features._host_input(1).is_pinned()
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught, HostSyncs() as syncs:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                results = list(session.propagate(direction="forward"))
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        synced = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+        assert syncs.total == 0 and not synced, (dict(syncs.places), synced[:3])
+        stored = {r.frame_idx: r.masks for r in session.results()}
+        for r in results:
+            np.testing.assert_array_equal(r.masks, stored[r.frame_idx])
+
+
+def test_preset_on_cuda_is_close_to_exact_and_compiles_once(parity_dir, tmp_path):
+    """bf16 + compiled (inductor) against the exact float32 path; the bound is on IoU, since bf16
+    changes numbers. A second session on the model compiles no new graph."""
+    from torch._dynamo.utils import counters
+
+    from sam2_web.build import build_sam2_video_predictor
+    from sam2_web.compiled import CompileSettings
+    from sam2_web.video.agreement import mask_agreement
+
+    folder, _ = make_moving_disc_clip(tmp_path / "clip", n_frames=12, size=(256, 192), radius=30)
+    ckpt, size = _tiny_video(parity_dir)
+    exact = build_sam2_video_predictor("sam2.1_hiera_t", ckpt, device="cuda", hydra_overrides_extra=list(size))
+    preset = build_sam2_video_predictor("sam2.1_hiera_t", ckpt, device="cuda", hydra_overrides_extra=list(size),
+                                        vos_optimized=CompileSettings(mode=None), precision="bf16")
+    _, want = _track_session(exact, folder)
+    _, got = _track_session(preset, folder)
+    agreement = mask_agreement(want, got)
+    print(f"preset vs exact: {agreement}; compile {preset.compiled.compile_seconds:.0f} s")
+    assert min(agreement.mean_iou.values()) >= 0.9 and agreement.worst_iou >= 0.5
+    assert any(r.masks.any() and not r.masks.all() for r in want)
+    graphs = int(counters["stats"]["unique_graphs"])
+    _track_session(preset, folder)
+    assert int(counters["stats"]["unique_graphs"]) == graphs
+
+
+def test_vos_optimized_true_compiles_on_this_gpu(parity_dir):
+    from sam2_web.build import build_sam2_video_predictor
+
+    ckpt, size = _tiny_video(parity_dir)
+    model = build_sam2_video_predictor("sam2.1_hiera_t", ckpt, device="cuda", hydra_overrides_extra=list(size),
+                                       vos_optimized=True)
+    if torch.cuda.get_device_capability()[0] >= 8:
+        assert model.compiled.settings.mode == "max-autotune" and model.precision == "bf16"
+        assert model.object_bucket(3) == 4

@@ -98,6 +98,7 @@ def test_memory_keeps_only_the_reachable_window(predictor, clips, history):
         if history == "disk":
             assert max(window) <= reach  # ... but RAM holds one window, whatever the clip length
             assert len(bank.ram_frames()) <= reach
+            session.tracker.flush()  # spill files are written on a worker thread
             assert len(list(Path(session._tmp, "memory").glob("*.pt"))) == 2 * (N_FRAMES - 1 - len(bank.ram_frames()))
         else:
             assert bank.ram_frames() == set(range(1, N_FRAMES))
@@ -449,6 +450,7 @@ def test_engine_applies_fill_and_non_overlap(predictor, clips):
 def test_png_results_in_session(predictor, clips, tmp_path):
     with predictor.open_session(clips["folder"], result_dir=str(tmp_path)) as session:
         first = _click(session)
+        session.tracker.flush()  # PNGs are written on the store's worker thread
         assert len(list(tmp_path.glob("masks-*/*.png"))) == 1
         np.testing.assert_array_equal(session.result(0).masks, first.masks)
     assert tmp_path.exists() and not list(tmp_path.glob("masks-*"))

@@ -155,6 +155,16 @@ def export_all(job: MaskJob, staging: Staging, masks_of: Callable[[int], Optiona
     Raises:
         ExportError from a writer; CancelledError when ``is_cancelled()`` turns true.
     """
+    for fmt in job.output.formats:
+        export_one(job, staging, fmt, masks_of, info=info, frames=frames, progress=progress,
+                   is_cancelled=is_cancelled)
+
+
+def export_one(job: MaskJob, staging: Staging, fmt: str, masks_of: Callable[[int], Optional[dict[int, np.ndarray]]],
+               *, info: Any, frames: Optional[Callable[[int], np.ndarray]], progress: Optional[Progress],
+               is_cancelled: Callable[[], bool]) -> None:
+    """Write format ``fmt`` of the job into ``staging`` (see :func:`export_all`; safe to run one
+    format per thread)."""
     from sam2_web.export.formats import FORMATS, ExportOptions, export
 
     spec = job.output
@@ -162,19 +172,18 @@ def export_all(job: MaskJob, staging: Staging, masks_of: Callable[[int], Optiona
                             invert=bool(spec.invert), bit_depth=int(spec.bit_depth), name=spec.stem(job.clip))
     options.validate()
     n = info.num_frames
-    for fmt in spec.formats:
-        stream = counted((masks_of(i) for i in range(n)), f"export {fmt}", n, progress, is_cancelled)
-        try:
-            export(
-                fmt, staging.path(fmt), stream,
-                num_frames=n, fps=info.fps, width=info.width, height=info.height, obj_ids=job.obj_ids,
-                start_timecode=info.start_timecode, frames=frames if FORMATS[fmt].needs_frames else None,
-                options=options,
-            )
-        except ExportError:
-            raise
-        except OSError as exc:  # disk full, file too large, folder removed under us ...
-            raise ExportError(
-                f"writing {fmt} failed: {exc.strerror or exc}; free some disk space (or choose another --out) "
-                "and run again: nothing was published"
-            ) from exc
+    stream = counted((masks_of(i) for i in range(n)), f"export {fmt}", n, progress, is_cancelled)
+    try:
+        export(
+            fmt, staging.path(fmt), stream,
+            num_frames=n, fps=info.fps, width=info.width, height=info.height, obj_ids=job.obj_ids,
+            start_timecode=info.start_timecode, frames=frames if FORMATS[fmt].needs_frames else None,
+            options=options,
+        )
+    except ExportError:
+        raise
+    except OSError as exc:  # disk full, file too large, folder removed under us ...
+        raise ExportError(
+            f"writing {fmt} failed: {exc.strerror or exc}; free some disk space (or choose another --out) "
+            "and run again: nothing was published"
+        ) from exc

@@ -17,11 +17,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from sam2_web.errors import PromptError
+from sam2_web.errors import CancelledError, PromptError
 
 from sam2_web.jobs.job import MaskJob
 from sam2_web.jobs.prompts import ObjectPrompts
-from sam2_web.jobs.outputs import Progress, Staging, export_all
+from sam2_web.jobs.outputs import Progress, Staging, export_all, export_one
 from sam2_web.speeds import FrameClock, record_frames
 from sam2_web.video.cancel import Cancel, cancel_check
 from sam2_web.video.passes import pass_frames, reverses
@@ -107,21 +107,37 @@ def add_prompts(session: Any, objects: tuple[ObjectPrompts, ...]) -> None:
             )
 
 
+def _passes(job: MaskJob, first: int, last: int, num_frames: int) -> tuple[int, list[tuple[bool, int, list[int]]]]:
+    """The earliest prompted frame and the job's passes ``(reverse, max_frames, frames)`` in the
+    order they run (``sam2_web.video.passes``)."""
+    start = min(f for obj in job.objects for f in obj.prompted_frames())
+    passes = []
+    for reverse in reverses(job.direction):
+        count = start - first if reverse else last - start
+        passes.append((reverse, count, pass_frames(start, count, reverse, num_frames)))
+    return start, passes
+
+
+def pass_spans(job: MaskJob, first: int, last: int, num_frames: int) -> list[tuple[int, int]]:
+    """``(lowest, highest)`` frame each pass of the job produces, in the order they run (an empty
+    pass is ``(start + 1, start)``)."""
+    start, passes = _passes(job, first, last, num_frames)
+    return [(min(frames), max(frames)) if frames else (start + 1, start) for _, _, frames in passes]
+
+
 def propagate_range(session: Any, job: MaskJob, first: int, last: int, *, progress: Optional[Progress],
-                    cancel: Cancel) -> None:
+                    cancel: Cancel, on_frame: Optional[Callable[[int, int], None]] = None) -> None:
     """Track from the earliest prompted frame forward to ``last`` and/or backward to ``first``.
 
     Over the whole clip this is exactly the engine's ``propagate(direction=...)``: the same
-    passes in the same order (``sam2_web.video.passes``). Raises CancelledError when cancelled
-    (finished frames stay stored).
+    passes in the same order. ``on_frame(frame_idx, pass_index)`` is called after each stored
+    frame. Raises CancelledError when cancelled (finished frames stay stored).
     """
-    start = min(f for obj in job.objects for f in obj.prompted_frames())
-    num_frames = session.info.num_frames
-    counts = [(reverse, start - first if reverse else last - start) for reverse in reverses(job.direction)]
-    plans = [(reverse, count, len(pass_frames(start, count, reverse, num_frames))) for reverse, count in counts]
-    total = sum(length for _, _, length in plans)
+    start, passes = _passes(job, first, last, session.info.num_frames)
+    total = sum(len(frames) for _, _, frames in passes)
     offset = 0
-    for reverse, count, length in plans:
+    for index, (reverse, count, frames) in enumerate(passes):
+        length = len(frames)
         if length == 0:
             continue
 
@@ -129,9 +145,10 @@ def propagate_range(session: Any, job: MaskJob, first: int, last: int, *, progre
             if progress:
                 progress("track", base + done, total)
 
-        for _ in session.propagate(direction="backward" if reverse else "forward", start_frame=start,
-                                   max_frames=count, progress=report, cancel=cancel):
-            pass
+        for result in session.propagate(direction="backward" if reverse else "forward", start_frame=start,
+                                        max_frames=count, progress=report, cancel=cancel):
+            if on_frame is not None:
+                on_frame(result.frame_idx, index)
         offset += length
 
 
@@ -192,6 +209,7 @@ def run_job(job: MaskJob, *, progress: Optional[Progress] = None, cancel: Cancel
     from sam2_web.media.frames import open_frames
 
     is_cancelled = cancel_check(cancel)
+    own_frames = frames is None
     staging = Staging.open(job)  # an unwritable folder fails before minutes of tracking
     try:
         with (contextlib.nullcontext(frames) if frames is not None else open_frames(job.clip)) as frames:
@@ -203,10 +221,14 @@ def run_job(job: MaskJob, *, progress: Optional[Progress] = None, cancel: Cancel
             try:
                 add_prompts(session, objects)
                 clock = FrameClock()
-                propagate_range(session, job, first, last, progress=_timed(progress, clock), cancel=cancel)
+                if own_frames:  # exports run beside the tracking, each with its own decoder
+                    _track_and_export(session, job, staging, first, last, info, _timed(progress, clock),
+                                      progress, cancel)
+                else:
+                    propagate_range(session, job, first, last, progress=_timed(progress, clock), cancel=cancel)
+                    export_all(job, staging, masks_getter(session, first, last), info=info, frames=frames.get,
+                               progress=progress, is_cancelled=is_cancelled)
                 _record_speed(predictor, len(objects), clock)
-                export_all(job, staging, masks_getter(session, first, last), info=info, frames=frames.get,
-                           progress=progress, is_cancelled=is_cancelled)
             finally:
                 session.close()
         outputs = staging.publish()
@@ -214,3 +236,36 @@ def run_job(job: MaskJob, *, progress: Optional[Progress] = None, cancel: Cancel
         staging.discard()
         raise
     return JobResult(outputs, info.num_frames, (first, last), job.obj_ids)
+
+
+def _track_and_export(session: Any, job: MaskJob, staging: Staging, first: int, last: int, info: Any,
+                      track_progress: Progress, progress: Optional[Progress], cancel: Cancel) -> None:
+    """Track the job's range while every format is written on its own thread as frames become
+    final (see ``sam2_web.jobs.overlap``). Raises what the tracking or an export raised."""
+    from sam2_web.export.formats import FORMATS
+    from sam2_web.jobs.overlap import ConcurrentExports, FinalFrames
+    from sam2_web.media.frames import open_frames
+
+    is_cancelled = cancel_check(cancel)
+    final = FinalFrames(pass_spans(job, first, last, info.num_frames))
+
+    def write_one(fmt: str, masks_of: Callable, frames: Optional[Callable]) -> None:
+        export_one(job, staging, fmt, masks_of, info=info, frames=frames, progress=progress,
+                   is_cancelled=is_cancelled)
+
+    exports = ConcurrentExports(write_one, list(job.output.formats), masks_getter(session, first, last), final,
+                                lambda: open_frames(job.clip), lambda fmt: FORMATS[fmt].needs_frames)
+    exports.start()
+    try:
+        propagate_range(session, job, first, last, progress=track_progress,
+                        cancel=lambda: is_cancelled() or exports.failed(), on_frame=final.produced)
+    except BaseException as exc:
+        final.fail(exc)
+        with contextlib.suppress(BaseException):
+            exports.join()
+        own = exports.error()
+        if own is not None and isinstance(exc, CancelledError) and not is_cancelled():
+            raise own from None  # the export's failure stopped the tracking: report that
+        raise
+    final.finish()
+    exports.join()

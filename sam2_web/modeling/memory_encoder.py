@@ -204,7 +204,7 @@ class MemoryEncoder(nn.Module):
             masks = torch.sigmoid(masks)
         masks = self.mask_downsampler(masks)
         # Image features may be kept on the CPU (offloading) while masks are on the GPU.
-        pix_feat = pix_feat.to(masks.device)
+        pix_feat = pix_feat.to(masks.device, non_blocking=True)
 
         x = self.pix_feat_proj(pix_feat) + masks
         x = self.out_proj(self.fuser(x))

@@ -186,7 +186,7 @@ def gather_memory(
         mem_list.append(_as_tokens(feats))
         enc = entry.maskmem_pos_enc
         enc = enc[-1] if isinstance(enc, (list, tuple)) else enc
-        pos_list.append(_as_tokens(enc.to(device)) + maskmem_tpos_enc[config.num_maskmem - t_pos - 1])
+        pos_list.append(_as_tokens(enc.to(device, non_blocking=True)) + maskmem_tpos_enc[config.num_maskmem - t_pos - 1])
     num_spatial_mem = len(mem_list)
 
     num_ptr_tokens = 0
@@ -239,12 +239,13 @@ def gather_obj_ptrs(
         return None
 
     c, mem_dim = config.hidden_dim, config.mem_dim
-    obj_ptrs = torch.stack([p.to(device) for p in ptrs], dim=0)  # (P, B, C)
+    obj_ptrs = torch.stack([p.to(device, non_blocking=True) for p in ptrs], dim=0)  # (P, B, C)
     if config.add_tpos_enc_to_obj_ptrs:
         # Offsets normalised by the window size; a window of 1 would divide by zero.
         t_diff_max = max(config.max_obj_ptrs(num_frames) - 1, 1)
         tpos_dim = c if config.proj_tpos_enc_in_obj_ptrs else mem_dim
-        obj_pos = torch.tensor(offsets, device=device) / t_diff_max
+        # Built on the host and sent without waiting: torch.tensor(..., device=cuda) would sync.
+        obj_pos = torch.tensor(offsets).to(device, non_blocking=True) / t_diff_max
         obj_pos = obj_ptr_tpos_proj(get_1d_sine_pe(obj_pos, dim=tpos_dim))
         obj_pos = obj_pos.unsqueeze(1).expand(-1, batch, mem_dim)
     else:

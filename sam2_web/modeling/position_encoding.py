@@ -97,7 +97,9 @@ class PositionEmbeddingSine(nn.Module):
     def _grid_encoding(self, h: int, w: int, device: torch.device) -> torch.Tensor:
         """The (C, H, W) float32 map for an ``h x w`` grid, from the cache when possible."""
         key = (h, w, torch.device(device))
-        cached = self.cache.get(key)
+        # While torch.compile traces, the cache stays out of the graph (a guard on the dict's
+        # contents would recompile once it fills); the compiler folds the constant map anyway.
+        cached = None if torch.compiler.is_compiling() else self.cache.get(key)
         if cached is not None:
             return cached
         # Positions 1..H / 1..W. Each axis is encoded once as a 1-D table and broadcast over the
@@ -111,7 +113,8 @@ class PositionEmbeddingSine(nn.Module):
         pos_y = self._sin_cos(ys).t()[:, :, None].expand(-1, h, w)  # (C/2, H, W)
         pos_x = self._sin_cos(xs).t()[:, None, :].expand(-1, h, w)
         grid = torch.cat((pos_y, pos_x), dim=0)
-        self.cache[key] = grid
+        if not torch.compiler.is_compiling():
+            self.cache[key] = grid
         return grid
 
     @torch.no_grad()

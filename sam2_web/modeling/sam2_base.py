@@ -527,7 +527,13 @@ class SAM2Base(nn.Module):
             obj_ptr = presence * obj_ptr
         return obj_ptr + (1 - presence) * self.no_obj_ptr
 
-    def _use_multimask(self, is_init_cond_frame: bool, point_inputs: Optional[PointInputs]) -> bool:
+    def object_bucket(self, objects: int) -> int:
+        """Rows the per-frame batch of ``objects`` objects runs as in :meth:`track_objects`: the
+        count itself; a compiled model (``sam2_web.compiled``) pads to a bucket instead, so
+        adding an object reuses a compiled graph."""
+        return objects
+
+    def use_multimask(self, is_init_cond_frame: bool, point_inputs: Optional[PointInputs]) -> bool:
         """Whether the decoder should propose three masks for this prompt (a box counts as two points)."""
         num_pts = 0 if point_inputs is None else point_inputs.point_labels.size(1)
         return bool(
@@ -722,7 +728,7 @@ class SAM2Base(nn.Module):
                 point_inputs=point_inputs,
                 mask_inputs=mask_inputs,
                 high_res_features=high_res_features,
-                multimask_output=self._use_multimask(is_init_cond_frame, point_inputs),
+                multimask_output=self.use_multimask(is_init_cond_frame, point_inputs),
             )
 
         maskmem_features, maskmem_pos_enc = None, None
@@ -793,20 +799,25 @@ class SAM2Base(nn.Module):
         outputs: List[Optional[TrackStepOutput]] = [None] * len(memories)
         dtype = self.maskmem_tpos_enc.dtype
         for members in groups.values():
-            batch = len(members)
             first = members[0][1]
+            # Padding rows (copies of the last object, dropped below) keep a compiled graph's
+            # batch fixed; never with non-overlap, which compares the rows with each other.
+            rows = [t for _, t in members]
+            if not self.non_overlap_masks_for_mem_enc:
+                rows += [rows[-1]] * (self.object_bucket(len(rows)) - len(rows))
+            batch = len(rows)
             fused = self.memory_attention(
                 curr=current_vision_feats[-1:],  # batch 1: shared by every object of the group
                 curr_pos=current_vision_pos_embeds[-1:],
-                memory=torch.cat([t.tokens for _, t in members], dim=1).to(dtype),
-                memory_pos=torch.cat([t.pos for _, t in members], dim=1).to(dtype),
+                memory=torch.cat([t.tokens for t in rows], dim=1).to(dtype),
+                memory_pos=torch.cat([t.pos for t in rows], dim=1).to(dtype),
                 num_obj_ptr_tokens=first.num_obj_ptr_tokens,
                 num_spatial_mem=first.num_spatial_mem,
             )
             heads = self._forward_sam_heads(
                 backbone_features=_tokens_to_map(fused, size),
                 high_res_features=None if high_res is None else [x.expand(batch, -1, -1, -1) for x in high_res],
-                multimask_output=self._use_multimask(False, None),
+                multimask_output=self.use_multimask(False, None),
             )
             maskmem_features, maskmem_pos_enc = None, None
             if self.num_maskmem > 0:

@@ -8,7 +8,9 @@ dropping them. The position encodings are identical for every frame (they depend
 feature map sizes), so only the feature maps themselves are stored per frame.
 
 :class:`FrameFeatures` is what the tracker asks: a frame's features as the model's heads read
-them, from the cache or, on a miss, from the image encoder.
+them, from the cache or, on a miss, from the image encoder. Frames the tracker will want next are
+decoded, resized and normalised ahead on a background thread (:meth:`FrameFeatures.prefetch`),
+into pinned memory on CUDA so the copy to the GPU is ``non_blocking``.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from __future__ import annotations
 import os
 import shutil
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
 
@@ -168,12 +171,14 @@ class FrameFeatures:
         self._pos_enc: Optional[list[torch.Tensor]] = None
         self._mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
+        self._ahead: dict[int, Future] = {}  # frame -> its encoder input being prepared
+        self._pool: Optional[ThreadPoolExecutor] = None
 
     def get(self, frame_idx: int) -> EncodedFrame:
         """The features of frame ``frame_idx``; raises VideoReadError when it cannot be decoded."""
         maps = self.cache.get(frame_idx, self.model.device)
         if maps is None:
-            backbone_out = self.model.forward_image(self.model_input(frame_idx))
+            backbone_out = self.model.forward_image(self._input(frame_idx))
             maps = list(backbone_out["backbone_fpn"])
             self.cache.put(frame_idx, maps)
             if self._pos_enc is None:
@@ -183,16 +188,49 @@ class FrameFeatures:
         return EncodedFrame(feats, pos, sizes)
 
     def model_input(self, frame_idx: int) -> torch.Tensor:
-        """Frame ``frame_idx`` as the encoder's (1, 3, S, S) normalised float input.
+        """Frame ``frame_idx`` as the encoder's (1, 3, S, S) normalised float input, on the model's device.
 
         Same steps as the reference's JPEG loader (PIL bicubic resize to S x S, /255 in float64,
         float32, then ImageNet mean/std) so features match it bit for bit.
         """
+        return self._host_input(frame_idx).to(self.model.device, non_blocking=True)
+
+    def prefetch(self, frame_indices: Sequence[int]) -> None:
+        """Start preparing the encoder inputs of ``frame_indices`` (the frames wanted next, in
+        order) on the background thread; frames already cached or under way are skipped, and
+        prepared frames that are no longer wanted are dropped."""
+        wanted = [f for f in frame_indices if f not in self.cache]
+        keep = set(wanted)
+        for frame_idx in [f for f in self._ahead if f not in keep]:
+            self._ahead.pop(frame_idx).cancel()
+        for frame_idx in wanted:
+            if frame_idx not in self._ahead:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(1, thread_name_prefix="sam2web-frames")
+                self._ahead[frame_idx] = self._pool.submit(self._host_input, frame_idx)
+
+    def _input(self, frame_idx: int) -> torch.Tensor:
+        """The encoder input of ``frame_idx``: prefetched if it was, else prepared now."""
+        ahead = self._ahead.pop(frame_idx, None)
+        if ahead is not None and not ahead.cancelled():
+            return ahead.result().to(self.model.device, non_blocking=True)  # raises what decoding raised
+        return self.model_input(frame_idx)
+
+    @torch.inference_mode()  # on the worker thread too (the mode is per thread): one kind of tensor
+    def _host_input(self, frame_idx: int) -> torch.Tensor:
         small = self.frames.get_resized(frame_idx, self.model.image_size)
         image = torch.from_numpy(small / 255.0).permute(2, 0, 1).float()
-        image = (image - self._mean) / self._std
-        return image.unsqueeze(0).to(self.model.device)
+        image = ((image - self._mean) / self._std).unsqueeze(0)
+        if self.model.device.type == "cuda":
+            image = image.pin_memory()  # so the copy to the GPU need not wait
+        return image
 
     def close(self) -> None:
-        """Drop every cached frame and the cache's spill folder."""
+        """Stop preparing frames; drop every cached frame and the cache's spill folder."""
+        for ahead in self._ahead.values():
+            ahead.cancel()
+        self._ahead.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         self.cache.close()

@@ -22,15 +22,22 @@ spatial memory + one low-res mask per frame and object, and is freed by ``close(
 ``history="ram"`` keeps them in RAM as the reference does; ``history="drop"`` discards them
 (bounded RAM and disk for very long clips, at the price that a correction or a pass reading
 memories of an earlier pass sees fewer memories than the reference would).
+
+Spilling never stalls the tracking loop: an evicted output's copy to the host starts at once
+(``non_blocking``, see :class:`~sam2_web.video.background.HostCopy`) and the file is written by
+the session's :class:`~sam2_web.video.background.SerialWorker`; until it is written, reads are
+served from the output itself.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from typing import TYPE_CHECKING, Iterator, Optional
 
 import torch
 
+from sam2_web.video.background import HostCopy, SerialWorker
 from sam2_web.video.state import FrameOutput
 
 if TYPE_CHECKING:
@@ -65,9 +72,13 @@ class MemoryBank:
         history: ``"disk"`` spills evicted outputs to ``spill_dir``; ``"ram"`` keeps them;
             ``"drop"`` discards them.
         spill_dir: folder for spilled outputs (created on first use); required for "disk".
+        writer: the worker thread that writes and deletes spill files (shared by a session's
+            banks); None does it on the calling thread.
     """
 
-    def __init__(self, uid: int, history: str = "disk", spill_dir: Optional[str] = None):
+    def __init__(
+        self, uid: int, history: str = "disk", spill_dir: Optional[str] = None, writer: Optional[SerialWorker] = None
+    ):
         if history not in HISTORY_MODES:
             raise ValueError(f"history must be one of {HISTORY_MODES}, got {history!r}")
         if history == "disk" and spill_dir is None:
@@ -79,6 +90,10 @@ class MemoryBank:
         self.cond: dict[int, FrameOutput] = {}
         self._recent: dict[int, FrameOutput] = {}
         self._spilled: set[int] = set()
+        # Spilled outputs whose file is not written yet: reads take them from here.
+        self._writing: dict[int, FrameOutput] = {}
+        self._writer = writer
+        self._lock = threading.Lock()
         # Device of the spilled tensors, so reads hand them back where the tracker expects.
         self._device = torch.device("cpu")
         # The memory position encoding is the same for every frame; set by the session.
@@ -98,7 +113,7 @@ class MemoryBank:
         """Return the non-conditioning output of ``frame_idx`` (from RAM or disk), or None."""
         out = self._recent.get(frame_idx)
         if out is None and frame_idx in self._spilled:
-            out = self._load(frame_idx)
+            out = self._in_flight(frame_idx) or self._load(frame_idx)
         return out
 
     def __contains__(self, frame_idx: int) -> bool:
@@ -113,7 +128,7 @@ class MemoryBank:
         """Remove and return the non-conditioning output of ``frame_idx`` (None if absent)."""
         out = self._recent.pop(frame_idx, None)
         if out is None and frame_idx in self._spilled:
-            out = self._load(frame_idx)
+            out = self._in_flight(frame_idx) or self._load(frame_idx)
             self._drop_spilled(frame_idx)
         return out
 
@@ -151,34 +166,64 @@ class MemoryBank:
         return os.path.join(self._spill_dir, f"obj{self.uid}_f{frame_idx}.pt")
 
     def _save(self, frame_idx: int, out: FrameOutput) -> None:
-        os.makedirs(self._spill_dir, exist_ok=True)
-        record = {
-            "pred_masks": out.pred_masks.cpu(),
-            "obj_ptr": out.obj_ptr.cpu(),
-            "object_score_logits": out.object_score_logits.cpu(),
+        tensors = {
+            "pred_masks": out.pred_masks,
+            "obj_ptr": out.obj_ptr,
+            "object_score_logits": out.object_score_logits,
         }
         if out.maskmem_features is not None:
-            record["maskmem_features"] = out.maskmem_features.cpu()
-        torch.save(record, self._path(frame_idx))
-        self._spilled.add(frame_idx)
+            tensors["maskmem_features"] = out.maskmem_features
+        copies = {k: HostCopy(t) for k, t in tensors.items()}  # started now, waited for by the writer
         self._device = out.pred_masks.device
+        with self._lock:
+            self._writing[frame_idx] = out
+        self._spilled.add(frame_idx)
+        self._run(self._write, frame_idx, out, copies)
+
+    def _write(self, frame_idx: int, out: FrameOutput, copies: dict[str, HostCopy]) -> None:
+        os.makedirs(self._spill_dir, exist_ok=True)
+        torch.save({k: c.result() for k, c in copies.items()}, self._path(frame_idx))
+        with self._lock:
+            if self._writing.get(frame_idx) is out:  # not dropped or re-spilled meanwhile
+                del self._writing[frame_idx]
+
+    def _in_flight(self, frame_idx: int) -> Optional[FrameOutput]:
+        with self._lock:
+            return self._writing.get(frame_idx)
+
+    def _run(self, fn, *args) -> None:
+        # File operations go through one thread in order, so a delete never overtakes its write.
+        if self._writer is None:
+            fn(*args)
+        else:
+            self._writer.submit(fn, *args)
 
     def _load(self, frame_idx: int) -> FrameOutput:
         record = torch.load(self._path(frame_idx), map_location="cpu", weights_only=True)
         device = self._device
         has_memory = "maskmem_features" in record
+
+        def back(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=True)  # from pageable memory: staged, never waits for the GPU
+
         return FrameOutput(
-            pred_masks=record["pred_masks"].to(device),
-            obj_ptr=record["obj_ptr"].to(device),
-            object_score_logits=record["object_score_logits"].to(device),
-            maskmem_features=record["maskmem_features"].to(device) if has_memory else None,
+            pred_masks=back(record["pred_masks"]),
+            obj_ptr=back(record["obj_ptr"]),
+            object_score_logits=back(record["object_score_logits"]),
+            maskmem_features=back(record["maskmem_features"]) if has_memory else None,
             maskmem_pos_enc=self.maskmem_pos_enc if has_memory else None,
         )
 
     def _drop_spilled(self, frame_idx: int) -> None:
         if frame_idx in self._spilled:
             self._spilled.discard(frame_idx)
-            try:
-                os.remove(self._path(frame_idx))
-            except FileNotFoundError:
-                pass
+            with self._lock:
+                self._writing.pop(frame_idx, None)
+            self._run(_remove_file, self._path(frame_idx))
+
+
+def _remove_file(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass

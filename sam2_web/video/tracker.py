@@ -9,6 +9,12 @@ engine's :class:`~sam2_web.video.state.FrameMasks` and the predictor into the re
 
 Work on a frame is done for all objects at once: :meth:`Tracker._track_frame` fetches the
 frame's features once and then segments each object that has no prompt there.
+
+The per-frame loop never waits for the device (no ``.item()``, ``.cpu()``, ``.tolist()``, no
+Python ``if`` on a tensor): masks and scores stay on the device and start their copy to the host
+as packed bits (:class:`~sam2_web.video.state.FrameMasks`), the result store encodes them on a
+worker thread, evicted memories are written by another, hole filling runs on the device, and
+the next frames' encoder inputs are prepared ahead on a third (``FrameFeatures.prefetch``).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from sam2_web.errors import CancelledError, PromptError, UnknownObjectError
 from sam2_web.modeling.common import non_overlapping
 from sam2_web.modeling.sam2_base import NO_OBJ_SCORE, PointInputs
 from sam2_web.transforms import fill_holes_and_sprinkles
+from sam2_web.video.background import SerialWorker
 from sam2_web.video.cancel import Cancel, cancel_check
 from sam2_web.video.features import EncodedFrame, FrameFeatures
 from sam2_web.video.memory import MemoryBank, memory_reach
@@ -90,6 +97,7 @@ class Tracker:
         self.objects: dict[int, ObjectTrack] = {}
         self.lock = threading.RLock()
         self._spill_dir = spill_dir
+        self._spill_writer = SerialWorker("sam2web-memory")
         self._maskmem_pos_enc: Optional[list[torch.Tensor]] = None
         self._next_uid = 0
         self._version = 0  # bumped by every prompt change; finished passes are tied to it
@@ -221,10 +229,12 @@ class Tracker:
             self._version += 1
 
     def publish(self, frame: FrameLogits) -> FrameMasks:
-        """Store ``frame``'s masks (logits > 0) as the frame's latest result and return them."""
+        """Store ``frame``'s masks (logits > 0) as the frame's latest result and return them.
+
+        The masks stay on the device until read (see :meth:`FrameMasks.on_device`); no host sync.
+        """
         with self.lock:
-            masks = (frame.logits[:, 0] > 0).cpu().numpy()
-            result = FrameMasks(frame.frame_idx, self.object_ids, masks, np.asarray(frame.scores, dtype=np.float32))
+            result = FrameMasks.on_device(frame.frame_idx, self.object_ids, frame.logits[:, 0] > 0, frame.scores)
             self.results.put(result)
             return result
 
@@ -311,6 +321,7 @@ class Tracker:
                         )
                     with self.exclusive():
                         upcoming = order[pos + 1] if pos + 1 < len(order) else None
+                        self.features.prefetch(order[pos : pos + 1 + self.options.read_ahead])
                         frame = self._track_frame(frame_idx, reverse, upcoming)
                         tracked = TrackedFrame(self.publish(frame), frame.logits)
                         if resumable:
@@ -319,6 +330,14 @@ class Tracker:
                 if progress:
                     progress(done, total)
                 yield tracked
+
+    def flush(self) -> None:
+        """Wait for the background work to land: stored results encoded, evicted memories on disk.
+
+        Raises what a failed background write raised (e.g. OSError for a full disk).
+        """
+        self._spill_writer.flush()
+        self.results.flush()
 
     def warm_up(self) -> None:
         """Encode frame 0 now (the frame users click first), as the reference's init_state does."""
@@ -331,8 +350,9 @@ class Tracker:
             for track in self.objects.values():
                 track.memory.clear()
             self.objects.clear()
+            self._spill_writer.close()
             self.features.close()
-            self.results.clear()
+            self.results.close()
 
     # ------------------------------------------------------------------ one frame, all objects
 
@@ -354,8 +374,13 @@ class Tracker:
                 num_frames=self.num_frames,
                 track_in_reverse=reverse,
             )
-            for track, step in zip(unprompted, steps):
-                computed[track.obj_id] = out = self._compact(step)
+            # Hole filling for all objects at once (one batch of device ops, not one per object).
+            filled = None
+            if self.options.fill_hole_area > 0:
+                filled = self._fill(torch.cat([step.pred_masks for step in steps], dim=0))
+            for k, (track, step) in enumerate(zip(unprompted, steps)):
+                pred_masks = step.pred_masks if filled is None else filled[k : k + 1].clone()
+                computed[track.obj_id] = out = self._compact(step, pred_masks)
                 track.memory.put(frame_idx, out)
         preds, scores = [], []
         for track in self.objects.values():
@@ -366,8 +391,9 @@ class Tracker:
             else:
                 out = computed[track.obj_id]
             track.tracked[frame_idx] = reverse
-            preds.append(out.pred_masks.to(self.device))
-            scores.append(float(torch.sigmoid(out.object_score_logits).flatten()[0]))
+            preds.append(out.pred_masks)
+            # Kept on the device: float() here would wait for the whole frame's kernels.
+            scores.append(torch.sigmoid(out.object_score_logits.float()).flatten()[:1])
         # Keep what the next frame of the pass reads (after the last frame: what a continuation
         # in the same direction would read, so a resumed or extended pass finds it in RAM).
         upcoming = next_frame if next_frame is not None else frame_idx + (-1 if reverse else 1)
@@ -375,7 +401,7 @@ class Tracker:
         for track in self.objects.values():
             track.memory.evict(keep)
         logits = self._to_video_res(torch.cat(preds, dim=0))
-        return FrameLogits(frame_idx, self.object_ids, logits, np.asarray(scores, dtype=np.float32))
+        return FrameLogits(frame_idx, self.object_ids, logits, torch.cat(scores))
 
     def _segment(
         self,
@@ -405,17 +431,21 @@ class Tracker:
             run_mem_encoder=run_mem_encoder,
             prev_sam_mask_logits=prev_sam_mask_logits,
         )
-        return self._compact(out)
+        return self._compact(out, self._fill(out.pred_masks))
 
-    def _compact(self, out: "TrackStepOutput") -> FrameOutput:
-        """A step's output as stored: holes filled, memory in the session's dtype, shared PE."""
-        pred_masks = out.pred_masks
+    def _fill(self, pred_masks: torch.Tensor) -> torch.Tensor:
+        """(B, 1, h, w) low-res logits with small holes filled and specks removed (on their device)."""
         area = self.options.fill_hole_area
-        if area > 0:
-            pred_masks = fill_holes_and_sprinkles(
-                pred_masks, 0.0, area, area if self.options.remove_sprinkles else 0,
-                score_offset=_FILL_SCORE_OFFSET, sprinkles_after_holes=True,
-            )
+        if area <= 0:
+            return pred_masks
+        return fill_holes_and_sprinkles(
+            pred_masks, 0.0, area, area if self.options.remove_sprinkles else 0,
+            score_offset=_FILL_SCORE_OFFSET, sprinkles_after_holes=True,
+        )
+
+    def _compact(self, out: "TrackStepOutput", pred_masks: torch.Tensor) -> FrameOutput:
+        """A step's output as stored: ``pred_masks`` (its logits after :meth:`_fill`), memory in
+        the session's dtype, shared PE."""
         maskmem, maskmem_pos = out.maskmem_features, None
         if maskmem is not None:
             maskmem = maskmem.to(_DTYPES[self.options.memory_dtype])
@@ -461,7 +491,7 @@ class Tracker:
             raise UnknownObjectError(f"object {obj_id} is not tracked; tracked objects: {self.object_ids}")
         if not isinstance(obj_id, (int, np.integer)) or isinstance(obj_id, bool):
             raise PromptError(f"object ids must be integers, got {obj_id!r}")
-        memory = MemoryBank(self._next_uid, self.options.history, self._spill_dir)
+        memory = MemoryBank(self._next_uid, self.options.history, self._spill_dir, self._spill_writer)
         memory.maskmem_pos_enc = self._maskmem_pos_enc
         track = ObjectTrack(obj_id=int(obj_id), uid=self._next_uid, memory=memory)
         self._next_uid += 1

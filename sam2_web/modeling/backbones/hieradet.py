@@ -376,8 +376,9 @@ class Hiera(nn.Module):
         # holds the parameters' version counters so loading new weights invalidates it.
         # Parameters created under torch.inference_mode() (ComfyUI builds models that way)
         # have no version counter, so an in-place reload could not be seen: no cache then.
+        # (Skipped while torch.compile traces: the counters are not traceable.)
         key = None
-        if not torch.is_grad_enabled() and not (
+        if not torch.compiler.is_compiling() and not torch.is_grad_enabled() and not (
             torch.is_inference(self.pos_embed) or torch.is_inference(self.pos_embed_window)
         ):
             key = (h, w, self.pos_embed.device, self.pos_embed.dtype,

@@ -135,12 +135,14 @@ class RoPEAttention(Attention):
     def _freqs(self, num_tokens: int, device: torch.device) -> Tensor:
         w, h = self._grid_for(num_tokens)
         key = (w, h, device)
-        freqs = self._freqs_cache.get(key)
+        # Not looked up while torch.compile traces (see PositionEmbeddingSine._grid_encoding).
+        freqs = None if torch.compiler.is_compiling() else self._freqs_cache.get(key)
         if freqs is None:
             head_dim = self.internal_dim // self.num_heads
             freqs = compute_axial_cis(dim=head_dim, end_x=w, end_y=h, theta=self.rope_theta)
-            freqs = freqs.to(device)
-            self._freqs_cache[key] = freqs
+            freqs = freqs.to(device, non_blocking=True)
+            if not torch.compiler.is_compiling():
+                self._freqs_cache[key] = freqs
         return freqs
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, num_k_exclude_rope: int = 0) -> Tensor:
