@@ -167,6 +167,11 @@ def masks_getter(session: Any, first: int, last: int) -> Callable[[int], Optiona
     return get
 
 
+def mask_resolution_of(predictor: Any) -> int:
+    """Cells across the model's mask grid: SAM-family decoders predict masks at a quarter of the input size."""
+    return max(1, int(getattr(predictor, "image_size", 1024)) // 4)
+
+
 def _timed(progress: Optional[Progress], clock: FrameClock) -> Progress:
     """``progress`` that also times each tracked frame on ``clock``."""
     def report(stage: str, done: int, total: int) -> None:
@@ -226,7 +231,8 @@ def run_job(job: MaskJob, *, progress: Optional[Progress] = None, cancel: Cancel
                 propagate_range(session, job, first, last, progress=_timed(progress, clock), cancel=cancel)
                 _record_speed(predictor, len(objects), clock)
                 export_all(job, staging, masks_getter(session, first, last), info=info, frames=frames.get,
-                           progress=progress, is_cancelled=is_cancelled)
+                           progress=progress, is_cancelled=is_cancelled,
+                           mask_resolution=mask_resolution_of(predictor))
             finally:
                 session.close()
         outputs = staging.publish()
