@@ -3,7 +3,7 @@
 Weights come from the Hub (``hustvl/vitmatte-small-composition-1k`` by default, Apache-2.0) through
 ``sam2_web.hub`` (its cache, offline mode and clear errors), or from a local folder holding
 ``config.json`` and ``model.safetensors``. ViTMatte reads the frame and a trimap (0 background,
-0.5 unknown, 1 object) and predicts alpha; we give it the crop around the object's band.
+128/255 unknown, 1 object) and predicts alpha; we give it the crop around the object's band.
 
 Models whose licence forbids commercial use (MatAnyone's S-Lab licence) are left out on purpose.
 """
@@ -86,16 +86,17 @@ def load_vitmatte(model: str, revision: str | None = None, device: str | torch.d
         return _cache[key]
 
 
-def vitmatte_alpha(image: np.ndarray, band, options) -> np.ndarray:
-    """ViTMatte's alpha on ``band``'s crop of ``image`` ((H, W, 3) float32 frame in 0..1).
+def vitmatte_alpha(crop_image: np.ndarray, band, options) -> np.ndarray:
+    """ViTMatte's alpha on ``crop_image``, the (h, w, 3) float32 crop (0..1) of ``band``.
 
     The input is what ``VitMatteImageProcessor`` makes: colours normalised to -1..1 with the trimap
     as a fourth channel, padded at the bottom/right to a multiple of 32.
     """
     device = torch.device(options.device) if options.device else torch.device("cpu")
     net = load_vitmatte(options.vitmatte_model, options.revision, device)
-    crop = torch.from_numpy(np.ascontiguousarray(image[band.rows, band.cols])).permute(2, 0, 1)
-    trimap = torch.from_numpy(np.where(band.unknown, 0.5, band.known).astype(np.float32))[None]
+    crop = torch.from_numpy(np.ascontiguousarray(crop_image)).permute(2, 0, 1)
+    # Trimaps are 8-bit images with 128 for unknown, read as value / 255, as ViTMatte was trained.
+    trimap = torch.from_numpy(np.where(band.unknown, 128 / 255, band.known).astype(np.float32))[None]
     pixels = torch.cat([(crop - 0.5) / 0.5, trimap])[None].to(device)
     h, w = pixels.shape[-2:]
     pad_h, pad_w = (-h) % _SIZE_MULTIPLE, (-w) % _SIZE_MULTIPLE
