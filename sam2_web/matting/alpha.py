@@ -72,9 +72,10 @@ class MatteOptions:
 
 
 def check_image(image: Any) -> np.ndarray:
-    """An (H, W, 3) RGB frame as float32 in [0, 1].
+    """An (H, W, 3) RGB frame, checked: uint8 as given, or float32 in [0, 1] (see :func:`as_float`).
 
     Accepts uint8 (0..255) or float (0..1) arrays or CPU tensors, with 3 or 4 channels (alpha dropped).
+    Only a view is taken where possible: the colours of the band's crop are all that is converted.
 
     Raises:
         MattingError: another shape, NaN or infinite values, floats outside 0..1.
@@ -84,15 +85,20 @@ def check_image(image: Any) -> np.ndarray:
         raise MattingError(f"the image must be (H, W, 3) RGB, got shape {arr.shape}")
     arr = arr[..., :3]
     if arr.dtype == np.uint8:
-        return arr.astype(np.float32) / 255.0
-    if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
-        raise MattingError(f"the image must be uint8 or float, got {arr.dtype}")
-    out = arr.astype(np.float32)
+        return arr
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise MattingError(f"the image must be uint8 (0..255) or float (0..1), got {arr.dtype}")
+    out = arr.astype(np.float32, copy=False)
     if not np.isfinite(out).all():
         raise MattingError("the image has NaN or infinite values; give uint8 RGB or floats in 0..1")
     if out.min(initial=0) < 0 or out.max(initial=0) > 1:
         raise MattingError("a float image must hold values in 0..1 (pass uint8 for 0..255)")
     return out
+
+
+def as_float(image: np.ndarray) -> np.ndarray:
+    """A checked image (or a crop of one) as float32 in [0, 1]."""
+    return image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32, copy=False)
 
 
 def check_mask(mask: Any, shape: tuple[int, int]) -> np.ndarray:
@@ -131,7 +137,7 @@ def band_of(mask: np.ndarray, options: MatteOptions) -> Band | None:
 
 
 def _solve(image: np.ndarray, mask: np.ndarray, band: Band, options: MatteOptions) -> np.ndarray:
-    crop_img = image[band.rows, band.cols]
+    crop_img = as_float(image[band.rows, band.cols])
     crop_mask = mask[band.rows, band.cols]
     if options.method == "vitmatte":
         from sam2_web.matting.vitmatte import vitmatte_alpha

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sam2_web.matting.alpha import MatteOptions, alpha_matte, check_image
+from sam2_web.matting.alpha import MatteOptions, alpha_matte, as_float, check_image
 
 KEEP = 0.75  # weight of the previous alpha where the picture is static
 STATIC_DIFF = 0.03  # mean colour change (0..1) above which a pixel counts as moving
@@ -24,8 +24,9 @@ _WINDOW = 5  # px: the change is averaged over this window so single noisy pixel
 
 
 def static_weight(previous: np.ndarray, current: np.ndarray) -> np.ndarray:
-    """Per pixel, 1 where two (H, W, 3) float frames agree, falling to 0 at ``STATIC_DIFF`` of change."""
-    diff = torch.from_numpy(np.abs(current - previous).mean(axis=2))[None, None]
+    """Per pixel, 1 where two (H, W, 3) frames (uint8, or float in 0..1) agree, falling to 0 at
+    ``STATIC_DIFF`` of change."""
+    diff = torch.from_numpy(np.abs(as_float(current) - as_float(previous)).mean(axis=2))[None, None]
     local = F.avg_pool2d(diff, _WINDOW, stride=1, padding=_WINDOW // 2, count_include_pad=False)[0, 0].numpy()
     return np.clip(1.0 - local / STATIC_DIFF, 0.0, 1.0)
 
@@ -67,7 +68,7 @@ class MatteStream:
         img = check_image(image)
         alpha = alpha_matte(img, mask, self.options)
         prev_img, prev_alpha = self._image, self._alpha
-        self._image = img
+        self._image = img.copy()  # the caller may reuse its frame buffer
         if prev_img is None or prev_img.shape != img.shape:
             self._alpha = alpha
             return alpha
