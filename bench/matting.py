@@ -1,6 +1,7 @@
 """Soft edges: matting quality on composites with a known alpha, steadiness, and cost next to tracking.
 
     python -m bench.matting [--size 1280x720] [--composites 3] [--frames 8] [--threads 1] [--skip-speed]
+    python -m bench.matting --device cuda --device-only     # ms per object at 1080p on a GPU
 
 Prints markdown tables:
 
@@ -233,6 +234,24 @@ def speed(size: tuple[int, int], frames: int) -> str:
             + markdown_table(["", "median"], rows))
 
 
+def device_cost(device: str, repeats: int = 10) -> str:
+    """ms per object for ``alpha_matte`` on ``device`` at 1080p (the GPU target: <= 10 ms)."""
+    comp = make_composite(0, 1080, 1920)
+    options = MatteOptions(mask_resolution=1920 // MASK_FACTOR, device=device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    alpha_matte(comp.image, comp.mask, options)  # warm-up: kernels, cuDNN choices
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        alpha_matte(comp.image, comp.mask, options)
+        sync()
+        times.append(time.perf_counter() - start)
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else device
+    return markdown_table(["device", "alpha_matte, 1 object, 1920x1080 (ms, median of %d)" % repeats],
+                          [[name, f"{median(times) * 1000:.1f}"]])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="1280x720", help="WIDTHxHEIGHT of the composites and the clip")
@@ -240,9 +259,15 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=8, help="frames of the steadiness and speed clips")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--skip-speed", action="store_true", help="leave out the tracking comparison")
+    parser.add_argument("--device", default=None, help="also time alpha_matte at 1080p on this device (cuda)")
+    parser.add_argument("--device-only", action="store_true", help="only the --device timing")
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
     torch.set_num_threads(args.threads)
+    if args.device:
+        print("## Device\n\n" + device_cost(args.device) + "\n", flush=True)
+        if args.device_only:
+            return 0
     table, totals = quality((width, height), args.composites)
     print("## Quality\n\n" + table + "\n", flush=True)
     print("## Foreground colour\n\n" + foreground_table((width, height), args.composites) + "\n", flush=True)

@@ -174,3 +174,20 @@ def test_checkerboard_preview():
     np.testing.assert_array_equal(out[truth == 0], board[truth == 0])
     with pytest.raises(ValueError):
         cutout_preview(image, truth[:-1])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run with -m cuda there)")
+def test_the_gpu_gives_the_cpus_alpha():
+    """The default method is the same code on a GPU: same alpha up to float rounding (TF32 off)."""
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        image, _, mask = _scene(noise=2.0)
+        cpu = alpha_matte(image, mask, mask_resolution=30)
+        gpu = alpha_matte(image, mask, mask_resolution=30, device="cuda")
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
+    assert np.abs(gpu - cpu).max() < 1e-3
+    fg = estimate_foreground(image, cpu, device="cuda")
+    assert np.abs(fg.astype(int) - estimate_foreground(image, cpu).astype(int)).max() <= 1
