@@ -249,7 +249,7 @@ class SAM2WebModelLoader:
 
 def soft_masks(frames: np.ndarray, masks: np.ndarray, predictor: Any, edge_band_px: float = 0.0) -> torch.Tensor:
     """(B, H, W) bool masks of (B, H, W, 3) uint8 frames → a float MASK of soft alphas, frame after frame."""
-    from sam2_web.jobs.runner import mask_resolution_of
+    from sam2_web.matting.band import mask_resolution_of
     from sam2_web.matting import MatteStream
 
     stream = MatteStream(mask_resolution=mask_resolution_of(predictor), band_px=float(edge_band_px) or None)

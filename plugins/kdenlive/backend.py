@@ -191,7 +191,7 @@ class ObjectMaskBackend:
     # ---------------------------------------------------------------- session
 
     def _matte_options(self) -> Any:
-        from sam2_web.jobs.runner import mask_resolution_of
+        from sam2_web.matting.band import mask_resolution_of
         from sam2_web.matting import MatteOptions
 
         return MatteOptions(band_px=self.edge_band_px, mask_resolution=mask_resolution_of(self.predictor))

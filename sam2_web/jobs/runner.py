@@ -167,11 +167,6 @@ def masks_getter(session: Any, first: int, last: int) -> Callable[[int], Optiona
     return get
 
 
-def mask_resolution_of(predictor: Any) -> int:
-    """Cells across the model's mask grid: SAM-family decoders predict masks at a quarter of the input size."""
-    return max(1, int(getattr(predictor, "image_size", 1024)) // 4)
-
-
 def _timed(progress: Optional[Progress], clock: FrameClock) -> Progress:
     """``progress`` that also times each tracked frame on ``clock``."""
     def report(stage: str, done: int, total: int) -> None:
@@ -214,6 +209,7 @@ def run_job(job: MaskJob, *, progress: Optional[Progress] = None, cancel: Cancel
         ExportError: the output folder is not writable or a writer failed.
         CancelledError: cancelled; nothing is published.
     """
+    from sam2_web.matting.band import mask_resolution_of
     from sam2_web.media.frames import open_frames
 
     is_cancelled = cancel_check(cancel)
@@ -232,7 +228,7 @@ def run_job(job: MaskJob, *, progress: Optional[Progress] = None, cancel: Cancel
                 _record_speed(predictor, len(objects), clock)
                 export_all(job, staging, masks_getter(session, first, last), info=info, frames=frames.get,
                            progress=progress, is_cancelled=is_cancelled,
-                           mask_resolution=mask_resolution_of(predictor))
+                           mask_resolution=mask_resolution_of(predictor))  # soft edges' band
             finally:
                 session.close()
         outputs = staging.publish()

@@ -22,6 +22,11 @@ MAX_BAND_PX = 64
 OBJECT_FRACTION = 0.25  # the band may be at most this fraction of the object's equivalent diameter
 
 
+def mask_resolution_of(model) -> int:
+    """Cells across a SAM-family model's mask grid: its decoder predicts masks at a quarter of its input size."""
+    return max(1, int(getattr(model, "image_size", 1024)) // 4)
+
+
 def auto_band_px(shape: tuple[int, int], area: int, mask_resolution: int = 256) -> int:
     """Half-width in pixels of the unknown band for an object of ``area`` pixels in a frame of ``shape``.
 
