@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     mask.add_argument("--feather", type=float, default=0.0, metavar="PX", help="soften matte edges by PX pixels")
     mask.add_argument("--grow", type=int, default=0, metavar="PX", help="grow (>0) or shrink (<0) masks by PX pixels")
     mask.add_argument("--invert", action="store_true", help="export the background instead of the objects")
+    mask.add_argument("--soft-edges", action="store_true",
+                      help="solve soft alpha (hair, motion blur) around each mask's edge from the frame's colours; "
+                           "binary formats (index_png, coco_rle) stay binary")
+    mask.add_argument("--edge-band", type=float, default=None, metavar="PX",
+                      help="half-width of the soft-edge band (default: from the model's mask grid and the object)")
     mask.add_argument("--bit-depth", type=int, choices=(8, 16), default=8, help="matte precision (PNG, ProRes, FFV1)")
     mask.add_argument("--start", type=int, default=0, metavar="N", help="first frame to track (default 0)")
     mask.add_argument("--end", type=int, default=None, metavar="N", help="last frame to track (default: the last)")
@@ -222,6 +227,10 @@ def _job_from_args(args: argparse.Namespace) -> Any:
     except ValueError as exc:
         raise _Usage(str(exc)) from None
     formats = [f.strip() for item in (args.formats or ["png"]) for f in item.split(",") if f.strip()]
+    if args.edge_band is not None and not args.soft_edges:
+        raise _Usage("--edge-band sets the soft-edge band: add --soft-edges")
+    if args.edge_band is not None and not args.edge_band >= 0:
+        raise _Usage(f"--edge-band must be >= 0 pixels, got {args.edge_band}")
     try:
         check_formats(formats)
         if args.name is not None:
@@ -234,7 +243,8 @@ def _job_from_args(args: argparse.Namespace) -> Any:
         objects=prompts.objects,
         normalized=prompts.normalized,
         output=OutputSpec(out_dir=args.out, formats=tuple(formats), feather_px=args.feather, grow_px=args.grow,
-                          invert=args.invert, bit_depth=args.bit_depth, name=args.name),
+                          invert=args.invert, bit_depth=args.bit_depth, name=args.name,
+                          soft_edges=args.soft_edges, edge_band_px=args.edge_band),
         model=model,
         checkpoint=Path(checkpoint) if checkpoint else None,
         device=device,
@@ -296,8 +306,8 @@ def _cmd_formats(args: argparse.Namespace) -> int:
     from sam2_web.export.formats import FORMATS
 
     rows = [(f.name, f.extension or "folder", "yes" if f.lossless else "no", "per object" if f.per_object else "merged",
-             f.description) for f in FORMATS.values()]
-    _print_table(("format", "output", "lossless", "objects", "description"), rows)
+             f.alpha, f.description) for f in FORMATS.values()]
+    _print_table(("format", "output", "lossless", "objects", "alpha", "description"), rows)
     return EXIT_OK
 
 

@@ -85,3 +85,11 @@ def public_message(error: BaseException | str) -> str:
     for pattern in (_POSIX_PATH, _HOME_PATH, _WINDOWS_PATH):
         text = pattern.sub(lambda m: m.group(1) or "…", text)
     return text
+
+
+class MattingError(Sam2WebError, ValueError):
+    """A frame/mask pair or option that soft edges cannot use: sizes that differ, NaN, unknown method."""
+
+
+class MattingUnavailableError(Sam2WebError, RuntimeError):
+    """The learned matting method cannot run here: ``transformers`` is missing or its weights cannot be had."""

@@ -373,3 +373,37 @@ def test_export_errors_are_clear(nodes, tmp_path, clip):
         run_node(nodes, "SAM2WebMatteExport", masks=masks, format="png", folder=str(blocker / "sub"),
                  filename_prefix="x", fps=24.0)
     assert blocker.read_text() == "not a folder"
+
+
+def test_segment_soft_edges_give_a_float_mask_from_matte_stream(nodes, model, clip):
+    from sam2_web.matting import MatteStream
+
+    prompts = {"version": 1, "objects": [{"id": 1, "frames": [{"frame": 1, "points": [[40, 28]], "labels": [1]}]}]}
+    masks, _ = run_node(nodes, "SAM2WebVideoSegment", sam2_model=model, images=as_image(clip),
+                        prompts=json.dumps(prompts), direction="both", soft_edges=True, edge_band_px=3.0)
+    hard = engine_masks(model, clip, 1, [[40, 28]], [1])
+    stream = MatteStream(mask_resolution=model.predictor.image_size // 4, band_px=3)
+    want = np.stack([stream.update(f, m) for f, m in zip(clip, hard)])
+    assert masks.dtype == torch.float32 and masks.shape == hard.shape
+    np.testing.assert_array_equal(masks.numpy(), want)
+    if hard.any() and not hard.all():
+        assert ((want > 0) & (want < 1)).any()  # soft values, not the mask again
+
+
+def test_export_soft_edges_write_16_bit_alpha(nodes, tmp_path, clip):
+    from sam2_web.matting import MatteStream
+
+    masks = torch.zeros(clip.shape[:3])
+    yy, xx = np.mgrid[:clip.shape[1], :clip.shape[2]]
+    masks[:] = torch.from_numpy(((xx - 48) ** 2 + (yy - 32) ** 2 <= 15**2).astype(np.float32))
+    (path,) = run_node(nodes, "SAM2WebMatteExport", masks=masks, format="png", folder=str(tmp_path),
+                       filename_prefix="soft", fps=12.0, images=as_image(clip), bit_depth="16", soft_edges=True,
+                       edge_band_px=3.0)
+    files = sorted((Path(path) / "matte").glob("*.png"))
+    stream = MatteStream(band_px=3)
+    for f, frame, m in zip(files, clip, masks.numpy() > 0.5):
+        got = np.asarray(Image.open(f)).astype(np.uint16)
+        np.testing.assert_array_equal(got, np.round(stream.update(frame, m) * 65535).astype(np.uint16))
+    with pytest.raises(ExportError, match="frames="):
+        run_node(nodes, "SAM2WebMatteExport", masks=masks, format="png", folder=str(tmp_path),
+                 filename_prefix="nope", fps=12.0, soft_edges=True)

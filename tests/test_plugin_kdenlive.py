@@ -412,3 +412,66 @@ def test_drawing_modes():
     assert outline[4, 5, 3] == 0 and outline[2, 3, 3] == 255 and (outline[~mask] == 0).all()
     alpha = draw_mask(mask, style, "alpha")
     assert (alpha[mask, 3] == 0).all() and (alpha[~mask] == (0, 0, 0, 255)).all()
+
+
+def test_soft_edges_reach_kdenlives_mask_clip(work, checkpoint, frames_dir):
+    """Soft edges switched on through the environment Kdenlive passes on: previews and rendered frames
+    carry the colour's opacity times the solved alpha (8-bit, as Kdenlive's FFV1 mask clip keeps it),
+    equal to MatteStream on the engine's masks in the order the render tracks them."""
+    from sam2_web.build import build_sam2_video_predictor
+    from sam2_web.matting import MatteStream, alpha_matte
+    from sam2_web.media.frames import open_frames
+
+    previews, renders = work / "previews-soft", frames_dir / "output-soft"
+    launch = ["-I", str(frames_dir), "-O", str(previews), "-M", str(checkpoint), "-C", KDENLIVE_CONFIG,
+              "-D", "cpu", "--set", OVERRIDES[0], "-F", "0", "-P", "0=30,28,100,80", "-L", "0=1,0",
+              "-B", "2=70,50,120,90", "--color", "255,100,100,180"]
+    kdenlive = KdenliveSide(launch, cwd=work, reader="lines", env={"SAM2_WEB_SOFT_EDGES": "1",
+                                                                   "SAM2_WEB_EDGE_BAND": "3"})
+    kdenlive.send("preview=-F 0 -P 0=30,28,100,80 -L 0=1,0 --border 0 --color 255,100,100,180 --overlay-mode 0")
+    assert kdenlive.expect("preview ok") == "0"
+    renders.mkdir()
+    kdenlive.send(f"render={renders}")
+    assert kdenlive.expect("INFO") == "Propagating in video"
+    kdenlive.expect("mask ok")
+    kdenlive.send("finish")
+    assert kdenlive.finish() == 0, "".join(kdenlive.stderr)[-3000:]
+
+    predictor = build_sam2_video_predictor(TINY_CONFIG, checkpoint, device="cpu", hydra_overrides_extra=list(OVERRIDES))
+    options = dict(mask_resolution=predictor.image_size // 4, band_px=3)
+    with open_frames(str(frames_dir)) as source:
+        frames = [np.array(source.get(i)) for i in range(N_FRAMES)]
+    with predictor.open_session(str(frames_dir)) as session:
+        shown = session.add_prompt(0, 1, points=np.array(CLICKS_0["points"], np.float32),
+                                   labels=np.array(CLICKS_0["labels"], np.int32)).mask(1).copy()
+        session.add_prompt(2, 1, box=np.array(BOX_2["box"], np.float32))
+        stream = MatteStream(**options)
+        rendered = {r.frame_idx: stream.update(frames[r.frame_idx], r.mask(1)) for r in session.propagate(direction="both")}
+    preview = rgba(previews / "preview-00000.png")
+    np.testing.assert_array_equal(preview[..., 3], np.round(180 * alpha_matte(frames[0], shown, **options)))
+    soft = 0
+    for i in range(N_FRAMES):
+        picture = rgba(renders / f"{i:05d}.png")
+        np.testing.assert_array_equal(picture[..., 3], np.round(180 * rendered[i]).astype(np.uint8))
+        soft += int(((picture[..., 3] > 0) & (picture[..., 3] < 180)).sum())
+    assert soft > 10 and any(m.any() for m in rendered.values())
+    mkv = work / "mask-soft.mkv"
+    encode_like_kdenlive(renders, mkv)
+    decoded = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(mkv), "-f", "rawvideo", "-pix_fmt", "rgba",
+                              "pipe:1"], capture_output=True, check=True).stdout
+    alpha = np.frombuffer(decoded, np.uint8).reshape(N_FRAMES, SIZE[1], SIZE[0], 4)[..., 3]
+    assert len(np.unique(alpha)) > 3  # Kdenlive's mask clip keeps the soft steps, not just on/off
+
+
+def test_soft_drawing():
+    mask = np.zeros((10, 12), bool)
+    mask[2:8, 3:9] = True
+    alpha = mask.astype(np.float32)
+    alpha[2, 3] = 0.5
+    alpha[1, 3] = 0.25
+    style = Style(color=(10, 20, 30, 200))
+    filled = draw_mask(mask, style, "color", alpha)
+    assert tuple(filled[4, 5]) == (10, 20, 30, 200) and tuple(filled[2, 3]) == (10, 20, 30, 100)
+    assert tuple(filled[1, 3]) == (10, 20, 30, 50) and (filled[alpha == 0] == 0).all()
+    hidden = draw_mask(mask, style, "alpha", alpha)
+    assert hidden[4, 5, 3] == 0 and hidden[2, 3, 3] == 128 and hidden[0, 0, 3] == 255

@@ -54,6 +54,9 @@ class JobSpec:
             in every prompted frame, so a click just outside the strip's handles still counts.
         direction: ``both``, ``forward`` or ``backward``.
         feather_px, grow_px, invert: matte edge options.
+        soft_edges: solve soft alpha around the edges (``sam2-web mask --soft-edges``); the mattes
+            are then 16-bit PNGs, which the matte strip reads as float coverage.
+        edge_band_px: the soft-edge band's half-width in pixels; None = from the model.
     """
 
     clip: Path
@@ -70,6 +73,13 @@ class JobSpec:
     feather_px: float = 0.0
     grow_px: int = 0
     invert: bool = False
+    soft_edges: bool = False
+    edge_band_px: Optional[float] = None
+
+    @property
+    def bit_depth(self) -> int:
+        """16 for soft mattes (so their steps are finer than the 8-bit ones), else 8."""
+        return 16 if self.soft_edges else 8
 
 
 @dataclass
@@ -176,7 +186,8 @@ def _run_here(spec: JobSpec, progress: Optional[Progress], cancel: threading.Eve
         objects=prompts.objects,
         normalized=prompts.normalized,
         output=OutputSpec(out_dir=spec.out_dir, formats=(MATTE_FORMAT,), feather_px=spec.feather_px,
-                          grow_px=spec.grow_px, invert=spec.invert, name=spec.name),
+                          grow_px=spec.grow_px, invert=spec.invert, name=spec.name, bit_depth=spec.bit_depth,
+                          soft_edges=spec.soft_edges, edge_band_px=spec.edge_band_px),
         model=spec.model,
         checkpoint=Path(spec.checkpoint) if spec.checkpoint else None,
         device=spec.device,
@@ -194,6 +205,10 @@ def cli_arguments(spec: JobSpec, prompts_file: Path, remote: str = "") -> list[s
             "--feather", repr(float(spec.feather_px)), "--grow", str(int(spec.grow_px)), "--progress", "lines"]
     if spec.invert:
         args.append("--invert")
+    if spec.soft_edges:
+        args += ["--soft-edges", "--bit-depth", str(spec.bit_depth)]
+        if spec.edge_band_px is not None:
+            args += ["--edge-band", repr(float(spec.edge_band_px))]
     # Only prompts we built (markers) can be read here without the engine; a file is checked by the CLI.
     frames = _prompted_frames(spec.prompts) if isinstance(spec.prompts, dict) else []
     first, last = widened(spec.first, spec.last, frames)

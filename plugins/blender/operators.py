@@ -92,6 +92,8 @@ def _prepare(context) -> _Prepared:
         feather_px=settings.feather_px,
         grow_px=settings.grow_px,
         invert=settings.invert,
+        soft_edges=settings.soft_edges,
+        edge_band_px=settings.edge_band_px or None,
     )
     return _Prepared(spec, scene.name, source.name, num_frames, settings.effect,
                      getattr(prefs, "python", ""), getattr(prefs, "remote", ""))
@@ -127,7 +129,8 @@ def _place(prepared: _Prepared, mattes: jobs.Mattes) -> tuple[int, int]:
     channel = strips.free_channel_above(editor, source, len(sequences))
     placed = {}
     for k, (label, files) in enumerate(sequences.items()):
-        placed[label] = strips.add_matte_strip(editor, source, files, channel + k, f"SAM2 {label}")
+        placed[label] = strips.add_matte_strip(editor, source, files, channel + k, f"SAM2 {label}",
+                                               soft=prepared.spec.soft_edges)
     if effect == "MASK":
         mask = placed["all objects"] if cut_out_union else next(iter(placed.values()))
         strips.attach_modifier(source, "MASK", mask, "cut out")

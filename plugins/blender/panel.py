@@ -43,6 +43,10 @@ class SEQUENCER_PT_sam2web(bpy.types.Panel):
         column.prop(settings, "feather_px")
         column.prop(settings, "grow_px")
         column.prop(settings, "invert")
+        column.prop(settings, "soft_edges")
+        sub = column.column()
+        sub.active = settings.soft_edges
+        sub.prop(settings, "edge_band_px")
         column.prop(settings, "output_dir")
 
         row = layout.row(align=True)

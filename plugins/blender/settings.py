@@ -123,6 +123,11 @@ class SAM2WEB_Settings(bpy.types.PropertyGroup):
     grow_px: IntProperty(name="Grow", min=-200, max=200, default=0, subtype="PIXEL",
                          description="Grow (> 0) or shrink (< 0) the matte")
     invert: BoolProperty(name="Invert", default=False, description="Matte the background instead of the object")
+    soft_edges: BoolProperty(name="Soft edges", default=False,
+                             description="Solve soft alpha (hair, motion blur) around the matte's edge from the "
+                                         "movie's colours; the matte strip gets 16-bit coverage")
+    edge_band_px: FloatProperty(name="Edge band", min=0.0, max=256.0, default=0.0, subtype="PIXEL",
+                                description="Half-width of the soft-edge band; 0 = from the model")
 
 
 _CLASSES = (SAM2WEB_AddonPreferences, SAM2WEB_Settings)

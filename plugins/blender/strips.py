@@ -111,10 +111,11 @@ def remove_previous(editor, source) -> None:
             collection.remove(strip)
 
 
-def add_matte_strip(editor, source, files: list[Path], channel: int, name: str):
+def add_matte_strip(editor, source, files: list[Path], channel: int, name: str, soft: bool = False):
     """An image-sequence strip of ``files`` (one per movie frame) aligned with ``source``.
 
-    The strip is muted: it feeds modifiers as a mask, it should not cover the picture.
+    The strip is muted: it feeds modifiers as a mask, it should not cover the picture. ``soft``:
+    the files are 16-bit soft mattes (see below).
 
     Raises:
         SetupError: ``files`` is empty, or the strip ended up on other frames than the source
@@ -127,7 +128,11 @@ def add_matte_strip(editor, source, files: list[Path], channel: int, name: str):
     for path in files[1:]:
         strip.elements.append(path.name)
     strip[SOURCE_TAG] = source.name
-    strip.colorspace_settings.name = "Non-Color"  # matte values are coverage, not colours
+    # Matte values are coverage, not colours. An 8-bit matte tagged Non-Color reaches a modifier as
+    # is; a 16-bit one is loaded as floats, and the sequencer converts float buffers from the strip's
+    # space into its own (sRGB by default), which would brighten a soft edge (0.016 -> 0.13). Tagged
+    # with the sequencer's own space, that conversion is the identity.
+    strip.colorspace_settings.name = source.id_data.sequencer_colorspace_settings.name if soft else "Non-Color"
     strip.mute = True
     copy_alignment(source, strip)
     if (strip.frame_final_start, strip.frame_final_end) != (source.frame_final_start, source.frame_final_end):

@@ -247,6 +247,15 @@ class SAM2WebModelLoader:
         return (LoadedModel(predictor, model),)
 
 
+def soft_masks(frames: np.ndarray, masks: np.ndarray, predictor: Any, edge_band_px: float = 0.0) -> torch.Tensor:
+    """(B, H, W) bool masks of (B, H, W, 3) uint8 frames → a float MASK of soft alphas, frame after frame."""
+    from sam2_web.matting.band import mask_resolution_of
+    from sam2_web.matting import MatteStream
+
+    stream = MatteStream(mask_resolution=mask_resolution_of(predictor), band_px=float(edge_band_px) or None)
+    return torch.from_numpy(np.stack([stream.update(f, m) for f, m in zip(frames, masks)]))
+
+
 class SAM2WebVideoSegment:
     """Track objects through an IMAGE batch (the frames of a clip) from clicks, boxes or a prompts JSON."""
 
@@ -268,6 +277,11 @@ class SAM2WebVideoSegment:
                 "frame": ("INT", {"default": 0, "min": 0, "max": 1_000_000, "tooltip": "frame of points/box"}),
                 "object_id": ("INT", {"default": ALL_OBJECTS, "min": ALL_OBJECTS, "max": 1_000_000,
                                       "tooltip": "object to output; -1 = all objects merged"}),
+                "soft_edges": ("BOOLEAN", {"default": False,
+                                           "tooltip": "a float MASK with soft alpha (hair, motion blur) solved "
+                                                      "around the tracked edge from the images' colours"}),
+                "edge_band_px": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 256.0, "step": 1.0,
+                                           "tooltip": "half-width of the soft-edge band; 0 = from the model"}),
             },
         }
 
@@ -278,8 +292,10 @@ class SAM2WebVideoSegment:
     DESCRIPTION = "Segment and track objects through a video given as an IMAGE batch; outputs one mask per frame."
 
     def segment(self, sam2_model: LoadedModel, images: torch.Tensor, prompts: str = "", direction: str = "both",
-                points: str = "", labels: str = "", box: str = "", frame: int = 0, object_id: int = ALL_OBJECTS):
-        """Return ``(masks [B, H, W] float 0/1, preview [B, H, W, 3])``.
+                points: str = "", labels: str = "", box: str = "", frame: int = 0, object_id: int = ALL_OBJECTS,
+                soft_edges: bool = False, edge_band_px: float = 0.0):
+        """Return ``(masks [B, H, W] float 0/1, preview [B, H, W, 3])``; with ``soft_edges`` the masks
+        are soft alphas in 0..1 (``sam2_web.matting.MatteStream`` through the frames in order).
 
         Raises:
             PromptError: bad prompts; UnknownObjectError: ``object_id`` has no prompt;
@@ -306,6 +322,8 @@ class SAM2WebVideoSegment:
             raise
         finally:
             session.close()
+        if soft_edges:
+            out = soft_masks(frames, out.numpy() > 0.5, sam2_model.predictor, edge_band_px)
         return (out, torch.from_numpy(preview).float() / 255.0)
 
 
@@ -331,6 +349,11 @@ class SAM2WebMatteExport:
                 "bit_depth": (["8", "16"], {"default": "8"}),
                 "start_frame": ("INT", {"default": 0, "min": 0, "max": 10_000_000,
                                         "tooltip": "number of the first frame in file names"}),
+                "soft_edges": ("BOOLEAN", {"default": False,
+                                           "tooltip": "solve soft alpha around the masks' edges from the images "
+                                                      "(needs images); index_png and coco_rle stay binary"}),
+                "edge_band_px": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 256.0, "step": 1.0,
+                                           "tooltip": "half-width of the soft-edge band; 0 = automatic"}),
             },
         }
 
@@ -343,7 +366,8 @@ class SAM2WebMatteExport:
 
     def export(self, masks: torch.Tensor, format: str, folder: str, filename_prefix: str, fps: float,
                images: Optional[torch.Tensor] = None, feather_px: float = 0.0, grow_px: int = 0,
-               invert: bool = False, bit_depth: str = "8", start_frame: int = 0):
+               invert: bool = False, bit_depth: str = "8", start_frame: int = 0, soft_edges: bool = False,
+               edge_band_px: float = 0.0):
         """Write the masks; return ``{"ui": ..., "result": (path,)}``.
 
         Raises:
@@ -363,7 +387,8 @@ class SAM2WebMatteExport:
         target, stem = export_target(folder, filename_prefix, format)
         # The MASK is one matte: formats that keep objects apart name its folder/channel "matte".
         options = ExportOptions(feather_px=float(feather_px), grow_px=int(grow_px), invert=bool(invert),
-                                bit_depth=int(bit_depth), names={1: "matte"}, name=stem)
+                                bit_depth=int(bit_depth), names={1: "matte"}, name=stem, soft_edges=bool(soft_edges),
+                                edge_band_px=float(edge_band_px) or None)
         written = export(
             format, target, stack[:, None], num_frames=num, fps=fps, width=width, height=height, obj_ids=[1],
             start_frame=int(start_frame), frames=(lambda i: frames[i]) if frames is not None else None,

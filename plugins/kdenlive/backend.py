@@ -87,15 +87,28 @@ def _edge_band(mask: np.ndarray, width: int) -> np.ndarray:
     return mask & ~grow_shrink(mask, -max(1, width))
 
 
-def draw_mask(mask: np.ndarray, style: Style, mode: str = "color") -> np.ndarray:
+def draw_mask(mask: np.ndarray, style: Style, mode: str = "color", alpha: Optional[np.ndarray] = None) -> np.ndarray:
     """An (H, W, 4) uint8 RGBA picture of ``mask`` as Kdenlive shows it.
 
     ``color``: the mask filled with ``style.color`` (and a ``style.border``-wide edge in
     ``style.border_color``), transparent elsewhere; this is also what rendered frames look like.
     ``boundary``: only the edge. ``alpha``: opaque black outside the mask, clear inside.
+    With a soft ``alpha`` (H, W) in [0, 1] the fill's opacity is ``style.color``'s times it, at
+    the PNG's 8 bits, which Kdenlive's FFV1 mask clip keeps; ``alpha`` mode hides by 1 - alpha.
     """
     mask = np.asarray(mask, dtype=bool)
     out = np.zeros((*mask.shape, 4), dtype=np.uint8)
+    if alpha is not None and mode != "boundary":
+        soft = np.asarray(alpha, dtype=np.float32)
+        if mode == "alpha":
+            out[..., 3] = np.round(255.0 * (1.0 - soft)).astype(np.uint8)
+            return out
+        covered = soft > 0
+        out[covered, :3] = style.color[:3]
+        out[..., 3] = np.round(style.color[3] * soft).astype(np.uint8)
+        if style.border > 0:
+            out[_edge_band(mask, style.border)] = style.border_color
+        return out
     if mode == "alpha":
         out[~mask] = (0, 0, 0, 255)
         return out
@@ -131,16 +144,22 @@ class ObjectMaskBackend:
         style: initial drawing style.
         spill_features: keep cached image features in a temporary folder on disk instead of in
             memory (our ``--spill-features``; Kdenlive's ``--offload`` means something else).
+        soft_edges: draw previews and rendered frames with a soft alpha solved around the mask's
+            edge (``sam2_web.matting``); rendered frames are steady over time (``MatteStream``).
+        edge_band_px: the soft-edge band's half-width; None = from the model's mask grid.
         out, err: Kdenlive's stdout (protocol messages) and stderr (progress and logs).
     """
 
     def __init__(self, predictor: Any, frames_dir: str, preview_dir: str, style: Style, *,
-                 spill_features: bool = False, out: TextIO = sys.stdout, err: TextIO = sys.stderr):
+                 spill_features: bool = False, out: TextIO = sys.stdout, err: TextIO = sys.stderr,
+                 soft_edges: bool = False, edge_band_px: Optional[float] = None):
         self.predictor = predictor
         self.frames_dir = frames_dir
         self.preview_dir = Path(preview_dir)
         self.style = style
         self.spill_features = spill_features
+        self.soft_edges = soft_edges
+        self.edge_band_px = edge_band_px
         self.prompts: dict[int, FramePrompts] = {}
         self.last_preview = 0  # frame of the latest preview (what a garbled preview line is answered with)
         self._out, self._err = out, err
@@ -170,6 +189,12 @@ class ObjectMaskBackend:
         print(line, file=self._err, flush=True)
 
     # ---------------------------------------------------------------- session
+
+    def _matte_options(self) -> Any:
+        from sam2_web.matting.band import mask_resolution_of
+        from sam2_web.matting import MatteOptions
+
+        return MatteOptions(band_px=self.edge_band_px, mask_resolution=mask_resolution_of(self.predictor))
 
     def session(self) -> Any:
         """The tracking session on the frames folder, opened on first use.
@@ -244,8 +269,13 @@ class ObjectMaskBackend:
             self.prompts.pop(frame, None)
             self.info(str(exc))
         self.preview_dir.mkdir(parents=True, exist_ok=True)
+        alpha = None
+        if self.soft_edges:
+            from sam2_web.matting import alpha_matte
+
+            alpha = alpha_matte(session.frame(frame), mask, self._matte_options())
         write_png(self.preview_dir / f"preview-{frame:05d}.png",
-                  draw_mask(mask, self.style, OVERLAY_MODES[self.style.overlay_mode]))
+                  draw_mask(mask, self.style, OVERLAY_MODES[self.style.overlay_mode], alpha))
         self.say(f"preview ok {frame}")
 
     def unreadable_preview(self, line: str, problem: PromptError) -> None:
@@ -296,8 +326,15 @@ class ObjectMaskBackend:
                 last_percent[0] = percent
                 self.log(f"Propagating {percent}%|")
 
+        stream = None
+        if self.soft_edges:
+            from sam2_web.matting import MatteStream
+
+            stream = MatteStream(self._matte_options())
         for result in session.propagate(direction="both", progress=report):
-            write_png(folder / f"{result.frame_idx:05d}.png", draw_mask(result.mask(OBJ_ID), self.style))
+            mask = result.mask(OBJ_ID)
+            alpha = stream.update(session.frame(result.frame_idx), mask) if stream is not None else None
+            write_png(folder / f"{result.frame_idx:05d}.png", draw_mask(mask, self.style, alpha=alpha))
             written.add(result.frame_idx)
         # Kdenlive encodes %05d.png from 0: every frame must exist, untracked ones transparent.
         empty = np.zeros((session.info.height, session.info.width, 4), dtype=np.uint8)
@@ -337,7 +374,8 @@ def main(argv: Optional[list[str]] = None, stdin: TextIO = sys.stdin, stdout: Te
         # Kdenlive's --offload asks to keep video frames in CPU memory rather than on the GPU; the
         # engine always does (it decodes frames on demand on the CPU), so it needs no switch.
         backend = ObjectMaskBackend(predictor, args.inputFolder, args.output, style,
-                                    spill_features=args.spill_features, out=stdout, err=stderr)
+                                    spill_features=args.spill_features, out=stdout, err=stderr,
+                                    soft_edges=args.soft_edges, edge_band_px=args.edge_band)
         backend.prompts.update(initial)
         backend.last_preview = max(0, int(args.preview_frame))
         for line in iter(stdin.readline, ""):

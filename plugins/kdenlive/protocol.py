@@ -34,6 +34,7 @@ frame f replaces frame f's clicks, other frames keep theirs.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 from dataclasses import dataclass, field
 from typing import Optional, Union
@@ -100,6 +101,14 @@ class Quit:
 Command = Union[Preview, Edit, Render, Quit]
 
 
+def _env_number(name: str) -> Optional[float]:
+    text = os.environ.get(name, "").strip()
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None  # a malformed value falls back to the automatic band rather than failing Kdenlive's launch
+
+
 def argument_parser(exit_on_error: bool = True) -> argparse.ArgumentParser:
     """Kdenlive's flags (same names and spellings as its own script), plus ``--set`` for our
     hydra overrides. Also parses the arguments of ``preview=`` and ``edit=`` lines (then with
@@ -126,6 +135,15 @@ def argument_parser(exit_on_error: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--border", default=None, help="mask border width in pixels")
     parser.add_argument("--overlay-mode", dest="overlay_mode", default=None,
                         help="preview drawing: 0 colour fill, 1 outline, 2 alpha (hide the frame outside)")
+    # Kdenlive starts the script with its own flags, so the soft-edge switches also read the
+    # environment Kdenlive passes on (SAM2_WEB_SOFT_EDGES=1, SAM2_WEB_EDGE_BAND=PX).
+    parser.add_argument("--soft-edges", dest="soft_edges", action="store_true",
+                        default=os.environ.get("SAM2_WEB_SOFT_EDGES", "").strip().lower() in ("1", "true", "yes", "on"),
+                        help="ours: solve soft alpha (hair, motion blur) around the mask's edge from the frame's "
+                             "colours; also SAM2_WEB_SOFT_EDGES=1")
+    parser.add_argument("--edge-band", dest="edge_band", type=float, default=_env_number("SAM2_WEB_EDGE_BAND"),
+                        metavar="PX", help="ours: half-width of the soft-edge band (default: from the model's mask "
+                                           "grid); also SAM2_WEB_EDGE_BAND")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="sam2_web hydra override of configs/app.yaml (e.g. ++model.image_size=512); repeatable")
     return parser

@@ -28,7 +28,7 @@ exit codes:
 
 _EPILOG = """\
 The manifest (JSON or YAML) lists jobs, each what `sam2-web mask` takes: clip, prompts, out,
-formats, feather, grow, invert, bit_depth, start, end, direction, model, checkpoint, device.
+formats, feather, grow, invert, bit_depth, soft_edges, edge_band, start, end, direction, model, checkpoint, device.
 Schema: docs/batch.schema.json; guide: docs/batch.md. Relative paths are relative to the manifest.
 
 Trailing KEY=VALUE arguments are hydra overrides applied to every job (after the manifest's);

@@ -29,6 +29,7 @@ SCHEMA_VERSION = 1
 _TOP_KEYS = {"$schema", "version", "defaults", "overrides", "split_objects", "jobs"}
 # Job fields are named after the `sam2-web mask` options they stand for.
 _JOB_KEYS = {"id", "clip", "prompts", "out", "formats", "name", "feather", "grow", "invert", "bit_depth",
+             "soft_edges", "edge_band",
              "start", "end", "direction", "model", "checkpoint", "device", "overrides", "split_objects"}
 _DEFAULT_KEYS = _JOB_KEYS - {"id", "clip", "name"}
 
@@ -200,9 +201,13 @@ def _job(entry: Any, index: int, defaults: dict, overrides: tuple[str, ...], spl
     feather = _number(merged.get("feather", 0.0), field("feather"))
     if feather < 0:
         raise ManifestError(f"{field('feather')}: must be >= 0 pixels, got {feather}")
+    edge_band = None if merged.get("edge_band") is None else _number(merged["edge_band"], field("edge_band"))
+    if edge_band is not None and edge_band < 0:
+        raise ManifestError(f"{field('edge_band')}: must be >= 0 pixels, got {edge_band}")
     output = OutputSpec(out_dir=out_dir, formats=formats, feather_px=feather,
                         grow_px=_whole(merged.get("grow", 0), field("grow"), minimum=None),
-                        invert=_bool(merged.get("invert", False), field("invert")), bit_depth=bit_depth, name=name)
+                        invert=_bool(merged.get("invert", False), field("invert")), bit_depth=bit_depth, name=name,
+                        soft_edges=_bool(merged.get("soft_edges", False), field("soft_edges")), edge_band_px=edge_band)
     start = _whole(merged.get("start", 0), field("start"))
     end = None if merged.get("end") is None else _whole(merged["end"], field("end"))
     direction = merged.get("direction", "both")

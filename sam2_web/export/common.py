@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Union
@@ -17,7 +17,7 @@ from typing import Any, Union
 import numpy as np
 
 from sam2_web.errors import ExportError
-from sam2_web.export.matte import soft_matte, union
+from sam2_web.export.matte import feather, soft_matte, union
 from sam2_web.media.timecode import normal_timecode, to_fraction
 
 # One frame's masks as callers hand them over: {obj_id: (H, W)} or an (O, H, W) stack ordered
@@ -97,6 +97,14 @@ class ExportOptions:
         blur_px: background blur radius of the "blur" effect.
         background: RGB colour of the "replace" effect.
         dim: brightness kept on the background by the "highlight" effect.
+        soft_edges: solve a soft alpha around each mask's edge from the source colours
+            (``sam2_web.matting``) in the formats with soft edges; binary ones (index matte, COCO
+            RLE, overlay) stay binary. Needs ``frames=``. Order: grow/shrink the mask, solve the
+            soft edge around it, feather, invert.
+        edge_band_px: half-width of the band solved for soft edges; None picks it from the frame
+            size, ``mask_resolution`` and the object's size.
+        matte_method: ``guided`` (default, no weights) or ``vitmatte`` (see ``sam2_web.matting``).
+        mask_resolution: cells across the long side of the model's mask grid (its input size / 4).
     """
 
     objects: tuple[int, ...] | None = None
@@ -111,9 +119,27 @@ class ExportOptions:
     blur_px: int = 15
     background: tuple[int, int, int] = (0, 177, 64)
     dim: float = 0.3
+    soft_edges: bool = False
+    edge_band_px: float | None = None
+    matte_method: str = "guided"
+    mask_resolution: int = 256
+
+    def matte_options(self):
+        """The ``sam2_web.matting.MatteOptions`` the soft edges use."""
+        from sam2_web.matting import MatteOptions
+
+        return MatteOptions(method=self.matte_method, band_px=self.edge_band_px,
+                            mask_resolution=int(self.mask_resolution))
 
     def validate(self) -> None:
         """Raise ExportError for an option value no format can honour."""
+        from sam2_web.errors import MattingError
+
+        if self.soft_edges:
+            try:
+                self.matte_options().validate()
+            except MattingError as exc:
+                raise ExportError(str(exc)) from None
         if self.bit_depth not in (8, 16):
             raise ExportError(f"bit_depth must be 8 or 16, got {self.bit_depth}")
         if self.feather_px < 0:
@@ -221,6 +247,12 @@ def iter_frames(frames: FramesLike, clip: ExportClip) -> Iterator[np.ndarray]:
 # --------------------------------------------------------------------------- one export run
 
 
+class FrameMasks(dict):
+    """One frame's ``{obj_id: (H, W) bool}``; ``frame`` is the source picture when soft edges need it."""
+
+    frame: np.ndarray | None = None
+
+
 @dataclass
 class ExportJob:
     """Everything a writer needs, already validated: the clip, the objects in output order,
@@ -236,14 +268,59 @@ class ExportJob:
     options: ExportOptions
     masks: Iterator[dict[int, np.ndarray]]
     frames: Iterator[np.ndarray] | None = None
+    soft_edges: bool = False
+    _streams: dict = field(default_factory=dict)
 
-    def matte(self, mask: np.ndarray) -> np.ndarray:
-        """One object's bool mask -> float32 matte with the feather/invert options applied."""
-        return soft_matte(mask, feather_px=self.options.feather_px, invert=self.options.invert)
+    def matte(self, mask: np.ndarray, frame: np.ndarray | None = None, key: Any = None) -> np.ndarray:
+        """One bool mask -> float32 matte with the soft-edge/feather/invert options applied.
+
+        Args:
+            mask: the (already grown/shrunk) mask.
+            frame: the source frame; soft edges are solved only when it is given and the job
+                has ``soft_edges``.
+            key: which stream of mattes this is (an object id, or "all" for the union): soft
+                edges keep each steady over time (``sam2_web.matting.MatteStream``).
+        """
+        if not (self.soft_edges and frame is not None):
+            return soft_matte(mask, feather_px=self.options.feather_px, invert=self.options.invert)
+        from sam2_web.errors import MattingError
+        from sam2_web.matting import MatteStream
+
+        stream = self._streams.get(key)
+        if stream is None:
+            stream = self._streams[key] = MatteStream(self.options.matte_options())
+        try:
+            alpha = stream.update(frame, mask)
+        except MattingError as exc:
+            raise ExportError(f"soft edges: {exc}") from None
+        if self.options.feather_px > 0:
+            alpha = feather(alpha, self.options.feather_px)
+        return (1.0 - alpha).astype(np.float32) if self.options.invert else alpha
+
+    def object_matte(self, masks: Mapping[int, np.ndarray], obj_id: int) -> np.ndarray:
+        """Float32 matte of one object on one frame (per-object formats)."""
+        return self.matte(masks[obj_id], getattr(masks, "frame", None), obj_id)
 
     def combined(self, masks: Mapping[int, np.ndarray]) -> np.ndarray:
-        """Float32 matte of the union of all exported objects (single-alpha formats)."""
-        return self.matte(union([masks[o] for o in self.obj_ids], self.clip.shape))
+        """Float32 matte of the union of all exported objects (single-alpha formats).
+
+        With soft edges the union's edge is solved as one (where two objects touch there is no edge).
+        """
+        merged = union([masks[o] for o in self.obj_ids], self.clip.shape)
+        return self.matte(merged, getattr(masks, "frame", None), "all")
+
+    def cutout(self, masks: Mapping[int, np.ndarray], frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """RGB colour and float32 alpha of an RGBA cut-out of the exported objects on one frame.
+
+        With soft edges the colour is the estimated foreground (``sam2_web.matting.estimate_foreground``):
+        edge pixels lose the old background's spill, so no halo shows over a new background.
+        """
+        alpha = self.combined(masks)
+        if not self.soft_edges:
+            return frame, alpha
+        from sam2_web.matting import estimate_foreground
+
+        return estimate_foreground(frame, alpha), alpha
 
     def stem(self, target: Path) -> str:
         """File stem for the frames of an image sequence written to ``target``."""

@@ -29,6 +29,7 @@ from sam2_web.export import video
 from sam2_web.export.common import (
     ExportClip,
     ExportJob,
+    FrameMasks,
     ExportOptions,
     FramesLike,
     MaskSource,
@@ -53,7 +54,8 @@ class ExportFormat:
         description: one line for menus.
         lossless: the decoded matte equals the exported one bit for bit.
         needs_frames: uses the source pictures (``frames=`` is required).
-        soft_edges: honours ``feather_px`` (binary formats ignore it).
+        soft_edges: honours ``feather_px`` and ``soft_edges`` (binary formats ignore both and stay binary).
+        alpha: how its matte is stored (bit depth), for the formats table.
         per_object: keeps objects apart; otherwise the objects are merged into one matte.
         uses_ffmpeg: encodes through ffmpeg.
         web: the web app and its API offer it (one file a browser or an API client downloads).
@@ -70,6 +72,7 @@ class ExportFormat:
     per_object: bool
     uses_ffmpeg: bool
     writer: Callable[[ExportJob, Path], Path]
+    alpha: str = ""
     web: bool = False
     menu: str = ""
 
@@ -81,34 +84,34 @@ def _table(*formats: ExportFormat) -> dict[str, ExportFormat]:
 # Flags in field order: lossless, needs_frames, soft_edges, per_object, uses_ffmpeg.
 FORMATS: dict[str, ExportFormat] = _table(
     ExportFormat("png", "", "Grey matte PNG sequence, a folder per object (8/16-bit)",
-                 True, False, True, True, False, images.write_matte_pngs),
+                 True, False, True, True, False, images.write_matte_pngs, alpha="8/16-bit"),
     ExportFormat("png_zip", ".zip", "Grey matte PNG sequence per object, zipped",
-                 True, False, True, True, False, images.write_matte_zip,
+                 True, False, True, True, False, images.write_matte_zip, alpha="8/16-bit",
                  web=True, menu="PNG matte sequence (.zip)"),
     ExportFormat("rgba_png", "", "RGBA PNG sequence: source colour, matte as alpha",
-                 True, True, True, False, False, images.write_rgba_pngs),
+                 True, True, True, False, False, images.write_rgba_pngs, alpha="8/16-bit"),
     ExportFormat("prores", ".mov", "ProRes 4444 with alpha (.mov)",
-                 False, True, True, False, True, video.write_prores,
+                 False, True, True, False, True, video.write_prores, alpha="12-bit (yuva444p12le)",
                  web=True, menu="RGBA cut-out, ProRes 4444 (.mov)"),
     ExportFormat("webm", ".webm", "WebM VP9 with alpha",
-                 False, True, True, False, True, video.write_webm,
+                 False, True, True, False, True, video.write_webm, alpha="8-bit, lossy",
                  web=True, menu="RGBA cut-out, WebM VP9 alpha (.webm)"),
     ExportFormat("ffv1", ".mkv", "FFV1 lossless RGB + alpha (.mkv)",
-                 True, True, True, False, True, video.write_ffv1),
+                 True, True, True, False, True, video.write_ffv1, alpha="8/16-bit"),
     ExportFormat("matte_mp4", ".mp4", "H.264 grey luma matte (.mp4)",
-                 False, False, True, False, True, video.write_matte_mp4,
+                 False, False, True, False, True, video.write_matte_mp4, alpha="8-bit luma, lossy",
                  web=True, menu="Matte video, H.264 (.mp4)"),
-    ExportFormat("index_png", "", "Index matte PNG sequence (value = object number) + legend.json",
-                 True, False, False, True, False, images.write_index_pngs),
+    ExportFormat("index_png", "", "Index matte PNG sequence (value = object number) + legend.json; binary by definition",
+                 True, False, False, True, False, images.write_index_pngs, alpha="binary"),
     ExportFormat("exr", "", "OpenEXR sequence, half float, one named channel per object",
-                 True, False, True, True, False, images.write_exr),
-    ExportFormat("coco_rle", ".json", "COCO RLE JSON, one annotation per object per frame",
-                 True, False, False, True, False, images.write_coco_rle,
+                 True, False, True, True, False, images.write_exr, alpha="half float"),
+    ExportFormat("coco_rle", ".json", "COCO RLE JSON, one annotation per object per frame; binary by definition",
+                 True, False, False, True, False, images.write_coco_rle, alpha="binary",
                  web=True, menu="COCO RLE (.json)"),
     ExportFormat("overlay_mp4", ".mp4", "Preview: coloured masks and outlines over the video",
-                 False, True, False, True, True, video.write_overlay_mp4, web=True),
+                 False, True, False, True, True, video.write_overlay_mp4, alpha="binary", web=True),
     *(ExportFormat(f"effect_{kind}", ".mp4", f"Effect: {kind} the background",
-                   False, True, True, False, True, partial(video.write_effect_mp4, kind=kind), web=True)
+                   False, True, True, False, True, partial(video.write_effect_mp4, kind=kind), alpha="blend", web=True)
       for kind in EFFECTS),
 )
 
@@ -141,10 +144,15 @@ def _resolve_ids(masks: MaskSource, obj_ids: Sequence[int] | None, options: Expo
 
 
 def _prepared(stream: Iterator[dict[int, np.ndarray]], ids: Sequence[int], px: int, total: int,
-              progress: Callable[[int, int], None] | None) -> Iterator[dict[int, np.ndarray]]:
-    """The selected objects' masks, grown/shrunk; reports each frame once the writer is done with it."""
+              progress: Callable[[int, int], None] | None,
+              frames: Iterator[np.ndarray] | None = None) -> Iterator[FrameMasks]:
+    """The selected objects' masks, grown/shrunk (with their source frame when ``frames`` is given);
+    reports each frame once the writer is done with it."""
     for done, masks in enumerate(stream):
-        yield {o: grow_shrink(masks[o], px) if px else masks[o] for o in ids}
+        out = FrameMasks({o: grow_shrink(masks[o], px) if px else masks[o] for o in ids})
+        if frames is not None:
+            out.frame = next(frames)
+        yield out
         # The writer asks for the next frame only after writing this one.
         if progress is not None:
             progress(done + 1, total)
@@ -212,14 +220,28 @@ def export(
         raise ExportError("there are no objects to export; add an object or pass obj_ids")
     if spec.needs_frames and frames is None:
         raise ExportError(f"format {fmt!r} draws on the source video: pass frames= (a get_frame(i) callable)")
+    soft = bool(options.soft_edges and spec.soft_edges)
+    if soft and frames is None:
+        raise ExportError("soft edges are solved from the source colours: pass frames= (a get_frame(i) callable)")
     if spec.uses_ffmpeg:
         ffmpeg_exe()  # fail before any work when ffmpeg is missing
+    source = iter_frames(frames, clip) if frames is not None and (spec.needs_frames or soft) else None
+    for_masks = for_writer = None
+    if soft and spec.needs_frames:
+        # One decode feeds both: the writer and the masks advance in step, so tee holds a frame or two.
+        for_masks, for_writer = itertools.tee(source, 2)
+    elif soft:
+        for_masks = source
+    else:
+        for_writer = source
     job = ExportJob(
         clip=clip,
         obj_ids=tuple(selected),
         labels=object_labels(selected, options.names),
         options=options,
-        masks=_prepared(iter_masks(masks, all_ids, clip), selected, int(options.grow_px), clip.num_frames, progress),
-        frames=iter_frames(frames, clip) if spec.needs_frames and frames is not None else None,
+        masks=_prepared(iter_masks(masks, all_ids, clip), selected, int(options.grow_px), clip.num_frames, progress,
+                        for_masks),
+        frames=for_writer,
+        soft_edges=soft,
     )
     return spec.writer(job, target)

@@ -65,7 +65,7 @@ def write_matte_pngs(job: ExportJob, target: Path) -> Path:
             (tmp / job.labels[o]).mkdir()
         for i, masks in enumerate(job.masks):
             for o in job.obj_ids:
-                data = encode_png(quantize(job.matte(masks[o]), job.options.bit_depth))
+                data = encode_png(quantize(job.object_matte(masks, o), job.options.bit_depth))
                 (tmp / job.labels[o] / _frame_name(job, stem, i, "png")).write_bytes(data)
     return target
 
@@ -78,7 +78,7 @@ def write_matte_zip(job: ExportJob, target: Path) -> Path:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
             for i, masks in enumerate(job.masks):
                 for o in job.obj_ids:
-                    data = encode_png(quantize(job.matte(masks[o]), job.options.bit_depth))
+                    data = encode_png(quantize(job.object_matte(masks, o), job.options.bit_depth))
                     zf.writestr(f"{job.labels[o]}/{_frame_name(job, stem, i, 'png')}", data)
     return target
 
@@ -90,8 +90,9 @@ def write_rgba_pngs(job: ExportJob, target: Path) -> Path:
     depth = job.options.bit_depth
     with atomic_output(target, folder=True) as tmp:
         for i, (masks, frame) in enumerate(zip(job.masks, job.frames)):
-            alpha = quantize(job.combined(masks), depth)
-            rgb = frame.astype(np.uint16) * 257 if depth == 16 else frame
+            colour, matte = job.cutout(masks, frame)
+            alpha = quantize(matte, depth)
+            rgb = colour.astype(np.uint16) * 257 if depth == 16 else colour
             (tmp / _frame_name(job, stem, i, "png")).write_bytes(encode_png(np.dstack([rgb, alpha])))
     return target
 
@@ -113,8 +114,8 @@ def index_legend(job: ExportJob) -> dict:
 
 def write_index_pngs(job: ExportJob, target: Path) -> Path:
     """Folder with ``<stem>_<frame>.png`` (8-bit, value k = k-th object, 0 = background) and
-    ``legend.json``. Overlaps go to the later object in ``job.obj_ids``; feather/invert do not
-    apply (an id is not a blend)."""
+    ``legend.json``. Overlaps go to the later object in ``job.obj_ids``; binary by definition:
+    soft edges, feather and invert do not apply (an id is not a blend)."""
     if len(job.obj_ids) > 255:
         raise ExportError(f"an 8-bit index matte holds at most 255 objects, got {len(job.obj_ids)}; export fewer objects")
     stem = job.stem(target)
@@ -142,7 +143,7 @@ def write_exr(job: ExportJob, target: Path) -> Path:
         header["timecode"] = job.clip.start_timecode
     with atomic_output(target, folder=True) as tmp:
         for i, masks in enumerate(job.masks):
-            channels = {f"{job.labels[o]}.mask": job.matte(masks[o]).astype(np.float16) for o in job.obj_ids}
+            channels = {f"{job.labels[o]}.mask": job.object_matte(masks, o).astype(np.float16) for o in job.obj_ids}
             OpenEXR.File(header, channels).write(str(tmp / _frame_name(job, stem, i, "exr")))
     return target
 
@@ -150,7 +151,8 @@ def write_exr(job: ExportJob, target: Path) -> Path:
 def write_coco_rle(job: ExportJob, target: Path) -> Path:
     """COCO-style JSON: one image per frame (id = frame number), one category and track per
     object (id = obj_id), and one annotation per object per frame with a compressed RLE
-    ``segmentation``, ``area`` and ``bbox`` (empty frames have area 0). Feather is ignored."""
+    ``segmentation``, ``area`` and ``bbox`` (empty frames have area 0). Binary by definition: soft
+    edges and feather are ignored (invert applies)."""
     images: list[dict] = []
     annotations: list[dict] = []
     with atomic_output(target) as tmp:

@@ -27,12 +27,14 @@ def _timecode_args(job: ExportJob) -> list[str]:
 
 
 def _rgba_frames(job: ExportJob, bit_depth: int) -> Iterator[np.ndarray]:
-    """Source RGB plus the combined matte as alpha, 8-bit or 16-bit (little endian)."""
+    """Source RGB (the estimated foreground with soft edges) plus the combined matte as alpha,
+    8-bit or 16-bit (little endian)."""
     assert job.frames is not None
     sixteen = bit_depth == 16
     for masks, frame in zip(job.masks, job.frames):
-        alpha = quantize(job.combined(masks), bit_depth)
-        rgb = frame.astype(np.uint16) * 257 if sixteen else frame
+        colour, matte = job.cutout(masks, frame)
+        alpha = quantize(matte, bit_depth)
+        rgb = colour.astype(np.uint16) * 257 if sixteen else colour
         yield np.dstack([rgb, alpha]).astype("<u2" if sixteen else np.uint8)
 
 

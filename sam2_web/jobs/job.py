@@ -62,6 +62,10 @@ class OutputSpec:
         invert: export the background instead of the objects.
         bit_depth: 8 or 16 (PNG mattes, RGBA PNG, ProRes, FFV1).
         name: file stem of the outputs (default: the clip's file name without extension).
+        soft_edges: solve soft alpha around each mask's edge from the frame's colours
+            (``sam2_web.matting``); binary formats (index matte, COCO RLE) stay binary.
+        edge_band_px: half-width of the soft-edge band in pixels; None picks it from the model's
+            mask grid and the object's size.
     """
 
     out_dir: Path
@@ -71,6 +75,8 @@ class OutputSpec:
     invert: bool = False
     bit_depth: int = 8
     name: Optional[str] = None
+    soft_edges: bool = False
+    edge_band_px: Optional[float] = None
 
     def stem(self, clip: Path) -> str:
         """The file stem of every output of a job on ``clip``."""

@@ -145,31 +145,35 @@ def counted(frames: Iterator[Any], stage: str, total: int, progress: Optional[Pr
 
 def export_all(job: MaskJob, staging: Staging, masks_of: Callable[[int], Optional[dict[int, np.ndarray]]], *,
                info: Any, frames: Optional[Callable[[int], np.ndarray]], progress: Optional[Progress],
-               is_cancelled: Callable[[], bool]) -> None:
+               is_cancelled: Callable[[], bool], mask_resolution: int = 256) -> None:
     """Write every requested format of the job into ``staging``.
 
     Args:
         masks_of: frame index → ``{obj_id: (H, W) bool}`` or None for a frame without masks.
         info: the clip's ``VideoInfo``.
-        frames: frame index → RGB frame, for formats drawn over the picture.
+        frames: frame index → RGB frame, for formats drawn over the picture (and soft edges).
+        mask_resolution: cells across the long side of the model's mask grid (its input size / 4),
+            which sets the soft edges' automatic band width.
     Raises:
         ExportError from a writer; CancelledError when ``is_cancelled()`` turns true.
     """
     for fmt in job.output.formats:
         export_one(job, staging, fmt, masks_of, info=info, frames=frames, progress=progress,
-                   is_cancelled=is_cancelled)
+                   is_cancelled=is_cancelled, mask_resolution=mask_resolution)
 
 
 def export_one(job: MaskJob, staging: Staging, fmt: str, masks_of: Callable[[int], Optional[dict[int, np.ndarray]]],
                *, info: Any, frames: Optional[Callable[[int], np.ndarray]], progress: Optional[Progress],
-               is_cancelled: Callable[[], bool]) -> None:
+               is_cancelled: Callable[[], bool], mask_resolution: int = 256) -> None:
     """Write format ``fmt`` of the job into ``staging`` (see :func:`export_all`; safe to run one
     format per thread)."""
     from sam2_web.export.formats import FORMATS, ExportOptions, export
 
     spec = job.output
     options = ExportOptions(names=job.names or None, grow_px=int(spec.grow_px), feather_px=float(spec.feather_px),
-                            invert=bool(spec.invert), bit_depth=int(spec.bit_depth), name=spec.stem(job.clip))
+                            invert=bool(spec.invert), bit_depth=int(spec.bit_depth), name=spec.stem(job.clip),
+                            soft_edges=bool(spec.soft_edges), edge_band_px=spec.edge_band_px,
+                            mask_resolution=int(mask_resolution))
     options.validate()
     n = info.num_frames
     stream = counted((masks_of(i) for i in range(n)), f"export {fmt}", n, progress, is_cancelled)
@@ -177,7 +181,8 @@ def export_one(job: MaskJob, staging: Staging, fmt: str, masks_of: Callable[[int
         export(
             fmt, staging.path(fmt), stream,
             num_frames=n, fps=info.fps, width=info.width, height=info.height, obj_ids=job.obj_ids,
-            start_timecode=info.start_timecode, frames=frames if FORMATS[fmt].needs_frames else None,
+            start_timecode=info.start_timecode,
+            frames=frames if FORMATS[fmt].needs_frames or options.soft_edges else None,
             options=options,
         )
     except ExportError:

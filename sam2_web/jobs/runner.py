@@ -206,6 +206,7 @@ def run_job(job: MaskJob, *, progress: Optional[Progress] = None, cancel: Cancel
         ExportError: the output folder is not writable or a writer failed.
         CancelledError: cancelled; nothing is published.
     """
+    from sam2_web.matting.band import mask_resolution_of
     from sam2_web.media.frames import open_frames
 
     is_cancelled = cancel_check(cancel)
@@ -221,13 +222,14 @@ def run_job(job: MaskJob, *, progress: Optional[Progress] = None, cancel: Cancel
             try:
                 add_prompts(session, objects)
                 clock = FrameClock()
+                band_grid = mask_resolution_of(predictor)  # the soft edges' automatic band follows it
                 if own_frames:  # exports run beside the tracking, each with its own decoder
                     _track_and_export(session, job, staging, first, last, info, _timed(progress, clock),
-                                      progress, cancel)
+                                      progress, cancel, band_grid)
                 else:
                     propagate_range(session, job, first, last, progress=_timed(progress, clock), cancel=cancel)
                     export_all(job, staging, masks_getter(session, first, last), info=info, frames=frames.get,
-                               progress=progress, is_cancelled=is_cancelled)
+                               progress=progress, is_cancelled=is_cancelled, mask_resolution=band_grid)
                 _record_speed(predictor, len(objects), clock)
             finally:
                 session.close()
@@ -239,7 +241,8 @@ def run_job(job: MaskJob, *, progress: Optional[Progress] = None, cancel: Cancel
 
 
 def _track_and_export(session: Any, job: MaskJob, staging: Staging, first: int, last: int, info: Any,
-                      track_progress: Progress, progress: Optional[Progress], cancel: Cancel) -> None:
+                      track_progress: Progress, progress: Optional[Progress], cancel: Cancel,
+                      mask_resolution: int) -> None:
     """Track the job's range while every format is written on its own thread as frames become
     final (see ``sam2_web.jobs.overlap``). Raises what the tracking or an export raised."""
     from sam2_web.export.formats import FORMATS
@@ -251,10 +254,11 @@ def _track_and_export(session: Any, job: MaskJob, staging: Staging, first: int, 
 
     def write_one(fmt: str, masks_of: Callable, frames: Optional[Callable]) -> None:
         export_one(job, staging, fmt, masks_of, info=info, frames=frames, progress=progress,
-                   is_cancelled=is_cancelled)
+                   is_cancelled=is_cancelled, mask_resolution=mask_resolution)
 
     exports = ConcurrentExports(write_one, list(job.output.formats), masks_getter(session, first, last), final,
-                                lambda: open_frames(job.clip), lambda fmt: FORMATS[fmt].needs_frames)
+                                lambda: open_frames(job.clip),
+                                lambda fmt: FORMATS[fmt].needs_frames or job.output.soft_edges)
     exports.start()
     try:
         propagate_range(session, job, first, last, progress=track_progress,
