@@ -349,6 +349,66 @@ def test_every_offered_format_is_written(tracked, fmt, suffix):
     assert path.suffix == suffix and path.stat().st_size > 0
 
 
+def test_soft_edges_export_and_checkerboard_preview(tracked):
+    """The app's "Soft edges" switch: the PNG mattes carry soft alpha (grey levels at the edge,
+    binary inside and outside), and the preview lays the cut-out over a checkerboard."""
+    session, _ = tracked
+    hard = logic_mattes(actions.export_masks(session, "png_zip"))
+    soft = logic_mattes(actions.export_masks(session, "png_zip", soft_edges=True, edge_band_px=4))
+    from scipy.ndimage import binary_dilation, binary_erosion
+
+    edge = (soft > 0) & (soft < 255)
+    print("soft matte: pixels between 0 and 255 on frame 0:", int(edge[0].sum()))
+    assert edge[0].any()
+    for k in range(N_FRAMES):  # soft only in the band around the tracked edge (4 px, +1 for rounding)
+        mask = hard[k] > 127
+        square = np.ones((11, 11), bool)
+        band = binary_dilation(mask, square) & ~binary_erosion(mask, square, border_value=1)
+        assert not (edge[k] & ~band).any()
+        assert np.array_equal(soft[k][~band] > 127, mask[~band])
+    picture = render.cutout_image(session, 0, band_px=4)
+    assert picture.shape == (SIZE[1], SIZE[0], 3)
+    outside = ~binary_dilation(actions.mask_dict(session, 0)[1], np.ones((11, 11), bool))  # beyond the band
+    greys = picture[outside]
+    assert (np.abs(greys[:, 0].astype(int) - greys[:, 2]) < 2).mean() > 0.95  # the checkerboard's greys
+
+
+def logic_mattes(path: Path) -> np.ndarray:
+    """(frames, H, W) uint8 of object 1's mattes in a PNG zip (16-bit read back as 8-bit)."""
+    with zipfile.ZipFile(path) as zf:
+        names = sorted(n for n in zf.namelist() if n.endswith(".png"))
+        frames = [np.asarray(Image.open(io.BytesIO(zf.read(n)))) for n in names]
+    return np.stack([(f // 257).astype(np.uint8) if f.dtype == np.uint16 else f for f in frames])
+
+
+def test_a_track_in_gpu_leases_equals_one_track(tracked, predictor, clip, monkeypatch, tmp_path):
+    """On ZeroGPU a Track runs as several leases sized from its work; the masks equal one Track's."""
+    from sam2_web.ui import gpu
+
+    session, _ = tracked
+    expected = {i: actions.mask_dict(session, i)[1] for i in range(N_FRAMES)}
+    store = SessionStore(ttl_s=60, root=tmp_path / "leased")
+    leased = store.create("m")
+    actions.open_clip(leased, predictor, clip, Limits())
+    actions.click(leased, 0, *DISC_XY)
+    durations = []
+
+    def recording(fn, duration):
+        durations.append(duration)
+        return fn
+
+    monkeypatch.setattr(gpu, "zero_gpu", lambda: True)
+    monkeypatch.setattr(gpu, "on_gpu", recording)
+    # 1 s/frame (the fallback: not measured): a 5 s lease with 3 s start-up holds 2 of the 6 frames.
+    policy = gpu.LeasePolicy(max_s=5, short_s=1, margin=1, startup_s=3, fallback_s_per_frame=1.0)
+    steps = list(actions.track(leased, leases=policy))
+    print("lease durations:", durations)
+    assert len(durations) == 3 and max(durations) <= 5
+    assert [s.done for s in steps][-1] == steps[-1].total
+    assert all(np.array_equal(actions.mask_dict(leased, i)[1], expected[i]) for i in range(N_FRAMES))
+    store.close_all()
+
+
 def test_export_before_any_click_says_what_to_do(opened):
     with pytest.raises(PromptError, match="nothing to export"):
         actions.export_masks(opened, "png_zip")

@@ -4,8 +4,10 @@ Solved frame by frame, an edge's alpha shimmers: sensor noise changes the colour
 tracked mask's edge hops by a grid cell, so a static hairline's alpha jumps from frame to frame.
 ``MatteStream`` keeps the previous frame and alpha of one object and, where the picture has not
 changed, blends the new alpha towards the old one (an exponential average); where it has changed
-the new alpha is used as solved, so motion never lags. It holds one frame and one alpha, never the
-clip.
+the new alpha is used as solved, so motion never lags. Only the new frame's soft pixels (its solved
+edge band) are blended: outside it the alpha stays the tracked mask, as ``alpha_matte`` gives it,
+so a mask that changes over a static background leaves no trail. It holds one frame and one
+alpha, never the clip.
 """
 
 from __future__ import annotations
@@ -72,14 +74,14 @@ class MatteStream:
         if prev_img is None or prev_img.shape != img.shape:
             self._alpha = alpha
             return alpha
-        changed = alpha != prev_alpha
+        changed = (alpha != prev_alpha) & (alpha > 0) & (alpha < 1)
         if changed.any():
             # Only where the alpha differs is there anything to average; work on that box.
             ys, xs = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
             pad = _WINDOW
             rows = slice(max(0, ys[0] - pad), ys[-1] + pad + 1)
             cols = slice(max(0, xs[0] - pad), xs[-1] + pad + 1)
-            keep = KEEP * static_weight(prev_img[rows, cols], img[rows, cols])
+            keep = KEEP * static_weight(prev_img[rows, cols], img[rows, cols]) * changed[rows, cols]
             region = alpha[rows, cols]
             alpha[rows, cols] = region + keep * (prev_alpha[rows, cols] - region)
         self._alpha = alpha

@@ -44,6 +44,7 @@ from sam2_web.video.state import FrameMasks
 
 if TYPE_CHECKING:
     from sam2_web.media.probe import VideoInfo
+    from sam2_web.ui.gpu import LeasePolicy
     from sam2_web.video.predictor import SAM2VideoPredictor
     from sam2_web.video.session import VideoSession
 
@@ -416,13 +417,16 @@ class TrackStep:
     eta_s: float
 
 
-def track(session: AppSession | None, direction: str = "both") -> Iterator[TrackStep]:
+def track(session: AppSession | None, direction: str = "both", *,
+          leases: "LeasePolicy | None" = None) -> Iterator[TrackStep]:
     """Propagate the prompts through the clip, yielding after every finished frame.
 
     The session is held for the whole run (clicks are refused meanwhile). Stop by setting
     ``session.cancel``: the engine then raises ``CancelledError`` after the last finished
     frame; those frames are kept and Track again resumes. The frames' times (those that ran the
     image encoder) become this server's s/frame for the model (``ui.speed.record_track``).
+    On a ZeroGPU Space the Track runs in GPU leases sized from its work (``leases``, the
+    ``gpu:`` settings; see ``ui.gpu.track_in_leases``), each resuming where the last stopped.
 
     Raises:
         PromptError: no clip, or no prompt on any frame yet.
@@ -446,7 +450,7 @@ def track(session: AppSession | None, direction: str = "both") -> Iterator[Track
         try:
             start = time.monotonic()
             done = 0
-            for fm in session.video.propagate(direction=direction, progress=on_progress, cancel=session.cancel):
+            for fm in _propagate(session, direction, objects, leases, on_progress):
                 if fm.frame_idx in cached:
                     clock.skip()
                 else:
@@ -460,6 +464,22 @@ def track(session: AppSession | None, direction: str = "both") -> Iterator[Track
                 record_track(session, objects, clock)
             finally:
                 session.cancel.clear()
+
+
+def _propagate(session: AppSession, direction: str, objects: int, leases: "LeasePolicy | None",
+               progress: Any) -> Iterator[FrameMasks]:
+    """The engine's propagation: in one go, or in GPU leases on a ZeroGPU Space."""
+    from sam2_web.ui.gpu import track_in_leases, zero_gpu
+    from sam2_web.ui.speed import session_speed
+    from sam2_web.video.passes import pass_frames, reverses
+
+    video = session.video
+    if not zero_gpu():
+        return video.propagate(direction=direction, progress=progress, cancel=session.cancel)
+    start = min(p.frame_idx for p in video.prompts())
+    frames = sum(len(pass_frames(start, None, r, video.num_frames)) for r in reverses(direction))
+    return track_in_leases(video, frames=frames, objects=objects, speed=session_speed(session), policy=leases,
+                           progress=progress, cancel=session.cancel, direction=direction)
 
 
 def format_step(step: TrackStep) -> str:
@@ -484,16 +504,19 @@ def export_masks(session: AppSession | None, fmt: str, out_dir: Path | None = No
         fmt: a key of ``sam2_web.export.formats.FORMATS`` (``png_zip``, ``matte_mp4``, ``webm``,
             ``prores``, ``coco_rle``, ``overlay_mp4``, ``effect_blur``, ...).
         out_dir: folder for the file (the session's ``exports`` folder by default).
-        options: ``ExportOptions`` fields (``feather_px``, ``background``, ...).
+        options: ``ExportOptions`` fields (``feather_px``, ``background``, ``soft_edges``,
+            ``edge_band_px`` ...); soft edges get their band from the session's model.
     Returns:
         Path of the written file.
     Raises:
         PromptError: no clip or no object with masks; ExportError from the writer.
     """
     from sam2_web.export.formats import FORMATS, ExportOptions, export
+    from sam2_web.matting.band import mask_resolution_of
 
     session = require_clip(session)
     video = session.video
+    options.setdefault("mask_resolution", mask_resolution_of(video.model))
     ids = video.prompted_objects()
     if not ids:
         raise PromptError("nothing to export yet: click on an object (and press Track for the whole clip)")

@@ -112,7 +112,7 @@ class Api:
         self.ctx.tracks.started(session_id)  # its slot was claimed when it was admitted (see register)
         try:
             session = self.ctx.store.get(session_id)
-            for last in actions.track(session):
+            for last in actions.track(session, leases=self.ctx.leases):
                 self.ctx.store.touch(session)  # a long run is not idleness
         except CancelledError:
             done = 0 if last is None else last.done
@@ -142,12 +142,13 @@ class Api:
         session = require_clip(self.ctx.store.get(session_id, touch=False))  # a read: the idle clock runs on
         return _masks_json(session, check_frame(session, frame))
 
-    def export(self, session_id: str, fmt: str = "png_zip") -> str:
-        """Write the session's masks as ``fmt`` (one of ``API_FORMATS``); returns the file path."""
+    def export(self, session_id: str, fmt: str = "png_zip", soft_edges: bool = False) -> str:
+        """Write the session's masks as ``fmt`` (one of ``API_FORMATS``; ``soft_edges``: alpha mattes
+        solved around the edges, in the formats that carry alpha); returns the file path."""
         _check_format(fmt)
         session = self.ctx.store.get(session_id)
         with session.exclusive():
-            return str(actions.export_masks(session, fmt))
+            return str(actions.export_masks(session, fmt, soft_edges=bool(soft_edges)))
 
     def close_clip(self, session_id: str) -> str:
         """Free the session now (it would expire after the idle TTL anyway)."""
@@ -155,7 +156,7 @@ class Api:
         return "closed"
 
     def segment(self, clip: str | None, prompts: str, model: str | None = None, fmt: str = "png_zip",
-                client: str = LOCAL) -> str:
+                soft_edges: bool = False, client: str = LOCAL) -> str:
         """The whole job in one call: the clip and its prompts JSON, tracked both ways through the
         whole clip by ``sam2_web.jobs.run_job``, exported as ``fmt``.
 
@@ -192,7 +193,8 @@ class Api:
             actions.attach_clip(session, predictor, src, self.ctx.limits)
             check_track_room(session, objects=len(objects))
             job = MaskJob(clip=session.source_path, objects=objects, normalized=parsed.normalized, model=name,
-                          output=OutputSpec(session.workdir / "exports" / fmt, formats=(fmt,), name=stem))
+                          output=OutputSpec(session.workdir / "exports" / fmt, formats=(fmt,), name=stem,
+                                            soft_edges=bool(soft_edges)))
             with session.exclusive():
                 result = run_job(job, predictor=predictor, cancel=session.cancel, frames=session.frames,
                                  session_options=actions.session_options(session, predictor),
@@ -255,7 +257,7 @@ def register(api: Api, wrap: Callable[[Callable], Callable], track_limit: int, i
         track_limit: concurrency of the whole-clip endpoints (shared with the UI's Track).
         interactive_limit: concurrency of the one-frame endpoints (shared with the UI's clicks).
     """
-    from sam2_web.ui.gpu import on_gpu
+    from sam2_web.ui.gpu import on_gpu, short_call
 
     with gr.Column(visible=False):
         clip = gr.File(label="clip", type="filepath")
@@ -270,14 +272,18 @@ def register(api: Api, wrap: Callable[[Callable], Callable], track_limit: int, i
         name = gr.Textbox(label="name")
         prompts = gr.Textbox(label="prompts")
         fmt = gr.Textbox(label="fmt")
+        soft = gr.Checkbox(False, label="soft_edges")
         out_json = gr.JSON(label="result")
         out_file = gr.File(label="file")
         out_text = gr.Textbox(label="status")
 
     ctx = api.ctx
 
-    def endpoint(fn, inputs, outputs, name_, heavy=False, validator=None):
-        run = wrap(on_gpu(fn) if heavy or name_ == "set_prompts" else fn)
+    def endpoint(fn, inputs, outputs, name_, heavy=False, validator=None, gpu=None):
+        # GPU leases on ZeroGPU: clicks get a short one, /track asks for its own (sized from its
+        # work), other whole-clip calls the longest one allowed.
+        run = wrap(short_call(fn, ctx.leases) if gpu == "short" else
+                   on_gpu(fn, ctx.leases.max_s) if gpu == "long" else fn)
         gr.on(triggers=[], fn=run, inputs=inputs, outputs=outputs, api_name=name_,
               api_description=(fn.__doc__ or "").strip().splitlines()[0],
               concurrency_limit=track_limit if heavy else interactive_limit,
@@ -289,9 +295,10 @@ def register(api: Api, wrap: Callable[[Callable], Callable], track_limit: int, i
         """Upload a clip (or image) and open a session on it."""
         return api.open_clip(clip, model, ctx.client(request))
 
-    def segment(clip: str | None, prompts: str, model: str | None, fmt: str, request: gr.Request) -> str:
+    def segment(clip: str | None, prompts: str, model: str | None, fmt: str, soft_edges: bool,
+                request: gr.Request) -> str:
         """The whole job in one call: clip + prompts JSON + model + format -> the exported file."""
-        return api.segment(clip, prompts, model, fmt, ctx.client(request))
+        return api.segment(clip, prompts, model, fmt, soft_edges, ctx.client(request))
 
     def admit_open(clip, model, request: gr.Request):
         return verdict(lambda: ctx.admit(request, "open a clip"), 2)
@@ -299,21 +306,23 @@ def register(api: Api, wrap: Callable[[Callable], Callable], track_limit: int, i
     def admit_track(session_id, request: gr.Request):
         return verdict(lambda: ctx.admit(request, "Track", track_sid=str(session_id or "")), 1)
 
-    def admit_export(session_id, fmt, request: gr.Request):
-        return verdict(lambda: ctx.admit(request, "export"), 2)
+    def admit_export(session_id, fmt, soft_edges, request: gr.Request):
+        return verdict(lambda: ctx.admit(request, "export"), 3)
 
-    def admit_segment(clip, prompts, model, fmt, request: gr.Request):
-        return verdict(lambda: ctx.admit(request, "/segment"), 4)
+    def admit_segment(clip, prompts, model, fmt, soft_edges, request: gr.Request):
+        return verdict(lambda: ctx.admit(request, "/segment"), 5)
 
     endpoint(api.models, [], out_json, "models")
-    endpoint(open_clip, [clip, model], out_json, "open_clip", validator=admit_open)
-    endpoint(api.set_prompts, [session_id, frame, obj_id, points, labels, box, name], out_json, "set_prompts")
+    endpoint(open_clip, [clip, model], out_json, "open_clip", validator=admit_open, gpu="short")
+    endpoint(api.set_prompts, [session_id, frame, obj_id, points, labels, box, name], out_json, "set_prompts",
+             gpu="short")
     endpoint(api.track, [session_id], out_json, "track", heavy=True, validator=admit_track)
     endpoint(api.stop_tracking, [session_id], out_text, "stop_tracking")
     endpoint(api.frame_masks, [session_id, frame], out_json, "frame_masks")
-    endpoint(api.export, [session_id, fmt], out_file, "export", heavy=True, validator=admit_export)
+    endpoint(api.export, [session_id, fmt, soft], out_file, "export", heavy=True, validator=admit_export, gpu="long")
     endpoint(api.close_clip, [session_id], out_text, "close_clip")
-    endpoint(segment, [clip, prompts, model, fmt], out_file, "segment", heavy=True, validator=admit_segment)
+    endpoint(segment, [clip, prompts, model, fmt, soft], out_file, "segment", heavy=True, validator=admit_segment,
+             gpu="long")
 
 
 def verdict(check: Callable[[], None], inputs: int, mark: int = 0):

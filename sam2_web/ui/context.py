@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from sam2_web.ui import speed
 from sam2_web.ui.fair import FairShare, TokenBuckets, TrackSlots, client_of
+from sam2_web.ui.gpu import LeasePolicy
 from sam2_web.ui.limits import Limits
 from sam2_web.ui.state import SessionStore
 
@@ -55,6 +56,7 @@ class AppContext:
     fair: FairShare = field(default_factory=FairShare)
     buckets: TokenBuckets = field(default_factory=lambda: TokenBuckets(0, 0))
     tracks: TrackSlots = field(default_factory=TrackSlots)
+    leases: LeasePolicy = field(default_factory=LeasePolicy)
 
     @classmethod
     def from_overrides(cls, overrides: Sequence[str] = ()) -> "AppContext":
@@ -77,7 +79,7 @@ class AppContext:
                              max_age_s=float(server.get("session_max_age_s", 0)))
         return cls(cfg=cfg, overrides=tuple(overrides), store=store, limits=Limits.from_config(cfg.get("limits")),
                    fair=fair, buckets=TokenBuckets(fair.heavy_burst, fair.heavy_per_minute),
-                   tracks=TrackSlots(fair.track_wait_s))
+                   tracks=TrackSlots(fair.track_wait_s), leases=LeasePolicy.from_config(cfg.get("gpu") or {}))
 
     def client(self, request: Any) -> str:
         """Who made ``request`` (a ``gr.Request``, None in this process), as the limits count clients."""

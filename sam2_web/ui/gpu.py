@@ -115,6 +115,13 @@ def frames_per_lease(s_per_frame: float, policy: LeasePolicy) -> int:
     return max(1, int((policy.max_s - policy.startup_s) / (s_per_frame * policy.margin)))
 
 
+def zero_gpu() -> bool:
+    """True on a ZeroGPU Space (``SPACES_ZERO_GPU``), where a GPU comes in leases of bounded length;
+    elsewhere a Track runs in one go."""
+    return spaces is not None and bool(getattr(getattr(spaces, "config", None), "Config", None)
+                                       and spaces.config.Config.zero_gpu)
+
+
 def on_gpu(fn: Callable, duration: Any = GPU_SECONDS) -> Callable:
     """``fn`` decorated with ``spaces.GPU(duration=duration)`` where ``spaces`` is installed, else
     ``fn`` itself. ``duration`` is seconds, or a callable taking ``fn``'s arguments and returning
@@ -163,7 +170,7 @@ def track_in_leases(
     policy: Optional[LeasePolicy] = None,
     progress: Optional[Callable[[int, int], None]] = None,
     cancel: Cancel = None,
-    lease: Callable[[Callable, int], Callable] = on_gpu,
+    lease: Optional[Callable[[Callable, int], Callable]] = None,
     **propagate_args: Any,
 ) -> Iterator[Any]:
     """Track through as many GPU leases as the work needs, yielding what ``session.propagate`` yields.
@@ -192,6 +199,7 @@ def track_in_leases(
         CancelledError: the user stopped the Track (finished frames stay stored).
     """
     policy = policy or LeasePolicy()
+    lease = lease or on_gpu
     user_cancelled = cancel_check(cancel)
     s = seconds_per_frame(speed, objects, policy)
     per_lease = frames_per_lease(s, policy)

@@ -24,7 +24,7 @@ from sam2_web.ui import actions, render, speed
 from sam2_web.ui.api import Api, register, verdict
 from sam2_web.ui.api import document as api_document
 from sam2_web.ui.context import AppContext
-from sam2_web.ui.gpu import on_gpu
+from sam2_web.ui.gpu import short_call
 from sam2_web.ui.limits import check_frame, require_clip
 from sam2_web.ui.state import AppSession
 
@@ -235,7 +235,7 @@ class Callbacks:
         starting = speed.starting_text(session, speed.session_speed(session))
         yield gr.skip(), gr.skip(), gr.skip(), render.progress_html(None, starting), gr.skip()
         try:
-            for step in actions.track(session):
+            for step in actions.track(session, leases=self.ctx.leases):
                 self.ctx.store.touch(session)
                 now = time.monotonic()
                 if now - last_picture >= PREVIEW_EVERY_S or step.done == step.total:
@@ -259,11 +259,22 @@ class Callbacks:
             session.cancel.set()
 
     # -- outputs -------------------------------------------------------------------------------
-    def download(self, sid: str | None, fmt: str, feather: float, _status: str = ""):
-        """Export the masks in the chosen format and offer the file."""
+    def download(self, sid: str | None, fmt: str, feather: float, soft: bool = False, band: float = 0,
+                 _status: str = ""):
+        """Export the masks in the chosen format (with soft edges if asked) and offer the file."""
         session = require_clip(self._session(sid))
         with session.exclusive():
-            return str(actions.export_masks(session, fmt, feather_px=float(feather or 0)))
+            return str(actions.export_masks(session, fmt, feather_px=float(feather or 0), soft_edges=bool(soft),
+                                            edge_band_px=float(band) if band else None))
+
+    def cutout(self, sid: str | None, frame_idx: float, soft: bool, band: float):
+        """The soft-edges switch or band changed: show the shown frame's cut-out over a checkerboard."""
+        if not soft:
+            return gr.update(visible=False)
+        session = require_clip(self._session(sid))
+        with session.exclusive():
+            picture = render.cutout_image(session, int(frame_idx), float(band) if band else None)
+        return gr.update(value=picture, visible=True)
 
     def effect(self, sid: str | None, kind: str, colour: str, _status: str = ""):
         """Render a background effect video from the masks."""
@@ -322,8 +333,14 @@ def _layout(ctx: AppContext) -> SimpleNamespace:
             with gr.Tab("Download"):
                 ui.fmt = gr.Dropdown(DOWNLOAD_FORMATS, value="png_zip", label="Format")
                 ui.feather = gr.Slider(0, 20, value=0, step=0.5, label="Feather edges (px)")
+                with gr.Row():
+                    ui.soft = gr.Checkbox(False, label="Soft edges (alpha matte: hair, motion blur)", elem_id="soft-edges")
+                    ui.band = gr.Slider(0, 64, value=0, step=1, label="Edge band (px, 0 = from the model)",
+                                        elem_id="edge-band")
                 ui.export = gr.Button("Export", elem_id="export")
                 ui.download = gr.File(label="Download", interactive=False, elem_id="download")
+                ui.cutout = gr.Image(label="Soft edges on the shown frame (cut-out over a checkerboard)",
+                                     type="numpy", interactive=False, visible=False, elem_id="cutout", buttons=[])
             with gr.Tab("Effects"):
                 ui.effect = gr.Radio(EFFECTS, value="blur", label="Effect")
                 ui.colour = gr.ColorPicker("#00b140", label="Replacement colour")
@@ -359,17 +376,21 @@ def _bind(demo: gr.Blocks, ui: SimpleNamespace, cb: Callbacks, track_limit: int)
     def admit_export(sid, choice, value, status, request: gr.Request):
         return verdict(lambda: ctx.admit(request, "export"), 4, mark=3)
 
-    ui.clip.change(w(cb.upload), [ui.clip, ui.model, ui.sid, ui.status],
+    def admit_export_soft(sid, fmt, feather, soft, band, status, request: gr.Request):
+        return verdict(lambda: ctx.admit(request, "export"), 6, mark=5)
+
+    ui.clip.change(w(short_call(cb.upload, ctx.leases)), [ui.clip, ui.model, ui.sid, ui.status],
                    [ui.sid, *view, *objs, ui.status, ui.preview, ui.download], **quick, **on_frame,
                    validator=admit_upload, **_ui("upload"))
-    ui.model.change(w(cb.change_model), [ui.model, ui.sid], [*view, ui.status], **quick, **on_frame,
+    ui.model.change(w(short_call(cb.change_model, ctx.leases)), [ui.model, ui.sid], [*view, ui.status], **quick,
+                    **on_frame,
                     **_ui("change_model"))
     ui.slider.release(w(cb.scrub), [ui.sid, ui.slider], [ui.frame, ui.frame_info], trigger_mode="always_last",
                       **hidden, **_ui("scrub"))
     ui.slider.input(w(cb.scrub), [ui.sid, ui.slider], [ui.frame, ui.frame_info], trigger_mode="always_last",
                     **hidden, **_ui("scrub_live"))
-    ui.frame.select(w(on_gpu(cb.click)), [ui.sid, ui.slider], [ui.frame, *objs, ui.status], **quick, **on_frame,
-                    **_ui("click"))
+    ui.frame.select(w(short_call(cb.click, ctx.leases)), [ui.sid, ui.slider], [ui.frame, *objs, ui.status], **quick,
+                    **on_frame, **_ui("click"))
     ui.mode.change(w(cb.set_mode), [ui.sid, ui.mode], None, **_ui("set_mode"))
     ui.undo.click(w(cb.undo), [ui.sid], [*view, *objs, ui.status], **quick, **on_frame, **_ui("undo"))
     ui.clear.click(w(cb.clear_frame), [ui.sid, ui.slider], [ui.frame, *objs, ui.status], **quick, **on_frame,
@@ -380,11 +401,14 @@ def _bind(demo: gr.Blocks, ui: SimpleNamespace, cb: Callbacks, track_limit: int)
                     **_ui("rename_object"))
     ui.remove.click(w(cb.remove_object), [ui.sid, ui.slider], [ui.frame, *objs, ui.status], **quick, **on_frame,
                     **_ui("remove_object"))
-    ui.track.click(w(on_gpu(cb.track)), [ui.sid, ui.status], [*view, ui.status, ui.preview], **hidden, **heavy,
+    # Track asks for GPU leases itself, sized from its work (ui.gpu.track_in_leases).
+    ui.track.click(w(cb.track), [ui.sid, ui.status], [*view, ui.status, ui.preview], **hidden, **heavy,
                    validator=admit_track, **_ui("track"))
     ui.stop.click(w(cb.stop), [ui.sid], None, queue=False, **_ui("stop"))
-    ui.export.click(w(cb.download), [ui.sid, ui.fmt, ui.feather, ui.status], [ui.download], **heavy,
-                    validator=admit_export, **_ui("download"))
+    ui.export.click(w(cb.download), [ui.sid, ui.fmt, ui.feather, ui.soft, ui.band, ui.status], [ui.download],
+                    **heavy, validator=admit_export_soft, **_ui("download"))
+    for change in (ui.soft.change, ui.band.release):
+        change(w(cb.cutout), [ui.sid, ui.slider, ui.soft, ui.band], [ui.cutout], **quick, **_ui("cutout"))
     ui.render_effect.click(w(cb.effect), [ui.sid, ui.effect, ui.colour, ui.status], [ui.effect_video], **heavy,
                            validator=admit_export, **_ui("effect"))
     demo.load(w(cb.refresh_models), None, [ui.model, ui.models_table], **hidden, **_ui("refresh_models"))

@@ -113,3 +113,26 @@ def progress_html(step: TrackStep | None, message: str = "") -> str:
     text = html.escape(format_step(step) + (f" · {message}" if message else ""))
     return (f"<div class='sam2-progress'><progress max='{step.total}' value='{step.done}' "
             f"style='width:100%'>{pct}%</progress><div class='sam2-progress-text'>{text}</div></div>")
+
+
+def cutout_image(session: AppSession, frame_idx: int, band_px: float | None = None,
+                 max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+    """Frame ``frame_idx``'s objects cut out with soft edges over a checkerboard (what the soft-edge
+    exports will hold): the alpha of every object's mask solved around its edge
+    (``sam2_web.matting.alpha_matte``; ``band_px`` None: from the model), the colour decontaminated.
+    Returned at most ``max_side`` on the long side.
+    """
+    from sam2_web.matting import alpha_matte, cutout_preview, estimate_foreground
+    from sam2_web.matting.band import mask_resolution_of
+
+    frame = session.video.frame(frame_idx)
+    alpha = np.zeros(frame.shape[:2], dtype=np.float32)
+    for mask in mask_dict(session, frame_idx).values():
+        solved = alpha_matte(frame, mask, band_px=band_px, mask_resolution=mask_resolution_of(session.video.model))
+        alpha = np.maximum(alpha, solved)
+    picture = cutout_preview(frame, alpha, estimate_foreground(frame, alpha))
+    scale = max(1.0, max(picture.shape[:2]) / max_side)
+    if scale == 1.0:
+        return picture
+    img = Image.fromarray(picture)
+    return np.asarray(img.resize((round(img.width / scale), round(img.height / scale)), Image.BILINEAR))
