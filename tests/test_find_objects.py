@@ -55,14 +55,18 @@ def checkpoint(work) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def clip(work) -> Path:
-    """Two bright squares drifting right on black."""
+def squares_frames() -> np.ndarray:
+    """Two bright squares drifting right on black, (N_FRAMES, H, W, 3) uint8."""
     frames = np.zeros((N_FRAMES, H, W, 3), np.uint8)
     for i in range(N_FRAMES):
         frames[i, 20:50, 10 + 2 * i:40 + 2 * i] = 230
         frames[i, 55:85, 75 + 2 * i:110 + 2 * i] = 200
-    return write_clip(work / "squares.mp4", frames, codec="libx264", pix_fmt="yuv444p", extra=("-crf", "4"))
+    return frames
+
+
+@pytest.fixture(scope="module")
+def clip(work) -> Path:
+    return write_clip(work / "squares.mp4", squares_frames(), codec="libx264", pix_fmt="yuv444p", extra=("-crf", "4"))
 
 
 def model_args(checkpoint: Path) -> list[str]:
@@ -278,3 +282,35 @@ def test_batch_manifest_auto_job_equals_the_cli(auto_run, work, checkpoint, clip
     assert entry.problem is None and entry.job.auto.min_area == MIN_AREA and entry.job.objects == ()
     run_batch(loaded)
     assert coco(work / "batch")["annotations"] == coco(auto_run[0])["annotations"]
+
+
+def test_comfyui_node_tracks_everything_found_like_masks_given_by_hand(checkpoint):
+    """The ComfyUI segment node with ``auto_frame``: its masks equal the engine's with the
+    generator's masks (of at least ``min_area`` pixels) given as mask prompts by hand."""
+    from sam2_web import SAM2AutomaticMaskGenerator
+    from sam2_web.build import build_sam2_video_predictor
+    from tests.test_plugin_comfyui import PACKAGE, as_image, load_like_comfyui, run_node
+
+    nodes = load_like_comfyui(PACKAGE, "sam2_web_nodes_find")
+    (loaded,) = run_node(nodes, "SAM2WebModelLoader", model="sam2.1_hiera_t", device="cpu",
+                         checkpoint=str(checkpoint), overrides=" ".join([*OVERRIDES, *FIND]))
+    frames = squares_frames()
+    masks, _ = run_node(nodes, "SAM2WebVideoSegment", sam2_model=loaded, images=as_image(frames), prompts="",
+                        direction="both", auto_frame=0, min_area=MIN_AREA)
+
+    predictor = build_sam2_video_predictor("sam2.1_hiera_t", checkpoint, device="cpu",
+                                           hydra_overrides_extra=list(OVERRIDES))
+    records = SAM2AutomaticMaskGenerator(predictor, **GENERATOR).generate(frames[0])
+    kept = [r for r in records if r["area"] >= MIN_AREA]
+    assert len(kept) >= 2
+    expected = np.zeros(frames.shape[:3], bool)
+    with loaded.predictor.open_session(frames) as session:
+        for k, r in enumerate(sorted(kept, key=lambda r: -r["area"]), start=1):
+            session.add_mask(0, k, r["segmentation"])
+        for result in session.propagate(direction="both"):
+            expected[result.frame_idx] = result.masks.any(axis=0)
+    assert expected.any() and not expected.all()
+    assert np.array_equal(masks.numpy().astype(bool), expected)
+    with pytest.raises(PromptError, match="auto_frame: frame 7 is outside the clip"):
+        run_node(nodes, "SAM2WebVideoSegment", sam2_model=loaded, images=as_image(frames), prompts="",
+                 direction="both", auto_frame=7)
