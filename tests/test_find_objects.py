@@ -136,6 +136,22 @@ def test_records_become_named_objects_largest_first_within_the_limit():
     assert pick_candidate(recs, 59, 39) is None
 
 
+def test_thousands_of_candidates_keep_the_largest_and_say_so():
+    rng = np.random.default_rng(0)
+    recs = []
+    for k in range(3000):
+        m = np.zeros((60, 80), bool)
+        y, x, side = int(rng.integers(0, 50)), int(rng.integers(0, 70)), 1 + k % 10
+        m[y:y + side, x:x + side] = True
+        recs.append(_record(m))
+    found = objects_from_records(recs, 0, max_objects=32)
+    areas = sorted((r["area"] for r in recs), reverse=True)
+    assert [o.area for o in found.objects] == areas[:32]
+    assert [o.obj_id for o in found.objects] == list(range(1, 33))
+    assert found.found == 3000 and any("3000 objects found on frame 0; tracking the 32 largest" in n
+                                       for n in found.notes)
+
+
 def test_record_masks_are_read_in_every_output_mode(records, checkpoint, clip):
     from sam2_web import SAM2AutomaticMaskGenerator
     from sam2_web.build import build_sam2
