@@ -40,8 +40,8 @@ class _Candidates:
     """Masks that passed the filters so far, one row each.
 
     ``boxes`` (N, 4) int64 ``[x0, y0, x1, y1]`` (last pixel inside) and ``points`` (N, 2) float32
-    are in the coordinates of ``origin``'s picture; ``patches[i]`` is the bit-packed mask inside
-    ``boxes[i]``; ``crops`` (N, 4) int64 is the crop each came from (picture coordinates).
+    are in crop coordinates until ``_process_crop`` moves them to the picture's; ``patches[i]``
+    is the bit-packed mask inside ``boxes[i]``; ``crops`` (N, 4) int64 is the crop each came from.
     """
 
     boxes: torch.Tensor
