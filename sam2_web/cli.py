@@ -226,7 +226,7 @@ class _Interrupts:
 
 def _job_from_args(args: argparse.Namespace) -> Any:
     from sam2_web.errors import ExportError
-    from sam2_web.jobs import FrameRange, MaskJob, OutputSpec, load_prompts
+    from sam2_web.jobs import FrameRange, MaskJob, OutputSpec
     from sam2_web.jobs.job import split_overrides
     from sam2_web.jobs.outputs import check_formats, check_stem
 
