@@ -3,6 +3,7 @@
 Code written for Meta's ``sam2`` switches by changing the import::
 
     from sam2_web import build_sam2, build_sam2_video_predictor, SAM2ImagePredictor
+    from sam2_web import SAM2AutomaticMaskGenerator
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ _LAZY = {
     "build_sam2": ("sam2_web.build", "build_sam2"),
     "build_sam2_video_predictor": ("sam2_web.build", "build_sam2_video_predictor"),
     "SAM2ImagePredictor": ("sam2_web.image_predictor", "SAM2ImagePredictor"),
+    "SAM2AutomaticMaskGenerator": ("sam2_web.automatic_mask_generator", "SAM2AutomaticMaskGenerator"),
     "SAM2VideoPredictor": ("sam2_web.video.predictor", "SAM2VideoPredictor"),
     "load_predictor": ("sam2_web.models", "load_predictor"),
     "compose_app_config": ("sam2_web.models", "compose_app_config"),

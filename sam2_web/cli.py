@@ -2,6 +2,8 @@
 
     sam2-web mask shot.mp4 --prompts prompts.json --out mattes --format png --format prores
     sam2-web mask shot.mp4 --prompts prompts.json --out mattes --format exr model=sam2.1_hiera_s device=cuda
+    sam2-web mask shot.mp4 --auto 0 --min-area 500 --out mattes
+    sam2-web mask shot.mp4 --text "person, dog" --text-frame 12 --out mattes
     sam2-web models
     sam2-web formats
 
@@ -33,7 +35,8 @@ exit codes:
   1    unexpected error (run with --debug for the traceback)
   2    usage error: bad arguments, prompts JSON or frame range
   3    the clip cannot be read (missing, corrupt, no video stream)
-  4    model problem: unknown model, bad checkpoint, Hub or --remote server unreachable
+  4    model problem: unknown model, bad checkpoint, Hub or --remote server unreachable,
+       --text without its extra installed
   5    output problem: folder not writable, export failed
   130  cancelled (Ctrl-C); nothing is written
 """
@@ -43,6 +46,10 @@ Trailing KEY=VALUE arguments are hydra overrides of configs/app.yaml, e.g.
   model=sam2.1_hiera_s  device=cuda  checkpoint=/path/model.pt  ++model.image_size=512  engine.read_ahead=8
 
 The prompts JSON is documented in docs/prompts.schema.json (example: docs/prompts.example.json).
+--auto FRAME tracks everything found on that frame (settings: find.auto.* overrides, e.g.
+find.auto.points_per_side=16); --text "person, dog" tracks what an open-vocabulary detector finds
+for each phrase (pip install 'sam2_web[text]'; find.text.box_threshold=0.3 ...). Both may be added
+to --prompts; found objects are numbered after its objects, at most limits.max_objects in all.
 With --remote the job runs on a running sam2_web app or Space (URL or user/space id) and the
 outputs are written here.
 
@@ -58,7 +65,7 @@ def exit_code(exc: BaseException) -> int:
     if isinstance(exc, errors.VideoReadError):
         return EXIT_CLIP
     if isinstance(exc, (errors.UnknownModelError, errors.CheckpointError, errors.HubUnavailableError,
-                        errors.ConfigNotFoundError)):
+                        errors.ConfigNotFoundError, errors.MissingExtraError)):
         return EXIT_MODEL
     if isinstance(exc, errors.ExportError):
         return EXIT_OUTPUT
@@ -92,7 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
                           epilog=_MASK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     mask.add_argument("clip", type=Path, help="video file or folder of frames")
     mask.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="hydra overrides (model=..., device=...)")
-    mask.add_argument("--prompts", "-p", type=Path, required=True, help="prompts JSON (docs/prompts.schema.json)")
+    mask.add_argument("--prompts", "-p", type=Path, help="prompts JSON (docs/prompts.schema.json); "
+                      "needed unless --auto or --text finds the objects")
+    mask.add_argument("--auto", type=int, metavar="FRAME", help="track every object found on FRAME (no clicks)")
+    mask.add_argument("--min-area", type=int, default=None, metavar="PX",
+                      help="with --auto: leave out objects smaller than PX pixels (default 0)")
+    mask.add_argument("--text", metavar="QUERY", help='track what these phrases name, e.g. "person, dog"')
+    mask.add_argument("--text-frame", type=int, default=None, metavar="N", help="with --text: the frame to search (default 0)")
     mask.add_argument("--out", "-o", type=Path, required=True, help="output folder")
     mask.add_argument("--format", "-f", dest="formats", action="append", default=None, metavar="FMT",
                       help="output format, repeat or comma-separate for several (see 'sam2-web formats'; default png)")
@@ -167,7 +180,7 @@ class _ProgressView:
                 self.close()
                 from tqdm import tqdm
 
-                unit, scale = ("B", True) if stage == "load" else ("frame", False)
+                unit, scale = ("B", True) if stage == "load" else ("step" if stage == "find" else "frame", False)
                 self._bar = tqdm(total=total or None, desc=stage, unit=unit, unit_scale=scale, file=sys.stderr)
                 self._stage = stage
             if total and self._bar.total != total:
@@ -218,7 +231,7 @@ class _Interrupts:
 
 def _job_from_args(args: argparse.Namespace) -> Any:
     from sam2_web.errors import ExportError
-    from sam2_web.jobs import FrameRange, MaskJob, OutputSpec, load_prompts
+    from sam2_web.jobs import FrameRange, MaskJob, OutputSpec
     from sam2_web.jobs.job import split_overrides
     from sam2_web.jobs.outputs import check_formats, check_stem
 
@@ -237,11 +250,13 @@ def _job_from_args(args: argparse.Namespace) -> Any:
             check_stem(args.name)  # a --name with folders in it could write outside --out
     except ExportError as exc:
         raise _Usage(str(exc)) from None
-    prompts = load_prompts(args.prompts)
+    prompts = _prompts_from_args(args)
     return MaskJob(
         clip=args.clip,
         objects=prompts.objects,
         normalized=prompts.normalized,
+        auto=prompts.auto,
+        text=prompts.text,
         output=OutputSpec(out_dir=args.out, formats=tuple(formats), feather_px=args.feather, grow_px=args.grow,
                           invert=args.invert, bit_depth=args.bit_depth, name=args.name,
                           soft_edges=args.soft_edges, edge_band_px=args.edge_band),
@@ -252,6 +267,34 @@ def _job_from_args(args: argparse.Namespace) -> Any:
         frame_range=FrameRange(args.start, args.end),
         direction=args.direction,
     )
+
+
+def _prompts_from_args(args: argparse.Namespace) -> Any:
+    """The prompts file (if any) with ``--auto`` / ``--text`` added (they replace the file's own)."""
+    from dataclasses import replace
+
+    from sam2_web.find.spec import AutoFind, TextFind, check_query
+    from sam2_web.jobs import PromptSet, load_prompts
+
+    if args.min_area is not None and args.auto is None:
+        raise _Usage("--min-area goes with --auto FRAME")
+    if args.text_frame is not None and args.text is None:
+        raise _Usage("--text-frame goes with --text \"person, dog\"")
+    if args.prompts is None and args.auto is None and args.text is None:
+        raise _Usage("give --prompts FILE, or find the objects with --auto FRAME or --text \"person, dog\"")
+    for flag, value in (("--auto", args.auto), ("--min-area", args.min_area), ("--text-frame", args.text_frame)):
+        if value is not None and value < 0:
+            raise _Usage(f"{flag} must be >= 0, got {value}")
+    prompts = load_prompts(args.prompts) if args.prompts is not None else PromptSet(())
+    if args.auto is not None:
+        prompts = replace(prompts, auto=AutoFind(frame=args.auto, min_area=args.min_area or 0))
+    if args.text is not None:
+        try:
+            check_query(args.text, "--text")
+        except ValueError as exc:
+            raise _Usage(str(exc)) from None
+        prompts = replace(prompts, text=TextFind(query=args.text, frame=args.text_frame or 0))
+    return prompts
 
 
 def _cmd_mask(args: argparse.Namespace) -> int:
@@ -268,6 +311,8 @@ def _cmd_mask(args: argparse.Namespace) -> int:
                 result = run_job(job, progress=view, cancel=interrupts.cancel)
     finally:
         view.close()
+    for note in result.notes:
+        print(f"sam2-web: note: {note}", file=sys.stderr)
     first, last = result.tracked
     print(f"tracked frames {first}..{last} of {result.num_frames}; wrote:")
     for fmt, path in result.outputs.items():

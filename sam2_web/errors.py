@@ -64,6 +64,10 @@ class ExportError(Sam2WebError, OSError):
     """An export that could not be written (unwritable folder, encoder failure, bad option)."""
 
 
+class MissingExtraError(Sam2WebError, ImportError):
+    """An optional feature whose packages are not installed; the message gives the pip command."""
+
+
 class CancelledError(Sam2WebError):
     """Work stopped on request; finished frames are kept and the job can be resumed."""
 

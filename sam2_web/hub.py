@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -240,3 +241,81 @@ def resolve_checkpoint(model_or_path: str | os.PathLike | ModelSpec, **fetch_opt
             f"no such file: {candidate}; check the path, or pass a model name ({known})"
         ) from None
     return fetch_checkpoint(spec, **fetch_options)
+
+
+def fetch_repo(
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    allow_patterns: list[str] | None = None,
+    progress: bool = True,
+    local_files_only: bool | None = None,
+    on_progress: ProgressCallback | None = None,
+    endpoint: str | None = None,
+    what: str = "the model",
+) -> Path:
+    """Return the local folder of a whole Hub repository (config, weights, tokenizer ...), as
+    ``transformers``' ``from_pretrained`` reads it, downloading what is not cached.
+
+    The same rules as :func:`fetch_checkpoint`: a cached snapshot is used without any request,
+    offline mode never touches the network, an unreachable Hub fails at once with a message.
+
+    Args:
+        repo_id: e.g. ``IDEA-Research/grounding-dino-tiny``; a local folder is returned as is.
+        revision, cache_dir, progress, local_files_only, on_progress, endpoint: as for
+            :func:`fetch_checkpoint`.
+        allow_patterns: only the files matching these globs (default: all).
+        what: how messages name the repository's model ("the text detector").
+    Returns:
+        The snapshot folder.
+    Raises:
+        HubUnavailableError: offline or unreachable, and the repository is not cached.
+        CheckpointError: the repository or revision does not exist on the Hub.
+    """
+    local = Path(repo_id).expanduser()
+    if local.is_dir():
+        return local
+    cache_root = str(Path(cache_dir).expanduser() if cache_dir is not None else hf_constants.HF_HUB_CACHE)
+    offline = _offline_mode() if local_files_only is None else local_files_only
+    try:
+        cached = huggingface_hub.snapshot_download(repo_id, revision=revision, cache_dir=cache_root,
+                                                   allow_patterns=allow_patterns, local_files_only=True)
+        if (Path(cached) / "config.json").is_file():
+            return Path(cached)
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, FileNotFoundError):
+        pass
+    if offline:
+        raise HubUnavailableError(
+            f"offline mode is on (HF_HUB_OFFLINE=1) and {what} ({repo_id}) is not in the cache at {cache_root}; "
+            "unset HF_HUB_OFFLINE once to download it, or give a local folder of it instead of the Hub id"
+        )
+    hub_url = _endpoint(endpoint)
+    wanted = revision or hf_constants.DEFAULT_REVISION
+    bar = _progress_bar_class(progress and not _env_flag("HF_HUB_DISABLE_PROGRESS_BARS"), on_progress)
+    try:
+        # One request without retries says at once whether the Hub answers (see fetch_checkpoint),
+        # and lists the files; each is then fetched as fetch_checkpoint fetches a checkpoint.
+        info = huggingface_hub.HfApi(endpoint=hub_url).model_info(repo_id, revision=wanted)
+        names = [f.rfilename for f in info.siblings or []
+                 if allow_patterns is None or any(fnmatch.fnmatch(f.rfilename, p) for p in allow_patterns)]
+        if "config.json" not in names:
+            raise CheckpointError(f"{what}: {repo_id} on {hub_url} has no config.json; name a transformers model "
+                                  "repository, or give a local folder of one")
+        for name in names:
+            path = huggingface_hub.hf_hub_download(repo_id, name, revision=wanted, cache_dir=cache_root,
+                                                   endpoint=hub_url, tqdm_class=bar)
+            if name == "config.json":
+                folder = Path(path).parent
+    except RevisionNotFoundError as error:
+        raise CheckpointError(f"revision {wanted!r} does not exist in {repo_id} on {hub_url}; pin an existing "
+                              "branch, tag or commit, or leave it unset for main") from error
+    except RepositoryNotFoundError as error:
+        raise CheckpointError(f"{what}: repository {repo_id} was not found on {hub_url} (or it is private/gated); "
+                              "check the name and HF_ENDPOINT, or give a local folder of it") from error
+    except (HfHubHTTPError, FileMetadataError, LocalEntryNotFoundError, OfflineModeIsEnabled, TransportError) as error:
+        why = (f"it answered HTTP {error.response.status_code}" if isinstance(error, HfHubHTTPError)
+               and error.response is not None else f"{type(error).__name__}: {error}")
+        raise HubUnavailableError(f"could not download {what} ({repo_id}) from the Hub at {hub_url} ({why}) and it "
+                                  "is not cached; connect, or give a local folder of it") from error
+    return folder

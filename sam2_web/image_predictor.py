@@ -428,6 +428,31 @@ class SAM2ImagePredictor:
             PromptError: no image set.
         """
         self._require_image("_predict")
+        low_res, ious = self._decode(point_coords, point_labels, boxes, mask_input, multimask_output, img_idx)
+        masks = T.postprocess_masks(
+            low_res, self._features.orig_hw[img_idx], self.mask_threshold, self.max_hole_area, self.max_sprinkle_area
+        )
+        low_res = torch.clamp(low_res.float(), -_LOW_RES_LOGIT_CLAMP, _LOW_RES_LOGIT_CLAMP)
+        if not return_logits:
+            masks = masks > self.mask_threshold
+        return masks, ious.float(), low_res
+
+    @torch.no_grad()
+    def _decode(
+        self,
+        point_coords: Optional[torch.Tensor],
+        point_labels: Optional[torch.Tensor],
+        boxes: Optional[torch.Tensor] = None,
+        mask_input: Optional[torch.Tensor] = None,
+        multimask_output: bool = True,
+        img_idx: int = -1,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The mask decoder alone: prompts on the model grid (as :meth:`_predict` takes them) to
+        ``(low_res_logits (B, C, 256, 256), ious (B, C))``, neither clamped, cleaned nor upscaled.
+
+        The automatic mask generator calls this so that it can drop candidates before paying for
+        their full-resolution masks.
+        """
         model = self.model
         points = None if point_coords is None else (point_coords, point_labels)
         if boxes is not None:
@@ -454,14 +479,7 @@ class SAM2ImagePredictor:
                 repeat_image=sparse.shape[0] > 1,
                 high_res_features=high_res,
             )
-        masks = T.postprocess_masks(
-            low_res, feats.orig_hw[img_idx], self.mask_threshold, self.max_hole_area, self.max_sprinkle_area
-        )
-        low_res = torch.clamp(low_res.float(), -_LOW_RES_LOGIT_CLAMP, _LOW_RES_LOGIT_CLAMP)
-        if not return_logits:
-            masks = masks > self.mask_threshold
-        return masks, ious.float(), low_res
-
+        return low_res, ious
 
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
     # float32 even for thresholded masks (0.0/1.0), as the reference returns them.

@@ -47,6 +47,42 @@ def perturb(model: torch.nn.Module, seed: int = 0, scale: float = 0.02) -> None:
             tensor.add_(torch.randn(tensor.shape, generator=gen, dtype=tensor.dtype) * scale)
 
 
+@torch.no_grad()
+def sharpen_masks(model: torch.nn.Module, gain: float = -10.0) -> None:
+    """Scale the mask decoder's hypernetwork outputs by ``gain``, in place.
+
+    With random weights the mask logits are small (|x| < 1) and, on a picture of bright shapes on
+    black, negative on the shapes; a gain of -10 turns them into shape-like masks with some noise
+    (holes and specks) and logits of order 10, so that thresholds, stability scores, box NMS and
+    small-region clean-up all have something to decide. Apply it to both models of a pair.
+    """
+    for mlp in model.sam_mask_decoder.output_hypernetworks_mlps:
+        mlp.layers[-1].weight.mul_(gain)
+        mlp.layers[-1].bias.mul_(gain)
+
+
+def opencv_connected_components(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A CPU stand-in for the reference's CUDA kernel ``sam2._C.get_connected_componnets``, built
+    on OpenCV (an implementation independent of ours): 8-connected components of (N, 1, H, W)
+    masks as ``(labels, areas)``, both (N, 1, H, W) int32, 0 outside the mask.
+
+    Without its kernel the reference skips hole filling with a warning; patch
+    ``sam2.utils.misc.get_connected_components`` with this to compare that step too.
+    """
+    import cv2
+    import numpy as np
+
+    planes = mask.to(torch.uint8).cpu().numpy()
+    labels = np.zeros(planes.shape, np.int32)
+    areas = np.zeros(planes.shape, np.int32)
+    for i in range(planes.shape[0]):
+        _, lab, stats, _ = cv2.connectedComponentsWithStats(planes[i, 0], connectivity=8)
+        size = stats[:, cv2.CC_STAT_AREA].astype(np.int32)
+        size[0] = 0  # OpenCV's label 0 is the background
+        labels[i, 0], areas[i, 0] = lab, size[lab]
+    return torch.from_numpy(labels).to(mask.device), torch.from_numpy(areas).to(mask.device)
+
+
 @dataclass
 class Pair:
     """A reference model, our model loaded from the reference's checkpoint, and that checkpoint."""

@@ -104,7 +104,8 @@ def test_example_prompts_parse():
     assert runner.frames[1].box == (380.0, 150.0, 470.0, 420.0)
     assert prompts.objects[1].start_mask.path == REPO / "docs" / "ball_frame0.png"
     schema = json.loads((REPO / "docs" / "prompts.schema.json").read_text())
-    assert set(schema["$defs"]["byObject"]["properties"]) == {"$schema", "version", "coordinates", "objects"}
+    assert set(schema["$defs"]["byObject"]["properties"]) == {"$schema", "version", "coordinates", "objects", "auto",
+                                                              "text"}
 
 
 def test_flat_api_form_is_accepted():

@@ -38,10 +38,12 @@ ALL_OBJECTS = -1
 
 @dataclass
 class LoadedModel:
-    """What flows along a ``SAM2WEB_MODEL`` wire: the video predictor and the name it was loaded by."""
+    """What flows along a ``SAM2WEB_MODEL`` wire: the video predictor, the name it was loaded by and
+    the find settings (``find.*`` / ``limits.max_objects``) of the same app config (None: the defaults)."""
 
     predictor: Any
     name: str
+    find: Any = None
 
 
 def model_names() -> list[str]:
@@ -117,9 +119,31 @@ def simple_prompts(points: str, labels: str, box: str, frame: int, obj_id: int) 
     return parse_prompts([entry]).objects[0]
 
 
+def read_finds(prompts: str, auto_frame: int, min_area: int, text: str, text_frame: int) -> tuple[Any, Any]:
+    """``(AutoFind | None, TextFind | None)``: the prompts JSON's ``auto`` / ``text`` and the node's
+    fields (``auto_frame`` >= 0 turns segment-everything on; a non-empty ``text`` asks the detector).
+
+    Raises:
+        PromptError: invalid JSON, or an ``auto``/``text`` entry that is not valid.
+    """
+    from sam2_web.find.spec import AutoFind, TextFind, check_query
+
+    parsed = prompts_from_json(prompts, source="prompts") if (prompts or "").strip() else None
+    auto = parsed.auto if parsed is not None else None
+    found_text = parsed.text if parsed is not None else None
+    if auto_frame is not None and auto_frame >= 0:
+        auto = AutoFind(frame=int(auto_frame), min_area=max(0, int(min_area or 0)))
+    if (text or "").strip():
+        check_query(text, "text")
+        found_text = TextFind(query=text, frame=max(0, int(text_frame or 0)))
+    return auto, found_text
+
+
 def read_prompts(prompts: str, points: str, labels: str, box: str, frame: int, obj_id: int,
-                 width: int, height: int, num_frames: int) -> tuple[ObjectPrompts, ...]:
+                 width: int, height: int, num_frames: int, allow_empty: bool = False) -> tuple[ObjectPrompts, ...]:
     """All objects from the JSON text (our prompts schema) plus the plain fields, checked against the clip.
+
+    ``allow_empty``: no object is fine (objects will be found with ``auto`` / ``text``).
 
     Raises:
         PromptError: invalid JSON or prompts, nothing given at all, or prompts outside the clip.
@@ -138,8 +162,9 @@ def read_prompts(prompts: str, points: str, labels: str, box: str, frame: int, o
         if same:
             raise PromptError(f"object {extra.obj_id} is in the prompts JSON and in the points/box fields; use one")
         objects.append(extra)
-    if not objects:
-        raise PromptError("no prompts: give points (e.g. '120,80') or a box, or a prompts JSON")
+    if not objects and not allow_empty:
+        raise PromptError("no prompts: give points (e.g. '120,80') or a box, a prompts JSON, or find the objects "
+                          "with auto_frame / text")
     check_prompts(tuple(objects), num_frames=num_frames, width=width, height=height)
     return tuple(objects)
 
@@ -242,9 +267,11 @@ class SAM2WebModelLoader:
         from sam2_web.models import load_app_predictor
         from sam2_web.registry import get_model
 
+        from sam2_web.find.run import find_settings
+
         settings = [f"model={get_model(model).name}", f"device={device}", *shlex.split(overrides or "")]
         predictor = load_app_predictor(settings, checkpoint=checkpoint.strip() or None)
-        return (LoadedModel(predictor, model),)
+        return (LoadedModel(predictor, model, find_settings(settings)),)
 
 
 def soft_masks(frames: np.ndarray, masks: np.ndarray, predictor: Any, edge_band_px: float = 0.0) -> torch.Tensor:
@@ -282,6 +309,13 @@ class SAM2WebVideoSegment:
                                                       "around the tracked edge from the images' colours"}),
                 "edge_band_px": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 256.0, "step": 1.0,
                                            "tooltip": "half-width of the soft-edge band; 0 = from the model"}),
+                "auto_frame": ("INT", {"default": -1, "min": -1, "max": 1_000_000,
+                                       "tooltip": "track every object found on this frame (-1 = off)"}),
+                "min_area": ("INT", {"default": 0, "min": 0, "max": 100_000_000,
+                                     "tooltip": "with auto_frame: leave out objects of fewer pixels"}),
+                "text": ("STRING", {"default": "", "tooltip": "track what these phrases name, e.g. 'person, dog' "
+                                                              "(needs pip install 'sam2_web[text]')"}),
+                "text_frame": ("INT", {"default": 0, "min": 0, "max": 1_000_000, "tooltip": "frame the text searches"}),
             },
         }
 
@@ -293,19 +327,37 @@ class SAM2WebVideoSegment:
 
     def segment(self, sam2_model: LoadedModel, images: torch.Tensor, prompts: str = "", direction: str = "both",
                 points: str = "", labels: str = "", box: str = "", frame: int = 0, object_id: int = ALL_OBJECTS,
-                soft_edges: bool = False, edge_band_px: float = 0.0):
+                soft_edges: bool = False, edge_band_px: float = 0.0,
+                auto_frame: int = -1, min_area: int = 0, text: str = "", text_frame: int = 0):
         """Return ``(masks [B, H, W] float 0/1, preview [B, H, W, 3])``; with ``soft_edges`` the masks
         are soft alphas in 0..1 (``sam2_web.matting.MatteStream`` through the frames in order).
 
+        Objects found with ``auto_frame`` / ``text`` (or the prompts JSON's ``auto`` / ``text``) are
+        numbered after the prompted ones ("object N", or the phrase).
+
         Raises:
-            PromptError: bad prompts; UnknownObjectError: ``object_id`` has no prompt;
-            ComfyUI's InterruptProcessingException (CancelledError outside ComfyUI): the user
-            cancelled the queue.
+            PromptError: bad prompts, a search frame outside the batch, or a search that found
+            nothing; UnknownObjectError: ``object_id`` has no prompt; MissingExtraError: ``text``
+            without ``pip install 'sam2_web[text]'``; ComfyUI's InterruptProcessingException
+            (CancelledError outside ComfyUI): the user cancelled the queue.
         """
+        from sam2_web.find.run import find_objects
+        from sam2_web.find.spec import check_frame
+
         frames = images_to_frames(images)
         num, height, width = frames.shape[:3]
-        objects = read_prompts(prompts, points, labels, box, frame, object_id, width, height, num)
-        ids = [o.obj_id for o in objects]
+        auto, found_text = read_finds(prompts, auto_frame, min_area, text, text_frame)
+        searches = [(what, f) for what, f in (("auto_frame", auto), ("text_frame", found_text)) if f is not None]
+        objects = read_prompts(prompts, points, labels, box, frame, object_id, width, height, num,
+                               allow_empty=bool(searches))
+        for what, search in searches:
+            check_frame(search.frame, num, what)
+        found = ()
+        if searches:
+            found = find_objects(sam2_model.predictor, lambda i: frames[i], auto=auto, text=found_text,
+                                 existing_ids=[o.obj_id for o in objects], settings=getattr(sam2_model, "find", None),
+                                 cancel=_interrupted).objects
+        ids = [o.obj_id for o in objects] + [o.obj_id for o in found]
         if object_id != ALL_OBJECTS and object_id not in ids:
             raise UnknownObjectError(f"object_id {object_id} has no prompt; the prompted objects are {ids} (-1 = all)")
         out = torch.zeros((num, height, width), dtype=torch.float32)
@@ -313,6 +365,8 @@ class SAM2WebVideoSegment:
         session = sam2_model.predictor.open_session(frames)
         try:
             add_prompts(session, objects)
+            for obj in found:
+                obj.add_to(session)
             for result in session.propagate(direction=direction, progress=_progress_bar(num), cancel=_interrupted):
                 picked = result.masks if object_id == ALL_OBJECTS else result.masks[[result.obj_ids.index(object_id)]]
                 out[result.frame_idx] = torch.from_numpy(picked.any(axis=0))

@@ -7,6 +7,11 @@ job ``sam2-web mask`` runs, turned into typed :class:`BatchJob` entries.
     jobs:
       - {clip: shots/sh010.mov, prompts: prompts/sh010.json}
       - {clip: shots/sh020.mov, prompts: prompts/sh020.json, feather: 2, start: 10}
+      - {clip: shots/sh030.mov, auto: {frame: 0, min_area: 500}}
+      - {clip: shots/sh040.mov, text: {query: "person, dog", frame: 12}}
+
+``auto`` / ``text`` (as in a prompts file, see ``sam2_web.find.spec``) find the objects when the job
+runs, with or without ``prompts``; in ``defaults`` they apply to every job.
 
 Relative paths (clip, prompts, out, checkpoint) resolve against the manifest's folder. A job
 field wins over ``defaults``; hydra ``overrides`` apply to every job (a job's own ``overrides``
@@ -18,19 +23,21 @@ anything runs; a job whose prompts file is missing or invalid only fails that jo
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
 from sam2_web.errors import Sam2WebError
-from sam2_web.jobs import DIRECTIONS, FrameRange, MaskJob, OutputSpec, load_prompts, parse_prompts
+from sam2_web.find.spec import parse_auto, parse_text
+from sam2_web.jobs import DIRECTIONS, FrameRange, MaskJob, OutputSpec, PromptSet, load_prompts, parse_prompts
 
 SCHEMA_VERSION = 1
 _TOP_KEYS = {"$schema", "version", "defaults", "overrides", "split_objects", "jobs"}
 # Job fields are named after the `sam2-web mask` options they stand for.
 _JOB_KEYS = {"id", "clip", "prompts", "out", "formats", "name", "feather", "grow", "invert", "bit_depth",
              "soft_edges", "edge_band",
-             "start", "end", "direction", "model", "checkpoint", "device", "overrides", "split_objects"}
+             "start", "end", "direction", "model", "checkpoint", "device", "overrides", "split_objects",
+             "auto", "text"}
 _DEFAULT_KEYS = _JOB_KEYS - {"id", "clip", "name"}
 
 
@@ -187,9 +194,12 @@ def _job(entry: Any, index: int, defaults: dict, overrides: tuple[str, ...], spl
     def field(key: str) -> str:
         return f"{where}.{key}" if key in entry else f"defaults.{key}"
 
+    finds = merged.get("auto") is not None or merged.get("text") is not None
     for key in ("clip", "prompts", "out"):
-        if merged.get(key) is None:
+        if merged.get(key) is None and not (key == "prompts" and finds):
             hint = "" if key == "clip" else " (in the job or in defaults)"
+            if key == "prompts":
+                hint += ', or find the objects with auto: {frame: 0} or text: {query: "person"}'
             raise ManifestError(f"{where}: missing {key!r}{hint}")
     clip = _path(merged["clip"], base_dir, field("clip"))
     out_dir = _path(merged["out"], base_dir, field("out"))
@@ -231,14 +241,20 @@ def _job(entry: Any, index: int, defaults: dict, overrides: tuple[str, ...], spl
     problem = None
     job = None
     try:
-        prompts = merged["prompts"]
-        if isinstance(prompts, (dict, list)):  # written inline in the manifest
+        prompts = merged.get("prompts")
+        if prompts is None:
+            prompt_set = PromptSet(())
+        elif isinstance(prompts, (dict, list)):  # written inline in the manifest
             prompt_set = parse_prompts(prompts, base_dir=base_dir)
         else:
             prompt_set = load_prompts(_path(prompts, base_dir, field("prompts")))
+        for key, parse in (("auto", parse_auto), ("text", parse_text)):  # the job's own win over the file's
+            if merged.get(key) is not None:
+                prompt_set = replace(prompt_set, **{key: parse(merged[key], field(key))})
         job = MaskJob(clip=clip, objects=prompt_set.objects, normalized=prompt_set.normalized, output=output,
                       model=model, checkpoint=checkpoint, device=device, overrides=job_overrides,
-                      frame_range=FrameRange(start, end), direction=direction)
+                      frame_range=FrameRange(start, end), direction=direction, auto=prompt_set.auto,
+                      text=prompt_set.text)
     except ManifestError:
         raise
     except Sam2WebError as exc:  # bad prompts fail this job alone

@@ -81,6 +81,8 @@ def fingerprint(job: MaskJob) -> str:
         "range": [job.frame_range.start, job.frame_range.end],
         "direction": job.direction,
     }
+    if job.auto is not None or job.text is not None:  # only then: other jobs keep their fingerprints
+        data["find"] = [None if f is None else dataclasses.asdict(f) for f in (job.auto, job.text)]
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -52,6 +52,8 @@ def split_units(job_id: str, job: MaskJob, fingerprint: str, workers: int) -> tu
     whole = [Unit(job_id, JOB, job, fingerprint)]
     if workers < 2:
         return whole, "not split: there is only one worker"
+    if job.auto is not None or job.text is not None:
+        return whole, "not split: its objects are found when it runs (auto/text)"
     if len(job.objects) < 2:
         return whole, "not split: the job has one object"
     reason = couples_objects(job)

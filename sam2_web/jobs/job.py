@@ -14,7 +14,8 @@ from typing import NamedTuple, Optional
 
 from sam2_web.errors import FrameIndexError, PromptError
 
-from sam2_web.jobs.prompts import FramePrompt, ObjectPrompts, StartMask, check_prompts
+from sam2_web.find.spec import AutoFind, TextFind
+from sam2_web.jobs.prompts import FramePrompt, ObjectPrompts, StartMask, check_finds, check_prompts
 from sam2_web.video.passes import DIRECTIONS
 
 __all__ = ["DIRECTIONS", "FramePrompt", "FrameRange", "MaskJob", "ModelSettings", "ObjectPrompts", "OutputSpec",
@@ -100,6 +101,8 @@ class MaskJob:
         frame_range: frames to track.
         direction: ``both`` (default), ``forward`` or ``backward`` from the earliest prompt.
         normalized: prompt coordinates are fractions (0..1) of the frame size, not pixels.
+        auto: also track everything found on a frame (segment everything), or None.
+        text: also track what a detector finds for phrases on a frame, or None.
     """
 
     clip: Path
@@ -112,12 +115,15 @@ class MaskJob:
     frame_range: FrameRange = field(default_factory=FrameRange)
     direction: str = "both"
     normalized: bool = False
+    auto: Optional[AutoFind] = None
+    text: Optional[TextFind] = None
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
             raise PromptError(f"direction must be one of {', '.join(DIRECTIONS)}, got {self.direction!r}")
-        if not self.objects:
-            raise PromptError("the job has no objects; add at least one object with a click, a box or a mask")
+        if not self.objects and self.auto is None and self.text is None:
+            raise PromptError("the job has no objects; add at least one object with a click, a box or a mask, "
+                              "or find them with --auto FRAME or --text \"person, dog\"")
         ids = [o.obj_id for o in self.objects]
         if len(set(ids)) != len(ids):
             raise PromptError(f"object ids must be unique, got {ids}")
@@ -152,6 +158,7 @@ class MaskJob:
         objects = self.objects_in_pixels(info.width, info.height)
         check_prompts(objects, num_frames=info.num_frames, width=info.width, height=info.height,
                       frame_range=(first, last))
+        check_finds(self.auto, self.text, num_frames=info.num_frames, frame_range=(first, last))
         return first, last, objects
 
     def app_overrides(self) -> list[str]:

@@ -15,6 +15,10 @@ Two shapes are accepted, so one file works for the CLI, the plugins and the web 
 * flat, as the web API takes it: ``[{"frame": 0, "object": 1, "points": [[x, y]], "labels": [1],
   "box": [...], "name": "...", "normalized": false}, ...]`` (or ``{"prompts": [...]}``).
 
+Objects can also be found without clicks (``sam2_web.find.spec``): ``"auto": {"frame": 0,
+"min_area": 500}`` segments everything on a frame, ``"text": {"frame": 0, "query": "person, dog"}``
+asks a detector; either may stand beside ``objects`` / ``prompts`` or alone.
+
 Validation happens in two steps. :func:`parse_prompts` checks what the file alone can tell
 (unknown keys, types, negative coordinates, missing fields) and :func:`check_prompts` what needs
 the clip (frames outside the clip or the frame range, coordinates outside the frame). Every
@@ -31,9 +35,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sam2_web.errors import PromptError
+from sam2_web.find.spec import AutoFind, TextFind, check_frame, parse_auto, parse_text
 
 SCHEMA_VERSION = 1
-_TOP_KEYS = {"$schema", "version", "coordinates", "objects"}
+_FIND_KEYS = {"auto", "text"}
+_TOP_KEYS = {"$schema", "version", "coordinates", "objects"} | _FIND_KEYS
 _OBJECT_KEYS = {"id", "name", "frames", "mask"}
 _FRAME_KEYS = {"frame", "points", "labels", "box"}
 _MASK_KEYS = {"frame", "path"}
@@ -108,12 +114,16 @@ class PromptSet:
     """Parsed prompts, not yet checked against a clip.
 
     Attributes:
-        objects: the objects in file order.
+        objects: the objects in file order (may be empty when ``auto`` or ``text`` is given).
         normalized: coordinates are fractions of the frame size (0..1) rather than pixels.
+        auto: segment everything on a frame and track what is found, or None.
+        text: find objects named by phrases on a frame and track them, or None.
     """
 
     objects: tuple[ObjectPrompts, ...]
     normalized: bool = False
+    auto: Optional[AutoFind] = None
+    text: Optional[TextFind] = None
 
 
 # --------------------------------------------------------------------------- reading
@@ -167,10 +177,10 @@ def parse_prompts(data: Any, *, base_dir: str | Path = ".") -> PromptSet:
         PromptError: unknown keys, wrong types, negative coordinates, missing fields, an object
             without any prompt, duplicate ids, or mixed pixel/normalized coordinates.
     """
-    if isinstance(data, dict) and "objects" in data:
-        return _parse_by_object(data, Path(base_dir))
-    if isinstance(data, dict) and set(data) <= {"prompts", "$schema"} and "prompts" in data:
-        return _parse_flat(data["prompts"], "prompts")
+    if isinstance(data, dict) and ("objects" in data or (_FIND_KEYS & set(data) and "prompts" not in data)):
+        return replace(_parse_by_object(data, Path(base_dir)), **_parse_finds(data))
+    if isinstance(data, dict) and set(data) <= {"prompts", "$schema"} | _FIND_KEYS and "prompts" in data:
+        return replace(_parse_flat(data["prompts"], "prompts"), **_parse_finds(data))
     if isinstance(data, list):
         return _parse_flat(data, "")
     if isinstance(data, dict):
@@ -188,8 +198,8 @@ def _parse_by_object(data: dict, base_dir: Path) -> PromptSet:
     coordinates = data.get("coordinates", "pixels")
     if coordinates not in _COORDINATES:
         raise PromptError(f"coordinates: must be \"pixels\" or \"normalized\", got {_shown(coordinates)}")
-    raw_objects = data["objects"]
-    if not isinstance(raw_objects, list) or not raw_objects:
+    raw_objects = data.get("objects", [])
+    if not isinstance(raw_objects, list) or not (raw_objects or _FIND_KEYS & set(data)):
         raise PromptError("objects: give a non-empty list of objects, e.g. [{\"id\": 1, \"frames\": [...]}]")
     normalized = coordinates == "normalized"
     objects = [_parse_object(item, f"objects[{k}]", base_dir, normalized) for k, item in enumerate(raw_objects)]
@@ -284,6 +294,33 @@ def _parse_flat(items: Any, where: str) -> PromptSet:
     objects = tuple(ObjectPrompts(obj_id=o, name=names.get(o), frames=_merge(entries, f"object {o}"))
                     for o, entries in by_id.items())
     return PromptSet(objects, normalized=flags == {True})
+
+
+def _parse_finds(data: dict) -> dict:
+    """The ``auto`` / ``text`` searches of a prompts mapping, as PromptSet fields."""
+    found = {}
+    if data.get("auto") is not None:
+        found["auto"] = parse_auto(data["auto"])
+    if data.get("text") is not None:
+        found["text"] = parse_text(data["text"])
+    return found
+
+
+def check_finds(auto: Optional[AutoFind], text: Optional[TextFind], *, num_frames: int,
+                frame_range: tuple[int, int]) -> None:
+    """Check the frames of the ``auto`` / ``text`` searches against the clip and the tracked range.
+
+    Raises:
+        PromptError: a frame outside the clip or the range.
+    """
+    first, last = frame_range
+    for what, find in (("auto", auto), ("text", text)):
+        if find is None:
+            continue
+        check_frame(find.frame, num_frames, what)
+        if not first <= find.frame <= last:
+            raise PromptError(f"{what}: frame {find.frame} is outside the tracked range {first}..{last}; "
+                              "widen --start/--end")
 
 
 def flat_prompts(objects: tuple[ObjectPrompts, ...]) -> list[dict]:

@@ -58,6 +58,8 @@ def _refuse_unsupported(job: MaskJob) -> None:
     if Path(job.clip).is_dir():
         raise PromptError("a remote server takes a video file, not a folder of frames; "
                           "encode the frames or run in-process")
+    if job.auto is not None or job.text is not None:
+        raise PromptError("finding objects (--auto, --text) runs in-process; drop --remote, or give clicks/boxes")
     if any(o.start_mask is not None for o in job.objects):
         raise PromptError("start masks need an in-process run; drop --remote or give clicks/boxes instead")
     if job.direction != "both":

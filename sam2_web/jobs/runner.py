@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -36,12 +36,14 @@ class JobResult:
         num_frames: frames in the clip (and in every output).
         tracked: ``(first, last)`` frames that were tracked; the others are empty.
         obj_ids: the exported objects.
+        notes: what the user should know about the run (e.g. found objects left out).
     """
 
     outputs: dict[str, Path]
     num_frames: int
     tracked: tuple[int, int]
     obj_ids: list[int]
+    notes: tuple[str, ...] = ()
 
 
 def load_job_predictor(job: MaskJob, progress: Optional[Progress] = None) -> Any:
@@ -190,7 +192,7 @@ def run_job(job: MaskJob, *, progress: Optional[Progress] = None, cancel: Cancel
 
     Args:
         job: the mask job.
-        progress: ``progress(stage, done, total)`` with stage ``load``/``track``/``export <fmt>``.
+        progress: ``progress(stage, done, total)`` with stage ``load``/``find``/``track``/``export <fmt>``.
         cancel: an Event or callable; checked between frames.
         predictor: an already loaded video predictor (default: load the job's model).
         frames: ``job.clip`` already opened (and checked) as a ``FrameSource``, read as it is;
@@ -200,7 +202,8 @@ def run_job(job: MaskJob, *, progress: Optional[Progress] = None, cancel: Cancel
     Returns:
         A :class:`JobResult`.
     Raises:
-        PromptError, FrameIndexError: prompts or range that do not fit the clip.
+        PromptError, FrameIndexError: prompts or range that do not fit the clip; ``auto``/``text``
+            that found nothing.
         VideoReadError: the clip cannot be read.
         UnknownModelError, CheckpointError, HubUnavailableError: the model cannot be loaded.
         ExportError: the output folder is not writable or a writer failed.
@@ -212,12 +215,25 @@ def run_job(job: MaskJob, *, progress: Optional[Progress] = None, cancel: Cancel
     is_cancelled = cancel_check(cancel)
     own_frames = frames is None
     staging = Staging.open(job)  # an unwritable folder fails before minutes of tracking
+    notes: tuple[str, ...] = ()
     try:
-        with (contextlib.nullcontext(frames) if frames is not None else open_frames(job.clip)) as frames:
+        with (contextlib.nullcontext(frames) if frames is not None else open_frames(job.clip)) as frames, \
+                contextlib.ExitStack() as found_files:
             info = frames.info
             first, last, objects = job.checked_prompts(info)
+            if job.text is not None:  # say so before minutes of model loading
+                from sam2_web.find.text import require_transformers
+
+                require_transformers()
             if predictor is None:
                 predictor = load_job_predictor(job, progress)
+            if job.auto is not None or job.text is not None:
+                from sam2_web.find.run import find_for_job, temporary_folder
+
+                folder = Path(found_files.enter_context(temporary_folder()))
+                found, notes = find_for_job(job, frames, predictor, folder, progress=progress, cancel=cancel)
+                objects = objects + found
+                job = replace(job, objects=objects, normalized=False, auto=None, text=None)
             session = predictor.open_session(frames, **(session_options or {}))
             try:
                 add_prompts(session, objects)
@@ -237,7 +253,7 @@ def run_job(job: MaskJob, *, progress: Optional[Progress] = None, cancel: Cancel
     except BaseException:
         staging.discard()
         raise
-    return JobResult(outputs, info.num_frames, (first, last), job.obj_ids)
+    return JobResult(outputs, info.num_frames, (first, last), job.obj_ids, notes)
 
 
 def _track_and_export(session: Any, job: MaskJob, staging: Staging, first: int, last: int, info: Any,

@@ -181,7 +181,11 @@ class MaskDecoder(nn.Module):
         output_tokens = torch.cat(learned, dim=0).unsqueeze(0).expand(batch, -1, -1)
         tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
 
-        if repeat_image:
+        if repeat_image and image_embeddings.shape[0] == 1:
+            # A broadcast view: the sum below makes the one copy per prompt that is needed (the
+            # same numbers as repeating the image first, without a second B-fold copy).
+            src = image_embeddings.expand(batch, -1, -1, -1)
+        elif repeat_image:
             src = torch.repeat_interleave(image_embeddings, batch, dim=0)
         else:
             if image_embeddings.shape[0] != batch:
@@ -193,7 +197,7 @@ class MaskDecoder(nn.Module):
         src = src + dense_prompt_embeddings
         if image_pe.shape[0] != 1:
             raise ValueError("image_pe must have batch size 1 (use PromptEncoder.get_dense_pe()).")
-        pos_src = torch.repeat_interleave(image_pe, batch, dim=0)
+        pos_src = image_pe.expand(batch, -1, -1, -1)  # only ever added: a view suffices
         b, c, h, w = src.shape
 
         hs, src = self.transformer(src, pos_src, tokens)
