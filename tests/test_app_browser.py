@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from appserver import app_checkpoint, run_app
+from appserver import ONE_CLIENT, app_checkpoint, run_app
 from clips import make_moving_disc_clip
 from sam2_web.ui.render import display_scale
 
@@ -44,7 +44,10 @@ def workdir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def app(workdir):
     ckpt = app_checkpoint(workdir / "ckpt" / "t256.pt")
-    with run_app(workdir, ckpt) as running:
+    # Random weights pass none of the generator's default thresholds: "Find objects" searches permissively.
+    find = ("find.auto.points_per_side=4", "find.auto.pred_iou_thresh=0.0", "find.auto.stability_score_thresh=0.0",
+            "find.auto.box_nms_thresh=1.0")
+    with run_app(workdir, ckpt, extra=(*ONE_CLIENT, *find)) as running:
         yield running
 
 
@@ -184,3 +187,27 @@ def test_messages_for_bad_input_examples_and_separate_tabs(app, clip, browser, t
     expect(one.locator("#objects")).not_to_contain_text("object 2", timeout=TIMEOUT_MS)
     for p in (page, one, two):
         p.close()
+
+
+def test_find_objects_pick_one_and_see_soft_edges(app, clip, browser):
+    """"Find objects" outlines candidates with a progress display; a click on one makes it an
+    object; "Soft edges" shows the shown frame's cut-out over a checkerboard."""
+    expect = playwright_api.expect
+    page = browser.new_page()
+    _upload(page, app, clip)
+    expect(page.locator("#frame-info")).to_contain_text("Frame 0", timeout=TIMEOUT_MS)
+    page.locator("#find").get_by_text("Find objects without clicking").click()
+    page.locator("#find-objects").click()
+    expect(page.locator("#status")).to_contain_text("found (outlined)", timeout=TIMEOUT_MS)
+    _shot(page, "7_candidates")
+    white = (_frame_pixels(page) >= 250).all(-1).mean()
+    print("outline pixels:", round(float(white), 4))
+    assert white > 0.002
+    _click_frame(page, 60, 60)  # the middle of the frame lies in some candidate
+    expect(page.locator("#objects")).to_contain_text("object 2", timeout=TIMEOUT_MS)
+    expect(page.locator("#objects")).to_contain_text("(#2, 1 click)", timeout=TIMEOUT_MS)
+    page.get_by_role("tab", name="Download").click()
+    page.locator("#soft-edges input").check()
+    expect(page.locator("#cutout img")).to_have_count(1, timeout=TIMEOUT_MS)
+    _shot(page, "8_soft_edges")
+    page.close()

@@ -19,6 +19,9 @@ import pytest
 from PIL import Image
 
 from appserver import EDGETAM, ONE_CLIENT, OVERRIDES, REPO, app_checkpoint, run_app
+
+# Random weights pass none of the generator's default thresholds: /segment's "auto" searches permissively.
+FIND = ("find.auto.points_per_side=4", "find.auto.pred_iou_thresh=0.0", "find.auto.stability_score_thresh=0.0")
 from clips import make_moving_disc_clip
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -48,7 +51,7 @@ def clip(workdir) -> Path:
 
 @pytest.fixture(scope="module")
 def app(workdir, checkpoint):
-    with run_app(workdir, checkpoint, extra=(*ONE_CLIENT, f"limits.max_frames={MAX_FRAMES}")) as running:
+    with run_app(workdir, checkpoint, extra=(*ONE_CLIENT, f"limits.max_frames={MAX_FRAMES}", *FIND)) as running:
         yield running
         print(running.log()[-3000:])
 
@@ -128,6 +131,21 @@ def test_segment_runs_the_whole_job_in_one_call(client, clip, expected):
     worst = max(int((_rle_mask(a["segmentation"]) != tracked[frame_of[a["image_id"]]]).sum()) for a in anns)
     print("segment (COCO RLE): worst differing pixels", worst)
     assert worst == 0
+
+
+def test_segment_finds_and_tracks_every_object_of_a_frame(client, clip):
+    """/segment with ``auto`` (no clicks): everything the generator finds on frame 0 is tracked and
+    exported, as the CLI's ``--auto`` does; nothing found is a message, not an empty file."""
+    path = client.predict(handle_file(str(clip)), json.dumps({"auto": {"frame": 0, "min_area": 500}}), "",
+                          "coco_rle", api_name="/segment")
+    document = json.loads(Path(path).read_text())
+    found = {a["category_id"] for a in document["annotations"]}
+    print("objects found and tracked:", len(found), [c["name"] for c in document["categories"]][:4])
+    assert 1 <= len(found) <= 32 and {len(document["images"])} == {N_FRAMES}
+    assert all(c["name"].startswith("object") for c in document["categories"])  # "object N" (file-safe)
+    with pytest.raises(AppError, match="no objects found on frame 1"):
+        client.predict(handle_file(str(clip)), json.dumps({"auto": {"frame": 1, "min_area": 10**7}}), "",
+                       "coco_rle", api_name="/segment")
 
 
 def test_models_endpoint_lists_every_registry_model(client):

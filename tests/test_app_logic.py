@@ -272,6 +272,56 @@ def test_objects_add_select_rename_remove_each_in_its_own_colour(opened):
     assert "ball" in render.objects_html(opened) and "shadow" not in render.objects_html(opened)
 
 
+# --- finding objects ------------------------------------------------------------------------------
+
+PERMISSIVE = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
+
+
+def test_find_objects_then_pick_one_by_clicking_then_add_all(opened):
+    """"Find objects" proposes the frame's masks as outlined candidates; a click on one makes it an
+    object ("object N") with that mask; "Add all" takes the rest above a size."""
+    seen = []
+    count = actions.find_objects(opened, 0, options=PERMISSIVE, progress=lambda d, t: seen.append((d, t)))
+    records = opened.candidates.records
+    print("candidates:", count, "areas:", [r["area"] for r in records], "progress calls:", len(seen))
+    assert count == len(records) >= 2 and seen and seen[-1][0] == seen[-1][1]
+    assert opened.video.prompts() == []  # nothing is tracked until the user picks
+    picture = render.frame_image(opened, 0, min_side=1)
+    assert (picture == render.CANDIDATE).all(axis=-1).any()  # outlined
+    smallest = min(records, key=lambda r: r["area"])
+    ys, xs = np.nonzero(smallest["segmentation"])
+    fm = actions.click(opened, 0, float(xs[0]), float(ys[0]))
+    new_id = opened.current
+    assert new_id != 1 and opened.video.object_names[new_id] == f"object {new_id}"
+    assert np.array_equal(fm.mask(new_id), _engine_mask_prompt(opened, smallest["segmentation"]))
+    assert len(opened.candidates.records) == count - 1
+    big = sorted(r["area"] for r in opened.candidates.records)[-1]
+    notes = actions.add_candidates(opened, min_area=big, limits=Limits())
+    assert len(opened.video.prompted_objects()) == 2 and opened.candidates is not None and notes == []
+    with pytest.raises(PromptError, match="no proposed object has"):
+        actions.add_candidates(opened, min_area=10**6)
+    actions.dismiss_candidates(opened)
+    with pytest.raises(PromptError, match="Find objects"):
+        actions.add_candidates(opened)
+    with pytest.raises(PromptError, match="no objects found on frame 0"):
+        actions.find_objects(opened, 0, options={**PERMISSIVE, "pred_iou_thresh": 1.01})
+
+
+def _engine_mask_prompt(session, mask) -> np.ndarray:
+    """What the engine gives for ``mask`` as a mask prompt on frame 0 (a fresh session)."""
+    with session.video.model.open_session(session.frames) as ref:
+        return ref.add_mask(0, 1, mask).masks[0]
+
+
+def test_found_objects_respect_the_object_limit(opened):
+    actions.find_objects(opened, 0, options=PERMISSIVE)
+    limits = Limits(max_objects=2)
+    notes = actions.add_candidates(opened, limits=limits)
+    assert len(opened.video.object_names) == 2 and any("largest" in n or "limit" in n for n in notes)
+    with pytest.raises(LimitExceededError, match="up to 2 objects"):
+        actions.add_candidates(opened, limits=limits)
+
+
 # --- tracking -----------------------------------------------------------------------------------
 
 def test_track_reports_progress_and_matches_the_engine(tracked, predictor, clip):

@@ -16,7 +16,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +38,7 @@ from sam2_web.ui.limits import (
     whole_number,
 )
 from sam2_web.ui.speed import duration_text, encoded_frames, record_track
-from sam2_web.ui.state import CLICK_MODES, AppSession, PendingCorner
+from sam2_web.ui.state import CLICK_MODES, AppSession, Candidates, PendingCorner
 from sam2_web.video.edits import Click
 from sam2_web.video.state import FrameMasks
 
@@ -86,7 +86,7 @@ def attach_clip(session: AppSession, predictor: "SAM2VideoPredictor", path: str 
     shown_name = _display_name(name or src.name)
     session.close_video()
     session.source_path, session.source_name = None, ""
-    session.current, session.pending, session.frame_idx = None, None, 0
+    session.current, session.pending, session.frame_idx, session.candidates = None, None, 0, None
     kept = _keep_copy(src, session.workdir)
     try:
         session.frames = open_checked(kept, limits, shown_name, readahead=predictor.default_options.read_ahead)
@@ -290,9 +290,12 @@ def click(session: AppSession | None, frame_idx: int, x: float, y: float,
     """
     session = require_clip(session)
     frame_idx = check_frame(session, frame_idx)
-    obj_id = _current_object(session)
     x, y = _check_point(session, x, y)
     video = session.video
+    picked = _picked_candidate(session, frame_idx, x, y)
+    if picked is not None:  # a click on a proposed object makes it an object
+        return _take_candidates(session, [picked], limits)
+    obj_id = _current_object(session)
     if session.mode != "box":
         clicks = sum(1 for p in video.prompts(frame_idx, obj_id) if isinstance(p, Click))
         _check_point_count(clicks + 1, limits)
@@ -307,6 +310,123 @@ def click(session: AppSession | None, frame_idx: int, x: float, y: float,
     if x1 - x0 < MIN_BOX_SIDE or y1 - y0 < MIN_BOX_SIDE:
         raise PromptError("the two box corners are (almost) the same point; click two opposite corners")
     return video.set_box(frame_idx, obj_id, (x0, y0, x1, y1))  # one box per object and frame
+
+
+# --- finding objects ----------------------------------------------------------------------------------
+
+def find_objects(session: AppSession | None, frame_idx: int, *, options: dict | None = None,
+                 progress: Any = None) -> int:
+    """"Find objects" on ``frame_idx``: segment everything there and keep the masks as candidates
+    (UI state) for the user to pick by clicking, or all at once (:func:`add_candidates`).
+
+    Args:
+        options: ``SAM2AutomaticMaskGenerator`` options (the app config's ``find.auto``).
+        progress: ``progress(done, total)`` per encoder pass and decoder batch.
+    Returns:
+        How many candidates were found.
+    Raises:
+        PromptError: no clip, or nothing found (the message says what to try).
+    """
+    from sam2_web.find.run import find_candidates, no_candidates_message
+
+    session = require_clip(session)
+    frame_idx = check_frame(session, frame_idx)
+    records = find_candidates(session.video.model, session.video.frame(frame_idx), options=options,
+                              progress=progress, cancel=session.cancel)
+    session.candidates = Candidates(frame_idx, tuple(records)) if records else None
+    if not records:
+        raise PromptError(no_candidates_message(frame_idx, 0))
+    return len(records)
+
+
+def dismiss_candidates(session: AppSession) -> None:
+    """Forget the proposed objects (nothing was made of them)."""
+    session.candidates = None
+
+
+def add_candidates(session: AppSession | None, min_area: int = 0, limits: Limits = Limits()) -> list[str]:
+    """"Add all": every candidate of at least ``min_area`` pixels becomes an object ("object N"),
+    the largest first, within ``limits.max_objects``; returns what the user should be told.
+
+    Raises:
+        PromptError: no candidates (press "Find objects" first), or none that large.
+        LimitExceededError: the clip has ``limits.max_objects`` objects already.
+    """
+    session = require_clip(session)
+    if session.candidates is None:
+        raise PromptError('no proposed objects: press "Find objects" on a frame first')
+    records = [r for r in session.candidates.records if r["area"] >= max(1, int(min_area))]
+    if not records:
+        raise PromptError(f"no proposed object has {int(min_area)} pixels or more; lower the minimum size")
+    return _take_candidates(session, records, limits, notes=True)
+
+
+def find_by_text(session: AppSession | None, frame_idx: int, query: str, *, settings: Any = None,
+                 limits: Limits = Limits()) -> list[str]:
+    """"Find: person, dog" on ``frame_idx``: each box the text detector finds becomes an object
+    named after its phrase, prompted with that box; returns what the user should be told.
+
+    Raises:
+        PromptError: no clip, an empty query, or nothing found.
+        MissingExtraError: the ``text`` extra is not installed; HubUnavailableError: no detector.
+        LimitExceededError: no room left under ``limits.max_objects``.
+    """
+    from sam2_web.find.run import find_by_text as detect
+    from sam2_web.find.run import find_settings
+
+    session = require_clip(session)
+    frame_idx = check_frame(session, frame_idx)
+    video = session.video
+    settings = replace(settings or find_settings(), max_objects=_room(video, limits))
+    found = detect(video.frame(frame_idx), query or "", frame_idx, first_id=video.next_object_id, settings=settings)
+    if not found.objects:
+        raise PromptError(f'nothing found for "{query.strip()}" on frame {frame_idx}; try other words, another frame, '
+                          "or a lower find.text.box_threshold")
+    for obj in found.objects:
+        video.add_object(obj.obj_id, obj.name)
+        obj.add_to(video)
+    session.current = found.objects[0].obj_id
+    return list(found.notes)
+
+
+def _room(video: Any, limits: Limits) -> int:
+    """Objects that may still be made (0: no limit); LimitExceededError when none may."""
+    if limits.max_objects <= 0:
+        return 0
+    room = limits.max_objects - len(video.object_names)
+    if room <= 0:
+        _check_object_count(len(video.object_names), limits)
+    return room
+
+
+def _picked_candidate(session: AppSession, frame_idx: int, x: float, y: float) -> dict | None:
+    from sam2_web.find.run import pick_candidate
+
+    candidates = session.candidates
+    if candidates is None or candidates.frame_idx != frame_idx:
+        return None
+    k = pick_candidate(candidates.records, x, y)
+    return None if k is None else candidates.records[k]
+
+
+def _take_candidates(session: AppSession, records: list, limits: Limits, notes: bool = False) -> Any:
+    """Make ``records`` objects ("object N", a mask prompt each) and drop them from the candidates;
+    returns the last frame's masks (a click) or the notes for the user (``notes``)."""
+    from sam2_web.find.objects import objects_from_records
+
+    video = session.video
+    frame_idx = session.candidates.frame_idx
+    found = objects_from_records(records, frame_idx, first_id=video.next_object_id, max_objects=_room(video, limits))
+    result = None
+    for obj in found.objects:
+        video.add_object(obj.obj_id, obj.name)
+        result = obj.add_to(video)
+    taken = {id(r) for r in records[:len(found.objects)]}
+    left = tuple(r for r in session.candidates.records if id(r) not in taken)
+    session.candidates = Candidates(frame_idx, left) if left else None
+    if found.objects:
+        session.current = found.objects[0].obj_id
+    return list(found.notes) if notes else result
 
 
 def undo(session: AppSession | None) -> int | None:

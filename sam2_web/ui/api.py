@@ -161,7 +161,9 @@ class Api:
         whole clip by ``sam2_web.jobs.run_job``, exported as ``fmt``.
 
         The prompts are read by the jobs' parser (``sam2_web.jobs.prompts``; either shape), like
-        the CLI's and the plugins'. Unnamed objects are called "object <id>", as in the UI.
+        the CLI's and the plugins'. Unnamed objects are called "object <id>", as in the UI. The
+        prompts may also ask to find objects: ``{"auto": {"frame": N, "min_area": PX}}`` (segment
+        everything on a frame) and ``{"text": {"query": "person, dog", "frame": N}}``.
 
         Returns:
             Path of the exported file, named after the clip.
@@ -181,7 +183,8 @@ class Api:
             raise PromptError("/segment takes clicks and boxes, not start masks; drop \"mask\" from the prompts")
         check_job_prompts(parsed.objects, self.ctx.limits)
         objects = tuple(replace(o, name=o.name or f"object {o.obj_id}") for o in parsed.objects)
-        _check_objects([o.obj_id for o in objects], self.ctx.limits.max_objects)
+        if objects:
+            _check_objects([o.obj_id for o in objects], self.ctx.limits.max_objects)
         name = self.ctx.model_name(model or None)
         predictor = self.ctx.predictor(name)
         # A session of the store owns the output folder: it is removed after the idle TTL, and
@@ -191,8 +194,12 @@ class Api:
         try:
             # The clip is checked and opened once, as /open_clip does; the job reads that same source.
             actions.attach_clip(session, predictor, src, self.ctx.limits)
-            check_track_room(session, objects=len(objects))
+            # Objects found by auto/text count towards the disk once found (limits.max_objects bounds them).
+            check_track_room(session, objects=max(1, len(objects)))
+            # The server's own find settings and limits apply to auto/text (the predictor is loaded).
+            server_find = tuple(o for o in self.ctx.overrides if o.lstrip("+").startswith(("find.", "limits.")))
             job = MaskJob(clip=session.source_path, objects=objects, normalized=parsed.normalized, model=name,
+                          auto=parsed.auto, text=parsed.text, overrides=server_find,
                           output=OutputSpec(session.workdir / "exports" / fmt, formats=(fmt,), name=stem,
                                             soft_edges=bool(soft_edges)))
             with session.exclusive():

@@ -17,6 +17,7 @@ from sam2_web.ui.limits import Limits
 from sam2_web.ui.state import SessionStore
 
 if TYPE_CHECKING:
+    from sam2_web.find.run import FindSettings
     from sam2_web.video.predictor import SAM2VideoPredictor
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,20 @@ class AppContext:
         except ValueError:  # a device this machine lacks: loading will say so; label it as asked
             device = str(self.cfg.get("device"))
             return speed.Where(device, device.split(":")[0])
+
+    @cached_property
+    def find(self) -> "FindSettings":
+        """How "Find objects" and text prompts search (``find`` and ``limits.max_objects``)."""
+        from sam2_web.find.run import find_settings
+
+        return find_settings(cfg=self.cfg)
+
+    @cached_property
+    def text_search(self) -> bool:
+        """Whether text prompts can run here (the ``text`` extra is installed)."""
+        from sam2_web.find.text import text_available
+
+        return text_available()
 
     def model_choices(self) -> list[tuple[str, str]]:
         """(label, name) of every registered model for the dropdown, with its published J&F and its

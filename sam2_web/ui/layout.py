@@ -24,7 +24,7 @@ from sam2_web.ui import actions, render, speed
 from sam2_web.ui.api import Api, register, verdict
 from sam2_web.ui.api import document as api_document
 from sam2_web.ui.context import AppContext
-from sam2_web.ui.gpu import short_call
+from sam2_web.ui.gpu import on_gpu, short_call
 from sam2_web.ui.limits import check_frame, require_clip
 from sam2_web.ui.state import AppSession
 
@@ -218,6 +218,43 @@ class Callbacks:
             actions.remove_object(session, session.current)
         return render.frame_image(session, int(frame_idx)), *self._objects(session), self._estimate(session)
 
+    # -- finding objects -----------------------------------------------------------------------
+    def find(self, sid: str | None, frame_idx: float, _status: str = "", progress=gr.Progress()):
+        """Segment everything on the shown frame; the masks are outlined as candidates to pick."""
+        session = require_clip(self._session(sid))
+
+        def report(done: int, total: int) -> None:
+            progress((done, total), desc="Finding objects", unit="steps")
+
+        with session.exclusive():
+            count = actions.find_objects(session, int(frame_idx), options=self.ctx.find.auto, progress=report)
+        message = (f"{count} object{'s' if count != 1 else ''} found (outlined): click one to track it, "
+                   "or Add all")
+        return render.frame_image(session, int(frame_idx)), render.progress_html(None, message)
+
+    def dismiss(self, sid: str | None, frame_idx: float):
+        """Forget the proposed objects."""
+        session = require_clip(self._session(sid))
+        actions.dismiss_candidates(session)
+        return render.frame_image(session, int(frame_idx)), self._estimate(session)
+
+    def add_all(self, sid: str | None, frame_idx: float, min_area: float):
+        """Every proposed object of at least the chosen size becomes an object."""
+        session = require_clip(self._session(sid))
+        with session.exclusive():
+            notes = actions.add_candidates(session, int(min_area or 0), self.ctx.limits)
+        return (render.frame_image(session, int(frame_idx)), *self._objects(session),
+                self._estimate(session, " ".join(notes)))
+
+    def find_text(self, sid: str | None, frame_idx: float, query: str, _status: str = ""):
+        """Objects named by the typed phrases become objects on the shown frame."""
+        session = require_clip(self._session(sid))
+        with session.exclusive():
+            notes = actions.find_by_text(session, int(frame_idx), query, settings=self.ctx.find,
+                                         limits=self.ctx.limits)
+        return (render.frame_image(session, int(frame_idx)), *self._objects(session),
+                self._estimate(session, " ".join(notes)))
+
     # -- tracking ------------------------------------------------------------------------------
     def track(self, sid: str | None, _status: str = ""):
         """Propagate through the clip, streaming progress and the latest finished frame."""
@@ -319,6 +356,16 @@ def _layout(ctx: AppContext) -> SimpleNamespace:
                 ui.add = gr.Button("Add object", size="sm", elem_id="add-object")
                 ui.rename = gr.Button("Rename", size="sm")
                 ui.remove = gr.Button("Remove", size="sm", variant="stop")
+            with gr.Accordion("Find objects without clicking", open=False, elem_id="find"):
+                with gr.Row():
+                    ui.find = gr.Button("Find objects on this frame", size="sm", elem_id="find-objects")
+                    ui.dismiss = gr.Button("Dismiss", size="sm", elem_id="dismiss-candidates")
+                ui.min_area = gr.Slider(0, 20000, value=0, step=50, label="Add all of at least (px)",
+                                        elem_id="min-area")
+                ui.add_all = gr.Button("Add all", size="sm", elem_id="add-all")
+                with gr.Row(visible=ctx.text_search):
+                    ui.query = gr.Textbox(label="Find", placeholder="person, dog", max_lines=1, elem_id="find-text")
+                    ui.find_text = gr.Button("Find", size="sm", elem_id="find-text-go")
         with gr.Column(scale=2):
             ui.frame = gr.Image(label="Click on the object", type="numpy", interactive=False,
                                 format="png", elem_id="frame", buttons=[])
@@ -407,6 +454,20 @@ def _bind(demo: gr.Blocks, ui: SimpleNamespace, cb: Callbacks, track_limit: int)
     ui.stop.click(w(cb.stop), [ui.sid], None, queue=False, **_ui("stop"))
     ui.export.click(w(cb.download), [ui.sid, ui.fmt, ui.feather, ui.soft, ui.band, ui.status], [ui.download],
                     **heavy, validator=admit_export_soft, **_ui("download"))
+    # Finding objects runs the model over a whole frame (many prompts): a heavy call.
+    def admit_find(sid, frame, status, request: gr.Request):
+        return verdict(lambda: ctx.admit(request, "find objects"), 3, mark=2)
+
+    def admit_text(sid, frame, query, status, request: gr.Request):
+        return verdict(lambda: ctx.admit(request, "find objects"), 4, mark=3)
+
+    ui.find.click(w(on_gpu(cb.find, ctx.leases.max_s)), [ui.sid, ui.slider, ui.status], [ui.frame, ui.status],
+                  **heavy, **on_frame, validator=admit_find, **_ui("find_objects"))
+    ui.dismiss.click(w(cb.dismiss), [ui.sid, ui.slider], [ui.frame, ui.status], **hidden, **_ui("dismiss"))
+    ui.add_all.click(w(short_call(cb.add_all, ctx.leases)), [ui.sid, ui.slider, ui.min_area],
+                     [ui.frame, *objs, ui.status], **quick, **on_frame, **_ui("add_all"))
+    ui.find_text.click(w(on_gpu(cb.find_text, ctx.leases.max_s)), [ui.sid, ui.slider, ui.query, ui.status],
+                       [ui.frame, *objs, ui.status], **heavy, **on_frame, validator=admit_text, **_ui("find_text"))
     for change in (ui.soft.change, ui.band.release):
         change(w(cb.cutout), [ui.sid, ui.slider, ui.soft, ui.band], [ui.cutout], **quick, **_ui("cutout"))
     ui.render_effect.click(w(cb.effect), [ui.sid, ui.effect, ui.colour, ui.status], [ui.effect_video], **heavy,

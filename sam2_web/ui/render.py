@@ -43,12 +43,33 @@ def frame_image(session: AppSession, frame_idx: int, max_side: int = DISPLAY_MAX
     masks = mask_dict(session, frame_idx)
     ids = [o for o in session.video.object_names if o in masks]
     shown = overlay(frame, masks, ids, alpha=0.5) if ids else np.asarray(frame)
+    candidates = session.candidates
+    if candidates is not None and candidates.frame_idx == frame_idx:
+        shown = _outlined(shown, [r["segmentation"] for r in candidates.records])
     scale = display_scale(shown.shape[1], shown.shape[0], max_side, min_side)
     img = Image.fromarray(shown)
     if scale != 1.0:
         img = img.resize((round(img.width / scale), round(img.height / scale)), Image.BILINEAR)
     _draw_prompts(img, session, frame_idx, scale)
     return np.asarray(img)
+
+
+CANDIDATE = (255, 255, 255)  # outline of an object "Find objects" proposed
+
+
+def _outlined(picture: np.ndarray, masks: list) -> np.ndarray:
+    """``picture`` with every mask's outline (its pixels with a neighbour outside it) drawn in
+    :data:`CANDIDATE`: proposed objects, not yet objects."""
+    out = np.array(picture, copy=True)
+    for mask in masks:
+        m = np.asarray(mask, dtype=bool)
+        inner = m.copy()
+        inner[1:, :] &= m[:-1, :]
+        inner[:-1, :] &= m[1:, :]
+        inner[:, 1:] &= m[:, :-1]
+        inner[:, :-1] &= m[:, 1:]
+        out[m & ~inner] = CANDIDATE
+    return out
 
 
 def _draw_prompts(img: Image.Image, session: AppSession, frame_idx: int, scale: float) -> None:

@@ -56,6 +56,20 @@ class PendingCorner:
     y: float
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """Objects "Find objects" proposed on a frame, waiting for the user to pick (UI state: nothing
+    is tracked until a candidate becomes an object).
+
+    Attributes:
+        frame_idx: the frame they were found on.
+        records: the generator's records (``segmentation`` an (H, W) bool mask), largest first.
+    """
+
+    frame_idx: int
+    records: tuple
+
+
 @dataclass
 class AppSession:
     """What one user has that is the app's own: the clip's files and the UI state.
@@ -74,6 +88,7 @@ class AppSession:
         current: the selected object (the next clicks go to it), or None.
         mode: what a click does (``positive``/``negative`` point, ``box`` corner).
         pending: the first corner of a box being drawn.
+        candidates: what "Find objects" proposed on a frame, until picked or dismissed.
         frame_idx: the frame on screen.
         cancel: set by Stop; checked by the tracker between frames.
         lock: held by every edit and by Track (see :meth:`exclusive`).
@@ -98,6 +113,7 @@ class AppSession:
     current: int | None = None
     mode: ClickMode = "positive"
     pending: PendingCorner | None = None
+    candidates: Candidates | None = None
     frame_idx: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)

@@ -140,6 +140,11 @@ class VideoSession:
             self._next_id = max(self._next_id, obj_id + 1)
             return obj_id
 
+    @property
+    def next_object_id(self) -> int:
+        """The id :meth:`add_object` gives the next object made without one."""
+        return self._next_id
+
     def rename_object(self, obj_id: int, name: str) -> None:
         """Give ``obj_id`` a new name; raises UnknownObjectError."""
         with self.tracker.lock:
