@@ -37,15 +37,31 @@ def rle_decode(runs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.repeat(values, runs.astype(np.int64)).reshape(shape)
 
 
+def _compact(mask: np.ndarray) -> np.ndarray:
+    """The smaller of the mask's run lengths (uint32) and its packed bits (uint8): a ragged mask
+    (thousands of runs) never takes more than one bit per pixel."""
+    runs = rle_encode(mask)
+    if runs.nbytes <= (mask.size + 7) // 8:
+        return runs
+    return np.packbits(np.asarray(mask, dtype=bool).ravel())
+
+
+def _expand(stored: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    if stored.dtype == np.uint8:  # packed bits
+        return np.unpackbits(stored, count=shape[0] * shape[1]).reshape(shape).astype(bool)
+    return rle_decode(stored, shape)
+
+
 @dataclass
 class _StoredFrame:
     obj_ids: list[int]
     scores: np.ndarray
-    runs: Optional[list[np.ndarray]]  # None when the masks live in PNG files
+    runs: Optional[list[np.ndarray]]  # run lengths or packed bits per object; None: in PNG files
 
 
 class ResultStore:
-    """Latest masks of every frame that has been segmented.
+    """Latest masks of every frame that has been segmented: in RAM as run lengths (or packed
+    bits when those are smaller, so at most one bit per pixel), or as PNG files.
 
     Args:
         height, width: mask size (the clip's resolution).
@@ -70,7 +86,7 @@ class ResultStore:
             raise ValueError(f"masks are {result.masks.shape[1:]}, the store holds {self.shape}")
         runs = None
         if self.png_dir is None:
-            runs = [rle_encode(m) for m in result.masks]
+            runs = [_compact(m) for m in result.masks]
         else:
             os.makedirs(self.png_dir, exist_ok=True)
             for obj_id, mask in zip(result.obj_ids, result.masks):
@@ -94,7 +110,7 @@ class ResultStore:
             j = stored.obj_ids.index(obj_id)
             scores[k] = stored.scores[j]
             if stored.runs is not None:
-                masks[k] = rle_decode(stored.runs[j], self.shape)
+                masks[k] = _expand(stored.runs[j], self.shape)
             else:
                 with Image.open(self._png(frame_idx, obj_id)) as png:
                     masks[k] = np.asarray(png.convert("L")) > 0
@@ -122,7 +138,7 @@ class ResultStore:
                     os.remove(self._png(frame_idx, obj_id))
 
     def nbytes(self) -> int:
-        """RAM held by run lengths and scores."""
+        """RAM held by the stored masks and scores."""
         return sum(
             s.scores.nbytes + (sum(r.nbytes for r in s.runs) if s.runs is not None else 0)
             for s in self._frames.values()
