@@ -368,7 +368,7 @@ def _check_frame(frame: int, num_frames: int, first: int, last: int, where: str)
 
 def _kind(value: Any) -> str:
     return {dict: "an object", list: "a list", str: "a text", bool: "true/false", type(None): "null"}.get(
-        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__
+        type(value), "a number" if isinstance(value, (int, float, LongNumber)) else type(value).__name__
     )
 
 
