@@ -385,7 +385,7 @@ def test_bad_lines_get_an_info_and_the_session_goes_on(work, checkpoint, frames_
     print(f"backend RSS grew {grown_mb:.0f} MB over the hostile lines")
     assert grown_mb < 100
     kdenlive.send("edit=--border 2000000000 --bordercolor 0,0,255,255")  # a border far wider than the frame
-    kdenlive.send(f"preview=-F 0 -P 0=30,28 -L 0=1 --border 2000000000 --bordercolor 0,0,255,255")
+    kdenlive.send("preview=-F 0 -P 0=30,28 -L 0=1 --border 2000000000 --bordercolor 0,0,255,255")
     assert kdenlive.expect("preview ok") == "0"
     kdenlive.send(f"preview=-F 0 -P 0=30,28,100,80 -L 0=1,0 {style}")
     assert kdenlive.expect("preview ok") == "0"
