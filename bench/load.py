@@ -3,7 +3,9 @@
     python -m bench.load [--clients 3] [--rounds 2] [--frames 8] [--repeats 2] [--max-seconds 240]
 
 Starts ``python app.py`` on a loopback port (random-weight ``sam2.1_hiera_t`` at image_size 256
-from a loopback Hub, as the tests do), then runs two phases of the same work:
+from a loopback Hub, as the tests do; the model is named on the command line, since ``model=auto``
+picks from the shipped speed figures a model the loopback Hub does not serve), then runs two
+phases of the same work:
 
 * baseline: ``--clients`` clients at once, each ``--rounds`` times: ``/open_clip`` a small clip,
   three clicks (``/set_prompts``), ``/track``, ``/close_clip``;
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import psutil
 
-    from appserver import app_checkpoint, run_app
+    from appserver import TINY, app_checkpoint, run_app
     from clips import make_moving_disc_clip
     from hostile import media_children
 
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         refusals: list = []
         wall = [0.0, 0.0]
         cpu = [0.0, 0.0, 0.0, 0.0]  # server and clients, without and with the hostile client
-        with run_app(work, checkpoint, extra=("limits.max_frames=1000",)) as app:
+        with run_app(work, checkpoint, extra=(f"model={TINY.name}", "limits.max_frames=1000")) as app:
             server, here = psutil.Process(app.process.pid), psutil.Process()
             # Phases alternate (without, with, without, with ...) so that load from other
             # processes on the machine hits both conditions alike.

@@ -108,6 +108,24 @@ def bomb_png(path: Path, width: int = 20000, height: int = 10000) -> Path:
     return path
 
 
+def yaml_bomb(levels: int = 12, width: int = 9) -> str:
+    """A "billion laughs" YAML value (flow style, fits any field): anchors nested ``levels`` deep,
+    each a list of ``width`` aliases of the one before, so ``width ** levels`` strings in a few
+    hundred bytes (9**12 = 282 billion). PyYAML shares the repeats; whatever walks or prints the
+    value (a check's message) expands them."""
+    levels_text = ["&l0 [" + ", ".join(["lol"] * width) + "]"]
+    levels_text += [f"&l{k} [{', '.join([f'*l{k - 1}'] * width)}]" for k in range(1, levels + 1)]
+    return "[" + ", ".join(levels_text) + "]"
+
+
+def yaml_merge_bomb(levels: int = 40) -> str:
+    """The same growth through merge keys: each mapping merges the one before twice (``<<``),
+    which PyYAML's constructor copies, doubling the work ``levels`` times."""
+    lines = ["m0: &m0 {k0: 1}"]
+    lines += [f"m{k}: &m{k} {{<<: [*m{k - 1}, *m{k - 1}], k{k}: 1}}" for k in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
 def never_answering_ffprobe(path: Path) -> Path:
     """A stand-in "ffprobe" that prints nothing and sleeps: an input that stalls the real one."""
     path.write_text("#!/bin/sh\nexec sleep 300\n")

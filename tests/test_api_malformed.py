@@ -108,6 +108,10 @@ def test_every_malformed_set_prompts_gets_a_message_and_the_session_keeps_workin
     (json.dumps([{"frame": 0, "object": 1, "points": [CLICK] * (MAX_POINTS + 1)}]), f"up to {MAX_POINTS}"),
     ('{"objects": 7}', "objects"),
     ("[1, 2", "not valid JSON"),
+    # 5000 digits: Python refuses to convert them ("Something went wrong (ValueError)" before).
+    ('[{"frame": 0, "object": ' + "9" * 5000 + ', "points": [[30, 26]]}]',
+     "[0].object: out of range: must be >= 0 and at most 2147483647, got a 5000-digit number"),
+    ('[{"frame": 0, "object": 1, "points": [[' + "9" * 5000 + ", 26]]}]", "[0].points[0][0]: out of range"),
 ])
 def test_malformed_segment_prompts_get_a_message(client, clips, prompts, says):
     message = refused(client, handle_file(str(clips[0])), prompts, "", "png_zip", api_name="/segment")

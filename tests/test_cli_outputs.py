@@ -129,7 +129,7 @@ def test_disk_full_during_png_export_exits_5_and_publishes_nothing(tmp_path, cli
     ("frame_2.5", "must be a whole number"),
     ("infinity", "must be a number"),
     ("box_1e30", "reaches outside"),
-    ("long_name", "at most 200"),
+    ("long_name", "use at most 64"),
     ("folder", "cannot read the prompts file"),
     ("bomb_mask", "more pixels than are safe"),
 ])

@@ -379,11 +379,14 @@ def _brute_erode(mask: np.ndarray, r: int) -> np.ndarray:
 
 def test_grow_and_shrink_match_brute_force_disc():
     rng = np.random.default_rng(0)
-    for r in (1, 2, 3, 5, 8):
+    for r in (1, 2, 3, 5, 8, 17, 18, 22, 23, 40):  # also radii past the frame's height and width
         m = rng.random((18, 23)) < 0.08
         m[5:12, 6:15] = True
         np.testing.assert_array_equal(grow_shrink(m, r), _brute_dilate(m, r))
         np.testing.assert_array_equal(grow_shrink(m, -r), _brute_erode(m, r))
+    # A radius of any size costs at most 2H row passes (it used to build 2r + 1 of them).
+    np.testing.assert_array_equal(grow_shrink(m, 2_000_000_000), _brute_dilate(m, 40))
+    np.testing.assert_array_equal(grow_shrink(m, -2_000_000_000), _brute_erode(m, 40))
 
 
 def test_grow_shrink_invert_in_export(tmp_path, masks):

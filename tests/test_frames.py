@@ -392,6 +392,24 @@ def test_closed_source_refuses_reads_and_leaves_no_threads(tmp_path):
     src.close()  # twice is fine
 
 
+def test_released_buffers_leave_the_recent_frames_and_no_decoder(tmp_path):
+    """What a session does when a pass ends: the backward block and the decoder running ahead go
+    (an idle session would hold them), the few recent frames stay, and reads go on."""
+    before = _decode_threads()
+    with open_frames(make_clip(tmp_path / "c.mp4", n_frames=40), readahead=6, cache=4, reverse_block=16) as src:
+        for i in range(39, 20, -1):  # a backward walk keeps a block of frames
+            src.get(i)
+        assert src.buffered_frames > 4
+        src.release_buffers()
+        assert src.buffered_frames <= 4
+        src.get(0)
+        src.get(1)  # a forward read starts a decoder that runs ahead
+        assert _decode_threads() == before + 2
+        src.release_buffers()
+        assert src.buffered_frames <= 4 and _decode_threads() == before
+        assert [read_marker(src.get(i)) for i in (1, 30, 2)] == [1, 30, 2]
+
+
 def test_exif_orientation_is_applied_to_folder_frames(tmp_path):
     from PIL import Image
 

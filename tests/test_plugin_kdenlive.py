@@ -28,7 +28,7 @@ from clips import ffmpeg_exe, make_moving_disc_clip
 
 from plugins.kdenlive.backend import draw_mask, resolve_model
 from plugins.kdenlive.protocol import Edit, Preview, Quit, Render, Style, parse_command, parse_per_frame
-from sam2_web.errors import CheckpointError, PromptError, UnknownModelError
+from sam2_web.errors import CheckpointError, LimitExceededError, PromptError, UnknownModelError
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "plugins" / "kdenlive" / "sam2_web_objectmask.py"
@@ -345,6 +345,61 @@ def encode_like_kdenlive(folder: Path, mkv: Path) -> None:
     assert (stream["width"], stream["height"]) == SIZE
 
 
+def test_bad_lines_get_an_info_and_the_session_goes_on(work, checkpoint, frames_dir):
+    """Lines that used to end the editor's session (argparse's help and "ambiguous option" exits,
+    a 50 MB line, 100,000 clicks, a frame far outside the zone, a border wider than the frame)
+    are each answered (INFO, and ``preview ok`` for a preview) while the backend's memory stays
+    put; then the same process previews and renders as usual."""
+    import psutil
+
+    previews, renders = work / "previews-hostile", work / "output-hostile"
+    kdenlive = KdenliveSide(["-I", str(frames_dir), "-O", str(previews), "-M", str(checkpoint), "-C", KDENLIVE_CONFIG,
+                             "-D", "cpu", "--set", OVERRIDES[0], "--set", "limits.max_points=16", "-F", "0"],
+                            cwd=work, reader="lines")
+    style = "--border 0 --color 255,100,100,180 --overlay-mode 0"
+    kdenlive.send(f"preview=-F 1 -P 1=30,28 -L 1=1 {style}")
+    assert kdenlive.expect("preview ok") == "1"
+    backend = psutil.Process(kdenlive.process.pid)
+    before = backend.memory_info().rss
+    kdenlive.send("preview=-h")  # argparse printed help and exited 0
+    assert "-h/--help is not a mask command" in kdenlive.expect("INFO")
+    assert kdenlive.expect("preview ok") == "1"  # the last preview's frame
+    kdenlive.send("edit=-h")
+    assert "-h/--help" in kdenlive.expect("INFO")
+    kdenlive.send("preview=-F 2 --bo 3")  # "ambiguous option" exited 2; unknown flags are ignored
+    assert kdenlive.expect("preview ok") == "2"
+    kdenlive.send("preview=-F 0 -P 0=" + "1," * 25_000_000)  # 50 MB
+    assert "more than 1048576 characters" in kdenlive.expect("INFO")
+    assert kdenlive.expect("preview ok") == "0"
+    kdenlive.send("preview=-F 0 -P 0=" + "30,28," * 100_000)
+    assert "100000 clicks" in kdenlive.expect("INFO") and kdenlive.expect("preview ok") == "0"
+    kdenlive.send("preview=-F 0 -P 0=" + "30,28," * 17)
+    assert "up to 16 per frame" in kdenlive.expect("INFO") and kdenlive.expect("preview ok") == "0"
+    kdenlive.send("preview=-F 99999 -P 99999=30,28")
+    assert "outside the zone" in kdenlive.expect("INFO") and kdenlive.expect("preview ok") == "2"
+    kdenlive.send("preview=-F " + "9" * 5000)
+    assert "out of range" in kdenlive.expect("INFO") and kdenlive.expect("preview ok") == "2"
+    kdenlive.send("preview=-F 0 --border 1e400")
+    assert "infinity" in kdenlive.expect("INFO") and kdenlive.expect("preview ok") == "0"
+    grown_mb = (backend.memory_info().rss - before) / 2**20
+    print(f"backend RSS grew {grown_mb:.0f} MB over the hostile lines")
+    assert grown_mb < 100
+    kdenlive.send("edit=--border 2000000000 --bordercolor 0,0,255,255")  # a border far wider than the frame
+    kdenlive.send("preview=-F 0 -P 0=30,28 -L 0=1 --border 2000000000 --bordercolor 0,0,255,255")
+    assert kdenlive.expect("preview ok") == "0"
+    kdenlive.send(f"preview=-F 0 -P 0=30,28,100,80 -L 0=1,0 {style}")
+    assert kdenlive.expect("preview ok") == "0"
+    renders.mkdir()
+    kdenlive.send(f"render={renders}")
+    assert kdenlive.expect("INFO") == "Propagating in video"
+    kdenlive.expect("mask ok")
+    kdenlive.send("finish")
+    assert kdenlive.finish() == 0, "".join(kdenlive.stderr)[-3000:]
+    assert kdenlive.unknown == [] and "Traceback" not in "".join(kdenlive.stderr)
+    tracked = engine_run(checkpoint, frames_dir, {0: CLICKS_0, 1: {"points": [[30, 28]], "labels": [1]}})
+    check_render(renders, tracked)
+
+
 def test_a_missing_model_file_fails_with_a_message(work, frames_dir):
     missing = work / "gone" / "sam2.1_hiera_tiny.pt"
     kdenlive = KdenliveSide(["-I", str(frames_dir), "-O", str(work / "p2"), "-M", str(missing), "-C", KDENLIVE_CONFIG],
@@ -388,6 +443,14 @@ def test_command_lines():
         parse_command("preview=-F 0 -P 0=1,2,3,4 -L 0=1", style)
     with pytest.raises(PromptError):
         parse_command("preview=-F zero", style)
+    # Nothing a line holds makes argparse exit (help, an ambiguous or incomplete option).
+    for line in ("preview=-h", "edit=--help", "preview=-F", "preview=-F 0 -P", "preview=-P 0=1,2",
+                 "preview=-F 0 --border 1e400", "preview=-F " + "9" * 5000, "preview=-F 0 -P " + "9" * 5000 + "=1,2"):
+        with pytest.raises(PromptError):
+            parse_command(line, style)
+    assert parse_command("edit=--bo 3", style) == Edit(style)  # never abbreviated; unknown flags are ignored
+    with pytest.raises(LimitExceededError, match="3 clicks; the backend takes up to 2"):
+        parse_command("preview=-F 0 -P 0=1,2,3,4,5,6", style, max_points=2)
     assert parse_per_frame("0=1,2;10=3,4,5,6", 2, "-P") == {0: [1.0, 2.0], 10: [3.0, 4.0, 5.0, 6.0]}
     with pytest.raises(PromptError, match="groups of 4"):
         parse_per_frame("0=1,2,3", 4, "-B")

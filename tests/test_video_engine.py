@@ -104,6 +104,37 @@ def test_memory_keeps_only_the_reachable_window(predictor, clips, history):
             assert bank.ram_frames() == set(range(1, N_FRAMES))
 
 
+def test_an_idle_session_holds_no_more_than_its_budget(predictor, clips, monkeypatch):
+    """After a pass, what a session keeps in RAM (feature cache, tracking windows, results, the
+    clip's frames) fits the per-session budget ``sam2_web.video.budget`` documents; the pass's
+    decoder buffers are let go, and closing hands the freed memory back to the system."""
+    from sam2_web.video import budget, session as session_module
+
+    trims = []
+    monkeypatch.setattr(session_module, "return_free_memory", lambda: trims.append(1) or True)
+    with predictor.open_session(clips["mp4"]) as session:
+        _click(session)
+        _click(session, frame=3, obj=2)
+        list(session.propagate(direction="both"))
+        tracker = session.tracker
+        plan = budget.session_ram_budget(predictor, width=128, height=96, num_frames=N_FRAMES, objects=2)
+        window = sum(track.memory.ram_bytes() for track in tracker.objects.values())
+        print(f"held: features {tracker.features.cache.ram_bytes}, window {window}, results "
+              f"{tracker.results.nbytes()}; budget {plan}")
+        assert 0 < tracker.features.cache.ram_bytes <= plan.features
+        assert 0 < window <= plan.tracking_window
+        assert tracker.results.nbytes() <= plan.results
+        assert session.frames.buffered_frames <= budget.RECENT_FRAMES
+        assert trims == []
+        assert session.drop_cached_features() == plan.features and tracker.features.cache.ram_bytes == 0
+        misses = tracker.features.cache.misses
+        session.add_prompt(0, 1, points=[[30, 24]], labels=[1])  # the same click: a new pass tracks again
+        assert len(list(session.propagate(direction="both"))) == N_FRAMES
+        assert tracker.features.cache.misses >= misses + N_FRAMES - 1  # frames were encoded again
+        assert trims == [1]
+    assert trims == [1, 1]
+
+
 def test_memory_dtype_option(predictor, clips):
     for dtype, expected in (("bfloat16", torch.bfloat16), ("float32", torch.float32)):
         with predictor.open_session(clips["folder"], memory_dtype=dtype) as session:
@@ -472,3 +503,10 @@ def test_result_store_rle_and_png(tmp_path):
         store.drop_object(7)
         assert store.get(3).obj_ids == [9]
     assert ResultStore(17, 23).nbytes() == 0
+    # A ragged mask is kept as packed bits (at most a bit a pixel), a compact one as run lengths.
+    ragged, compact = rng.random((17, 23)) < 0.5, np.zeros((17, 23), bool)
+    compact[4:12, 5:15] = True
+    store = ResultStore(17, 23)
+    store.put(FrameMasks(0, [1, 2], np.stack([ragged, compact]), np.array([0.5, 0.5], np.float32)))
+    np.testing.assert_array_equal(store.get(0).masks, np.stack([ragged, compact]))
+    assert store.nbytes() <= (17 * 23 + 7) // 8 + run_lengths(compact).nbytes + 8 < run_lengths(ragged).nbytes

@@ -23,15 +23,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, TextIO
+from typing import Any, Callable, Iterator, Optional, TextIO
 
 import numpy as np
 
-from sam2_web.errors import CheckpointError, PromptError, Sam2WebError, UnknownModelError
+from sam2_web.errors import CheckpointError, LimitExceededError, PromptError, Sam2WebError, UnknownModelError
 
 from plugins.kdenlive.protocol import (
-    OVERLAY_MODES, Command, Edit, FramePrompts, Preview, Quit, Render, Style, argument_parser, parse_command,
-    prompts_from, style_from,
+    MAX_LINE_CHARS, OVERLAY_MODES, Command, Edit, FramePrompts, Preview, Quit, Render, Style, argument_parser,
+    parse_command, prompts_from, style_from,
 )
 
 OBJ_ID = 1  # Kdenlive tracks one object per mask
@@ -247,14 +247,21 @@ class ObjectMaskBackend:
 
         The line carries the whole state of the preview frame: no clicks and no box for it means
         the user removed them.
+
+        Raises:
+            PromptError: a frame of the line is outside the zone (nothing is changed).
         """
+        session = self.session()
+        total = session.info.num_frames
+        outside = [f for f in (command.frame, *command.prompts) if f >= total]
+        if outside:
+            raise PromptError(f"frame {outside[0]} is outside the zone, which has {total} frames (0..{total - 1})")
         if command.style is not None:
             self.style = command.style
         for frame, prompt in command.prompts.items():
             self.prompts[frame] = prompt
         if command.frame not in command.prompts:
             self.prompts.pop(command.frame, None)
-        session = self.session()
         frame = self.last_preview = command.frame
         mask = np.zeros((session.info.height, session.info.width), dtype=bool)
         try:
@@ -278,16 +285,19 @@ class ObjectMaskBackend:
                   draw_mask(mask, self.style, OVERLAY_MODES[self.style.overlay_mode], alpha))
         self.say(f"preview ok {frame}")
 
-    def unreadable_preview(self, line: str, problem: PromptError) -> None:
-        """Answer a ``preview=`` line that cannot be read: the reason as ``INFO:``, then ``preview ok``
-        for its frame (Kdenlive stays busy until it gets one), showing the frame's last preview or
-        an empty one."""
+    def unreadable_preview(self, line: str, problem: Sam2WebError) -> None:
+        """Answer a ``preview=`` line that cannot be read or used: the reason as ``INFO:``, then
+        ``preview ok`` for its frame (Kdenlive stays busy until it gets one; the last preview's
+        frame when the line names none inside the zone), showing the frame's last preview or an
+        empty one."""
         self.info(str(problem))
-        found = re.search(r"(?:^|\s)(?:-F|--preview_frame)[ =](\d+)(?:\s|$)", line)
+        session = self.session()
+        found = re.search(r"(?:^|\s|^preview=)(?:-F|--preview_frame)[ =](\d{1,9})(?:\s|$)", line)
         frame = int(found.group(1)) if found else self.last_preview
+        if frame >= session.info.num_frames:
+            frame = self.last_preview
         picture = self.preview_dir / f"preview-{frame:05d}.png"
         if not picture.exists():
-            session = self.session()
             self.preview_dir.mkdir(parents=True, exist_ok=True)
             write_png(picture, np.zeros((session.info.height, session.info.width, 4), dtype=np.uint8))
         self.say(f"preview ok {frame}")
@@ -347,12 +357,41 @@ class ObjectMaskBackend:
 # --------------------------------------------------------------------------- entry point
 
 
+def read_lines(stream: TextIO, limit: int) -> Iterator[tuple[str, bool]]:
+    """The lines of ``stream`` as ``(line, whole)``; a line longer than ``limit`` characters comes
+    as its first ``limit`` characters with ``whole=False``, the rest read in pieces and dropped
+    (memory stays bounded however long a line is)."""
+    while True:
+        line = stream.readline(limit + 1)
+        if not line:
+            return
+        if len(line) <= limit or line.endswith("\n"):
+            yield line, True
+            continue
+        while True:
+            rest = stream.readline(65536)
+            if not rest or rest.endswith("\n"):
+                break
+        yield line[:limit], False
+
+
+def max_points_of(overrides: list[str]) -> int:
+    """``limits.max_points`` of the app config composed with ``overrides`` (0: no limit)."""
+    from sam2_web.models import compose_app_config
+
+    limits = compose_app_config(overrides).get("limits") or {}
+    return max(0, int(limits.get("max_points", 0) or 0))
+
+
 def main(argv: Optional[list[str]] = None, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout,
          stderr: TextIO = sys.stderr, load: Optional[Callable[..., Any]] = None) -> int:
     """Run the backend as Kdenlive does: flags on the command line, commands on stdin.
 
     Returns the process exit code: 0 after ``mask ok``, ``q``/``finish`` or the end of stdin;
-    1 after an error (its message is on stderr, which Kdenlive shows).
+    1 after an error (its message is on stderr, which Kdenlive shows). A line that cannot be
+    used (malformed, over ``MAX_LINE_CHARS``, more clicks on a frame than ``limits.max_points``,
+    frames outside the zone) is answered with ``INFO:`` (and ``preview ok`` for a preview) and
+    the session goes on.
     """
     args = argument_parser().parse_args(argv)
 
@@ -368,6 +407,9 @@ def main(argv: Optional[list[str]] = None, stdin: TextIO = sys.stdin, stdout: Te
         initial = prompts_from(args)
         name, checkpoint = resolve_model(args.model, args.config)
         overrides = [f"model={name}"] + ([f"device={args.device}"] if args.device else []) + list(args.overrides)
+        max_points = max_points_of(overrides)
+        if 0 < max_points < max((len(p.points) for p in initial.values()), default=0):
+            raise LimitExceededError(f"more than {max_points} clicks on a frame of the launch line (limits.max_points)")
         if load is None:
             from sam2_web.models import load_app_predictor as load
         predictor = load(overrides, checkpoint=checkpoint)
@@ -378,15 +420,21 @@ def main(argv: Optional[list[str]] = None, stdin: TextIO = sys.stdin, stdout: Te
                                     soft_edges=args.soft_edges, edge_band_px=args.edge_band)
         backend.prompts.update(initial)
         backend.last_preview = max(0, int(args.preview_frame))
-        for line in iter(stdin.readline, ""):
-            try:
-                command = parse_command(line, backend.style)
-            except PromptError as exc:  # one garbled line must not end the user's session
-                if line.strip().startswith("preview="):
+        for line, whole in read_lines(stdin, MAX_LINE_CHARS):
+            try:  # one line that cannot be used must not end the user's session
+                if not whole:
+                    raise LimitExceededError(f"a line of more than {MAX_LINE_CHARS} characters was ignored")
+                command = parse_command(line, backend.style, max_points)
+                if isinstance(command, (Preview, Edit)):
+                    backend.handle(command)
+                    continue
+            except (PromptError, LimitExceededError) as exc:
+                if line.lstrip().startswith("preview="):
                     backend.unreadable_preview(line.strip(), exc)
                 else:
                     backend.info(str(exc))
                 continue
+            # A render that fails ends the process with its message, as Kdenlive's own script does.
             if command is not None and not backend.handle(command):
                 break
         return 0

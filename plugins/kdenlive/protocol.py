@@ -39,8 +39,12 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-from sam2_web.errors import PromptError
+from sam2_web.errors import LimitExceededError, PromptError
 
+# Longest stdin line read as a command. Kdenlive's preview line carries the clicks of the zone's
+# keyframes (at most limits.max_points per frame, ~12 characters each); a longer line is
+# answered with INFO and dropped unread, so a hostile line cannot hold the process's memory.
+MAX_LINE_CHARS = 2**20
 DEFAULT_COLOR = (255, 100, 100, 180)
 DEFAULT_BORDER_COLOR = (255, 100, 100, 100)
 OVERLAY_MODES = {0: "color", 1: "boundary", 2: "alpha"}
@@ -109,13 +113,30 @@ def _env_number(name: str) -> Optional[float]:
         return None  # a malformed value falls back to the automatic band rather than failing Kdenlive's launch
 
 
+class _LineParser(argparse.ArgumentParser):
+    """The flags of a ``preview=``/``edit=`` line: every problem is a PromptError, never an exit.
+
+    argparse's ``exit_on_error=False`` still exits on some errors (an ambiguous or incomplete
+    option calls ``error()``, ``-h`` prints help and exits 0); on a line that would end the
+    editor's session, so both ways out raise instead.
+    """
+
+    def error(self, message: str):
+        raise PromptError(message)
+
+    def exit(self, status: int = 0, message: str | None = None):
+        raise PromptError(message or "this is not a mask command")
+
+
 def argument_parser(exit_on_error: bool = True) -> argparse.ArgumentParser:
     """Kdenlive's flags (same names and spellings as its own script), plus ``--set`` for our
     hydra overrides. Also parses the arguments of ``preview=`` and ``edit=`` lines (then with
-    ``exit_on_error=False``: a bad line must not end the process)."""
-    parser = argparse.ArgumentParser(
+    ``exit_on_error=False``: a bad line raises PromptError and never ends the process; ``-h``
+    is not an option there, and options are never abbreviated)."""
+    cls = argparse.ArgumentParser if exit_on_error else _LineParser
+    parser = cls(
         "sam2_web_objectmask", description="Kdenlive Object Mask backend running the sam2_web engine.",
-        exit_on_error=exit_on_error,
+        exit_on_error=exit_on_error, add_help=exit_on_error, allow_abbrev=exit_on_error,
     )
     parser.add_argument("-P", "--point_coordinates", help="clicks per frame: '0=200,250,300,255;100=10,50'")
     parser.add_argument("-L", "--labels", help="labels per frame, 1 include / 0 exclude: '0=1,0;100=1'")
@@ -162,15 +183,23 @@ def parse_per_frame(text: Optional[str], width: int, what: str) -> dict[int, lis
         if not part.strip():
             continue
         frame_text, sep, values_text = part.partition("=")
+        shown = _shown(part)
+        if len(frame_text.strip()) > 9:  # no clip has a billion frames (and int() of 5000 digits fails)
+            raise PromptError(f"{what}: the frame of {shown} is out of range")
         try:
             frame = int(frame_text)
             values = [float(v) for v in values_text.split(",") if v.strip()]
         except ValueError:
-            raise PromptError(f"{what}: cannot read {part!r}; expected '<frame>=<number>,<number>...'") from None
+            raise PromptError(f"{what}: cannot read {shown}; expected '<frame>=<number>,<number>...'") from None
         if not sep or frame < 0 or len(values) % width:
-            raise PromptError(f"{what}: {part!r} must be '<frame>=' followed by groups of {width} numbers")
+            raise PromptError(f"{what}: {shown} must be '<frame>=' followed by groups of {width} numbers")
         out[frame] = values
     return out
+
+
+def _shown(text: str, most: int = 60) -> str:
+    """``text`` quoted for a message, cut to ``most`` characters (a line may be a megabyte)."""
+    return repr(text if len(text) <= most else text[: most - 3] + "...")
 
 
 def _rgba(text: Optional[str], default: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
@@ -179,16 +208,21 @@ def _rgba(text: Optional[str], default: tuple[int, int, int, int]) -> tuple[int,
     try:
         values = [int(float(v)) for v in text.split(",")]
     except ValueError:
-        raise PromptError(f"colour {text!r} must be r,g,b,a numbers 0..255") from None
+        raise PromptError(f"colour {_shown(text)} must be r,g,b,a numbers 0..255") from None
     if len(values) == 3:
         values.append(255)
     if len(values) != 4 or not all(0 <= v <= 255 for v in values):
-        raise PromptError(f"colour {text!r} must be r,g,b,a numbers 0..255")
+        raise PromptError(f"colour {_shown(text)} must be r,g,b,a numbers 0..255")
     return (values[0], values[1], values[2], values[3])
 
 
 def style_from(args: argparse.Namespace, base: Style) -> Style:
-    """``base`` with the colour/border/overlay flags present in ``args`` applied."""
+    """``base`` with the colour/border/overlay flags present in ``args`` applied.
+
+    Raises:
+        PromptError: a colour that is not r,g,b[,a] in 0..255; ValueError/OverflowError: a border
+            or overlay mode that is not a number.
+    """
     border = base.border if args.border is None else max(0, int(float(args.border)))
     mode = base.overlay_mode if args.overlay_mode is None else int(args.overlay_mode)
     return Style(color=_rgba(args.color, base.color), border=border,
@@ -196,17 +230,24 @@ def style_from(args: argparse.Namespace, base: Style) -> Style:
                  overlay_mode=mode if mode in OVERLAY_MODES else 0)
 
 
-def prompts_from(args: argparse.Namespace) -> dict[int, FramePrompts]:
+def prompts_from(args: argparse.Namespace, max_points: int = 0) -> dict[int, FramePrompts]:
     """The per-frame prompts named by ``-P``/``-L``/``-B`` (only the frames they mention).
 
+    Args:
+        args: parsed flags.
+        max_points: most clicks on one frame (the app's ``limits.max_points``); 0: no limit.
     Raises:
         PromptError: malformed lists, or a different number of labels and clicks on a frame.
+        LimitExceededError: more than ``max_points`` clicks on a frame.
     """
     points = parse_per_frame(args.point_coordinates, 2, "-P")
     labels = parse_per_frame(args.labels, 1, "-L")
     boxes = parse_per_frame(args.box_coordinates, 4, "-B")
     frames: dict[int, FramePrompts] = {}
     for frame, flat in points.items():
+        if 0 < max_points < len(flat) // 2:
+            raise LimitExceededError(f"frame {frame}: {len(flat) // 2} clicks; the backend takes up to {max_points} "
+                                     "per frame (limits.max_points): use fewer, or a box")
         pairs = [(flat[k], flat[k + 1]) for k in range(0, len(flat), 2)]
         frame_labels = [int(v) for v in labels.get(frame, [1.0] * len(pairs))]
         if len(frame_labels) != len(pairs):
@@ -219,12 +260,19 @@ def prompts_from(args: argparse.Namespace) -> dict[int, FramePrompts]:
     return frames
 
 
-def parse_command(line: str, base_style: Style) -> Optional[Command]:
+def parse_command(line: str, base_style: Style, max_points: int = 0) -> Optional[Command]:
     """One stdin line as a command; None for a blank or unknown line (ignored, as Kdenlive's own
-    script does, so newer Kdenlive commands do not break an older backend).
+    script does, so newer Kdenlive commands do not break an older backend). Unknown flags of a
+    ``preview=``/``edit=`` line are ignored for the same reason; ``-h`` is refused.
 
+    Args:
+        line: the line.
+        base_style: the drawing style the line's flags change.
+        max_points: most clicks on one frame (see :func:`prompts_from`).
     Raises:
-        PromptError: a ``preview=``/``edit=`` line with malformed values.
+        PromptError: a ``preview=``/``edit=`` line with malformed values, ``-h``/``--help``, or
+            a preview without a frame (``-F``).
+        LimitExceededError: more than ``max_points`` clicks on a frame.
     """
     line = line.strip()
     if line in ("q", "finish"):
@@ -234,13 +282,22 @@ def parse_command(line: str, base_style: Style) -> Optional[Command]:
             return Render(folder=line[len(prefix):].strip(), again=again)
     if line.startswith("preview=") or line.startswith("edit="):
         name, _, rest = line.partition("=")
+        shown = _shown(line, 80)
         try:
-            args, _unknown = argument_parser(exit_on_error=False).parse_known_args(shlex.split(rest))
+            args, unknown = argument_parser(exit_on_error=False).parse_known_args(shlex.split(rest))
+            if {"-h", "--help"} & set(unknown):
+                raise PromptError("-h/--help is not a mask command; the line takes Kdenlive's -F/-P/-L/-B "
+                                  "and style flags")
             style = style_from(args, base_style)
-            frame = int(args.preview_frame)
-        except (argparse.ArgumentError, ValueError) as exc:
-            raise PromptError(f"cannot read the {name} line {line!r}: {exc}") from None
+            frame_text = str(args.preview_frame).strip()
+            if len(frame_text) > 9:
+                raise PromptError(f"-F {_shown(frame_text, 12)} is out of range")
+            frame = int(frame_text)
+        except (argparse.ArgumentError, PromptError, ValueError, OverflowError) as exc:
+            raise PromptError(f"cannot read the {name} line {shown}: {exc}") from None
         if name == "edit":
             return Edit(style)
-        return Preview(frame=frame, prompts=prompts_from(args), style=style)
+        if frame < 0:
+            raise PromptError(f"the preview line {shown} needs -F <frame>, a frame of the zone (0 = its first)")
+        return Preview(frame=frame, prompts=prompts_from(args, max_points), style=style)
     return None

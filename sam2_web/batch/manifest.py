@@ -22,11 +22,11 @@ anything runs; a job whose prompts file is missing or invalid only fails that jo
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
+from sam2_web.documents import DocumentError, LongNumber, read_document, short_repr
 from sam2_web.errors import Sam2WebError
 from sam2_web.find.spec import parse_auto, parse_text
 from sam2_web.jobs import DIRECTIONS, FrameRange, MaskJob, OutputSpec, PromptSet, load_prompts, parse_prompts
@@ -115,39 +115,24 @@ class CommandLineSettings:
 def load_manifest(path: str | Path, settings: CommandLineSettings = CommandLineSettings()) -> Manifest:
     """Read a JSON (``.json``) or YAML (anything else) manifest and build its jobs.
 
+    The file is read by the bounded loader (``sam2_web.documents``): at most 16 MB, YAML aliases
+    counted as the values they stand for (a "billion laughs" is refused, not expanded).
+
     Args:
         path: the manifest file.
         settings: command-line settings applied to every job.
     Returns:
         A :class:`Manifest`; jobs whose prompts cannot be used carry a ``problem`` instead of a job.
     Raises:
-        ManifestError: the file is missing, unreadable, not JSON/YAML, or not a valid manifest.
+        ManifestError: the file is missing, unreadable, too large, not JSON/YAML, or not a valid
+            manifest.
     """
     path = Path(path).absolute()
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ManifestError(f"the manifest {path} does not exist; give the path of a batch manifest") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"cannot read the manifest {path} ({exc}); give a UTF-8 JSON or YAML file") from None
-    return parse_manifest(_decode(text, path), base_dir=path.parent, path=path, settings=settings)
-
-
-def _decode(text: str, path: Path) -> Any:
-    if path.suffix.lower() == ".json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ManifestError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
-        problem = getattr(exc, "problem", None) or exc
-        raise ManifestError(f"{path} is not valid YAML: {problem}{at}") from None
+        data = read_document(path, what="manifest")
+    except DocumentError as exc:
+        raise ManifestError(str(exc)) from None
+    return parse_manifest(data, base_dir=path.parent, path=path, settings=settings)
 
 
 def parse_manifest(data: Any, *, base_dir: str | Path = ".", path: Optional[Path] = None,
@@ -168,7 +153,8 @@ def parse_manifest(data: Any, *, base_dir: str | Path = ".", path: Optional[Path
     _no_unknown(data, _TOP_KEYS, "the manifest")
     version = data.get("version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
-        raise ManifestError(f"version: this sam2_web reads manifest version {SCHEMA_VERSION}, got {version!r}")
+        raise ManifestError(f"version: this sam2_web reads manifest version {SCHEMA_VERSION}, "
+                            f"got {short_repr(version)}")
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise ManifestError(f"defaults: must be a mapping of job fields, got {_kind(defaults)}")
@@ -200,14 +186,14 @@ def _job(entry: Any, index: int, defaults: dict, overrides: tuple[str, ...], spl
             hint = "" if key == "clip" else " (in the job or in defaults)"
             if key == "prompts":
                 hint += ', or find the objects with auto: {frame: 0} or text: {query: "person"}'
-            raise ManifestError(f"{where}: missing {key!r}{hint}")
+            raise ManifestError(f"{where}: missing {short_repr(key)}{hint}")
     clip = _path(merged["clip"], base_dir, field("clip"))
     out_dir = _path(merged["out"], base_dir, field("out"))
     formats = _formats(merged.get("formats", ["png"]), field("formats"))
     name = _text(merged["name"], field("name")) if merged.get("name") is not None else None
     bit_depth = merged.get("bit_depth", 8)
     if bit_depth not in (8, 16) or isinstance(bit_depth, bool):
-        raise ManifestError(f"{field('bit_depth')}: must be 8 or 16, got {bit_depth!r}")
+        raise ManifestError(f"{field('bit_depth')}: must be 8 or 16, got {short_repr(bit_depth)}")
     feather = _number(merged.get("feather", 0.0), field("feather"))
     if feather < 0:
         raise ManifestError(f"{field('feather')}: must be >= 0 pixels, got {feather}")
@@ -222,7 +208,8 @@ def _job(entry: Any, index: int, defaults: dict, overrides: tuple[str, ...], spl
     end = None if merged.get("end") is None else _whole(merged["end"], field("end"))
     direction = merged.get("direction", "both")
     if direction not in DIRECTIONS:
-        raise ManifestError(f"{field('direction')}: must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+        raise ManifestError(f"{field('direction')}: must be one of {', '.join(DIRECTIONS)}, "
+                            f"got {short_repr(direction)}")
     model = settings.model or (_text(merged["model"], field("model")) if merged.get("model") is not None else None)
     if model is not None:
         _known_model(model, "model=" if settings.model else field("model"))
@@ -274,7 +261,7 @@ def _unique(jobs: list[BatchJob]) -> None:
             )
         targets[target] = job.index
         if job.id in ids:
-            raise ManifestError(f"jobs[{job.index}]: the id {job.id!r} is also jobs[{ids[job.id]}]'s; "
+            raise ManifestError(f"jobs[{job.index}]: the id {short_repr(job.id)} is also jobs[{ids[job.id]}]'s; "
                                 "give each job its own id")
         ids[job.id] = job.index
 
@@ -284,18 +271,18 @@ def _unique(jobs: list[BatchJob]) -> None:
 
 def _kind(value: Any) -> str:
     return {dict: "a mapping", list: "a list", str: "a text", type(None): "nothing"}.get(
-        type(value), type(value).__name__)
+        type(value), "a number" if isinstance(value, LongNumber) else type(value).__name__)
 
 
 def _no_unknown(item: dict, allowed: set[str], where: str) -> None:
     unknown = sorted(str(k) for k in set(item) - allowed)
     if unknown:
-        raise ManifestError(f"{where}: unknown key(s) {unknown}; allowed: {', '.join(sorted(allowed))}")
+        raise ManifestError(f"{where}: unknown key(s) {short_repr(unknown)}; allowed: {', '.join(sorted(allowed))}")
 
 
 def _text(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ManifestError(f"{where}: must be a non-empty text, got {value!r}")
+        raise ManifestError(f"{where}: must be a non-empty text, got {short_repr(value)}")
     return value.strip()
 
 
@@ -306,19 +293,23 @@ def _path(value: Any, base_dir: Path, where: str) -> Path:
 
 def _bool(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
-        raise ManifestError(f"{where}: must be true or false, got {value!r}")
+        raise ManifestError(f"{where}: must be true or false, got {short_repr(value)}")
     return value
 
 
 def _number(value: Any, where: str) -> float:
+    if isinstance(value, LongNumber):
+        raise ManifestError(f"{where}: out of range, got {value}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ManifestError(f"{where}: must be a number, got {value!r}")
+        raise ManifestError(f"{where}: must be a number, got {short_repr(value)}")
     return float(value)
 
 
 def _whole(value: Any, where: str, minimum: Optional[int] = 0) -> int:
+    if isinstance(value, LongNumber):
+        raise ManifestError(f"{where}: out of range, got {value}")
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ManifestError(f"{where}: must be a whole number, got {value!r}")
+        raise ManifestError(f"{where}: must be a whole number, got {short_repr(value)}")
     if minimum is not None and value < minimum:
         raise ManifestError(f"{where}: must be >= {minimum}, got {value}")
     return value
@@ -348,7 +339,8 @@ def _formats(value: Any, where: str) -> tuple[str, ...]:
 
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list) or not all(isinstance(f, str) for f in items):
-        raise ManifestError(f"{where}: must be a list of format names (or one comma-separated text), got {value!r}")
+        raise ManifestError(f"{where}: must be a list of format names (or one comma-separated text), "
+                            f"got {short_repr(value)}")
     formats = tuple(f.strip() for f in items if f.strip())
     try:
         check_formats(formats)
@@ -363,5 +355,5 @@ def _overrides(value: Any, where: str) -> tuple[str, ...]:
     for k, item in enumerate(value):
         if not isinstance(item, str) or "=" not in item:
             raise ManifestError(f"{where}[{k}]: must be a KEY=VALUE hydra override (e.g. ++model.image_size=512), "
-                                f"got {item!r}")
+                                f"got {short_repr(item)}")
     return tuple(value)

@@ -11,11 +11,6 @@ import math
 import numpy as np
 
 
-def _disc_half_widths(radius: int) -> list[tuple[int, int]]:
-    """(row offset, half width) pairs of a Euclidean disc: |dx| <= hw  <=>  dx^2 + dy^2 <= r^2."""
-    return [(dy, math.isqrt(radius * radius - dy * dy)) for dy in range(-radius, radius + 1)]
-
-
 def _row_windows(mask: np.ndarray, half_widths: set[int]) -> dict[int, np.ndarray]:
     """For each half width hw: out[y, x] = any(mask[y, x - hw : x + hw + 1]), zero outside."""
     h, w = mask.shape
@@ -44,8 +39,12 @@ def _row_windows(mask: np.ndarray, half_widths: set[int]) -> dict[int, np.ndarra
 
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     """Binary dilation of a bool (H, W) mask with a disc of `radius` px; outside counts as empty."""
-    h = mask.shape[0]
-    spans = _disc_half_widths(radius)
+    h, w = mask.shape
+    # Rows further than the frame's height add nothing, and a segment wider than the frame
+    # covers the whole row: so a radius of any size costs at most 2H passes of W-wide rows.
+    reach = min(radius, h - 1)
+    # (row offset, half width) of the disc's rows: |dx| <= hw  <=>  dx^2 + dy^2 <= r^2.
+    spans = [(dy, min(math.isqrt(radius * radius - dy * dy), w)) for dy in range(-reach, reach + 1)]
     # A disc is a stack of horizontal segments, one per row offset: O(r) whole-frame passes
     # instead of O(r^2) shifted copies.
     rows = _row_windows(mask, {hw for _, hw in spans})

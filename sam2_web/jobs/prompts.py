@@ -27,14 +27,13 @@ problem is a ``PromptError`` naming the JSON path, e.g. ``objects[0].frames[1].p
 
 from __future__ import annotations
 
-import json
 import math
-import reprlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from sam2_web.errors import PromptError
+from sam2_web.documents import DocumentError, LongNumber, parse_document, read_document, short_repr
+from sam2_web.errors import LimitExceededError, PromptError
 from sam2_web.find.spec import AutoFind, TextFind, check_frame, parse_auto, parse_text
 
 SCHEMA_VERSION = 1
@@ -47,7 +46,9 @@ _FLAT_KEYS = {"frame", "object", "obj_id", "points", "labels", "box", "name", "n
 _COORDINATES = ("pixels", "normalized")
 MAX_OBJECT_ID = 2**31 - 1  # ids travel as JSON numbers, int32 tensors and COCO ids
 MAX_FRAME = 2**31 - 1  # far beyond any clip; bounds what a message has to print
-MAX_NAME_CHARS = 200  # a name becomes part of file and folder names (at most 255 bytes each)
+# The one rule for object names (CLI, batch, plugins, the app's clicks, /set_prompts and /segment):
+# a name becomes part of file and folder names (at most 255 bytes each) and of EXR channel names.
+MAX_NAME_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -129,60 +130,67 @@ class PromptSet:
 # --------------------------------------------------------------------------- reading
 
 
-def load_prompts(path: str | Path) -> PromptSet:
+def load_prompts(path: str | Path, *, max_name_chars: int = MAX_NAME_CHARS) -> PromptSet:
     """Read and validate a prompts JSON file; relative mask paths are taken from its folder.
 
+    The file is read by the bounded loader (``sam2_web.documents``: size, nesting, long numbers).
+
+    Args:
+        path: the file.
+        max_name_chars: longest object name (see :func:`check_object_name`).
     Raises:
-        PromptError: the file is missing, not JSON, or not valid prompts (the message names the
-            JSON path of the problem and what to write instead).
+        PromptError: the file is missing, too large, not JSON, or not valid prompts (the message
+            names the JSON path of the problem and what to write instead).
+        LimitExceededError: an object name longer than ``max_name_chars``.
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PromptError(f"the prompts file {path} does not exist; give the path of a prompts JSON") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PromptError(f"cannot read the prompts file {path} ({exc}); give a UTF-8 JSON file") from None
-    return prompts_from_json(text, source=str(path), base_dir=path.parent)
+        data = read_document(path, fmt="json", what="prompts file")
+    except DocumentError as exc:
+        raise PromptError(str(exc)) from None
+    return parse_prompts(data, base_dir=path.parent, max_name_chars=max_name_chars)
 
 
-def prompts_from_json(text: str, *, source: str = "the prompts", base_dir: str | Path = ".") -> PromptSet:
-    """Decode prompts JSON text and validate it with :func:`parse_prompts`.
+def prompts_from_json(text: str, *, source: str = "the prompts", base_dir: str | Path = ".",
+                      max_name_chars: int = MAX_NAME_CHARS) -> PromptSet:
+    """Decode prompts JSON text (by the bounded loader, ``sam2_web.documents``) and validate it
+    with :func:`parse_prompts`.
 
     Args:
         text: the JSON text (either shape, see the module doc).
         source: how messages name the text (a file path, "prompts", ...).
         base_dir: folder that relative start-mask paths are relative to.
+        max_name_chars: longest object name (see :func:`check_object_name`).
     Raises:
-        PromptError: not JSON (with line and column), or not valid prompts.
+        PromptError: not JSON (with line and column), too large or nested too deeply, or not
+            valid prompts.
+        LimitExceededError: an object name longer than ``max_name_chars``.
     """
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PromptError(
-            f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
-        ) from None
-    except RecursionError:
-        raise PromptError(f"{source}: nested too deeply to be prompts; see docs/prompts.schema.json") from None
-    return parse_prompts(data, base_dir=base_dir)
+        data = parse_document(text, fmt="json", source=source)
+    except DocumentError as exc:
+        raise PromptError(str(exc)) from None
+    return parse_prompts(data, base_dir=base_dir, max_name_chars=max_name_chars)
 
 
-def parse_prompts(data: Any, *, base_dir: str | Path = ".") -> PromptSet:
+def parse_prompts(data: Any, *, base_dir: str | Path = ".", max_name_chars: int = MAX_NAME_CHARS) -> PromptSet:
     """Validate decoded prompts JSON (either shape, see the module doc) into a :class:`PromptSet`.
 
     Args:
         data: the decoded JSON value.
         base_dir: folder that relative start-mask paths are relative to.
+        max_name_chars: longest object name (see :func:`check_object_name`).
     Raises:
         PromptError: unknown keys, wrong types, negative coordinates, missing fields, an object
             without any prompt, duplicate ids, or mixed pixel/normalized coordinates.
+        LimitExceededError: an object name longer than ``max_name_chars``.
     """
     if isinstance(data, dict) and ("objects" in data or (_FIND_KEYS & set(data) and "prompts" not in data)):
-        return replace(_parse_by_object(data, Path(base_dir)), **_parse_finds(data))
+        return replace(_parse_by_object(data, Path(base_dir), max_name_chars), **_parse_finds(data))
     if isinstance(data, dict) and set(data) <= {"prompts", "$schema"} | _FIND_KEYS and "prompts" in data:
-        return replace(_parse_flat(data["prompts"], "prompts"), **_parse_finds(data))
+        return replace(_parse_flat(data["prompts"], "prompts", max_name_chars), **_parse_finds(data))
     if isinstance(data, list):
-        return _parse_flat(data, "")
+        return _parse_flat(data, "", max_name_chars)
     if isinstance(data, dict):
         unknown = sorted(set(data) - _TOP_KEYS)
         hint = f"unknown key(s) {unknown}; " if unknown else ""
@@ -190,7 +198,7 @@ def parse_prompts(data: Any, *, base_dir: str | Path = ".") -> PromptSet:
     raise PromptError(f"the prompts must be a JSON object with an \"objects\" list, got {_kind(data)}")
 
 
-def _parse_by_object(data: dict, base_dir: Path) -> PromptSet:
+def _parse_by_object(data: dict, base_dir: Path, max_name_chars: int) -> PromptSet:
     _no_unknown(data, _TOP_KEYS, "the top level")
     version = data.get("version", SCHEMA_VERSION)
     if isinstance(version, bool) or not isinstance(version, int) or version != SCHEMA_VERSION:
@@ -202,19 +210,20 @@ def _parse_by_object(data: dict, base_dir: Path) -> PromptSet:
     if not isinstance(raw_objects, list) or not (raw_objects or _FIND_KEYS & set(data)):
         raise PromptError("objects: give a non-empty list of objects, e.g. [{\"id\": 1, \"frames\": [...]}]")
     normalized = coordinates == "normalized"
-    objects = [_parse_object(item, f"objects[{k}]", base_dir, normalized) for k, item in enumerate(raw_objects)]
+    objects = [_parse_object(item, f"objects[{k}]", base_dir, normalized, max_name_chars)
+               for k, item in enumerate(raw_objects)]
     _unique_ids(objects)
     return PromptSet(tuple(objects), normalized)
 
 
-def _parse_object(item: Any, where: str, base_dir: Path, normalized: bool) -> ObjectPrompts:
+def _parse_object(item: Any, where: str, base_dir: Path, normalized: bool, max_name_chars: int) -> ObjectPrompts:
     if not isinstance(item, dict):
         raise PromptError(f"{where}: each object must be like {{\"id\": 1, \"frames\": [...]}}, got {_kind(item)}")
     _no_unknown(item, _OBJECT_KEYS, where)
     if "id" not in item:
         raise PromptError(f"{where}: missing \"id\" (the object's number, e.g. 1)")
     obj_id = _whole(item["id"], f"{where}.id", MAX_OBJECT_ID)
-    name = _name(item.get("name"), f"{where}.name")
+    name = check_object_name(item.get("name"), f"{where}.name", max_name_chars)
     raw_frames = item.get("frames", [])
     if not isinstance(raw_frames, list):
         raise PromptError(f"{where}.frames: must be a list of {{\"frame\": N, ...}}, got {_kind(raw_frames)}")
@@ -262,7 +271,7 @@ def _parse_mask(entry: Any, where: str, base_dir: Path) -> StartMask:
     return StartMask(frame=_whole(entry["frame"], f"{where}.frame", MAX_FRAME), path=full)
 
 
-def _parse_flat(items: Any, where: str) -> PromptSet:
+def _parse_flat(items: Any, where: str, max_name_chars: int) -> PromptSet:
     if not isinstance(items, list) or not items:
         raise PromptError(f"{where or 'the prompts'}: give a non-empty list of prompts")
     by_id: dict[int, list[FramePrompt]] = {}
@@ -286,7 +295,7 @@ def _parse_flat(items: Any, where: str) -> PromptSet:
             raise PromptError(f"{here}.normalized: must be true or false, got {_shown(normalized)}")
         flags.add(normalized)
         by_id.setdefault(obj_id, []).append(_frame_prompt(item, here, normalized))
-        name = _name(item.get("name"), f"{here}.name")
+        name = check_object_name(item.get("name"), f"{here}.name", max_name_chars)
         if name is not None:
             names[obj_id] = name
     if len(flags) > 1:
@@ -396,7 +405,7 @@ def _check_frame(frame: int, num_frames: int, first: int, last: int, where: str)
 
 def _kind(value: Any) -> str:
     return {dict: "an object", list: "a list", str: "a text", bool: "true/false", type(None): "null"}.get(
-        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__
+        type(value), "a number" if isinstance(value, (int, float, LongNumber)) else type(value).__name__
     )
 
 
@@ -407,18 +416,15 @@ def _no_unknown(item: dict, allowed: set[str], where: str) -> None:
         raise PromptError(f"{where}: unknown key(s) {listed}; allowed: {', '.join(sorted(allowed))}")
 
 
-def _shown(value: Any) -> str:
-    """A short repr for messages (a hostile value may be huge or deeply nested)."""
-    return _SHORT.repr(value)
-
-
-_SHORT = reprlib.Repr()
-_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 3, 6, 4, 60, 60
+_shown = short_repr
 
 
 def _whole(value: Any, where: str, maximum: int | None = None) -> int:
     # bool is an int in Python but "true" as a frame number is a mistake.
     # (an int is never converted to float: 10**400 would overflow)
+    if isinstance(value, LongNumber):  # more digits than any field takes (the loader kept the text)
+        bound = f"at most {maximum}" if maximum is not None else "a smaller number"
+        raise PromptError(f"{where}: out of range: must be >= 0 and {bound}, got {value}")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (
             isinstance(value, float) and not value.is_integer()):
         raise PromptError(f"{where}: must be a whole number, got {_shown(value)}")
@@ -429,21 +435,39 @@ def _whole(value: Any, where: str, maximum: int | None = None) -> int:
     return int(value)
 
 
-def _name(value: Any, where: str) -> Optional[str]:
-    """An object name: non-empty printable text of at most MAX_NAME_CHARS characters (it names files)."""
+def check_object_name(value: Any, where: str = "the object name", max_chars: int = MAX_NAME_CHARS) -> Optional[str]:
+    """The one rule for an object's name, wherever it comes from (prompts files, ``/segment``,
+    ``/set_prompts``, clicks in the app): printable text, surrounding spaces dropped, at most
+    ``max_chars`` characters (it becomes part of file names and EXR channel names).
+
+    Args:
+        value: the name as given; None or blank text means "no name".
+        where: how messages name the field (``objects[0].name``).
+        max_chars: longest name; 0 or less: no length limit (the app's ``limits.max_name_chars``).
+    Returns:
+        The stripped name, or None for no name.
+    Raises:
+        PromptError: not text, or with line breaks, tabs or other control characters.
+        LimitExceededError: longer than ``max_chars``.
+    """
     if value is None:
         return None
-    if not isinstance(value, str) or not value.strip():
-        raise PromptError(f"{where}: must be a non-empty text, got {_shown(value)}")
+    if not isinstance(value, str):
+        raise PromptError(f"{where}: must be text, got {_shown(value)}")
     name = value.strip()
-    if len(name) > MAX_NAME_CHARS:
-        raise PromptError(f"{where}: {len(name)} characters; a name takes at most {MAX_NAME_CHARS}")
+    if not name:
+        return None
+    if 0 < max_chars < len(name):
+        raise LimitExceededError(f"{where}: {len(name)} characters long; use at most {max_chars}")
     if not name.isprintable():
-        raise PromptError(f"{where}: must be plain text (no line breaks, tabs or control characters)")
+        raise PromptError(f"{where}: must be plain text, without line breaks, tabs or other control characters")
     return name
 
 
 def _coordinate(value: Any, where: str, normalized: bool) -> float:
+    if isinstance(value, LongNumber):
+        raise PromptError(f"{where}: out of range: coordinates are pixels of the frame (or fractions of it), "
+                          f"got {value}")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise PromptError(f"{where}: must be a number, got {_shown(value)}")
     if value < 0:

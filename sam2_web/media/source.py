@@ -84,6 +84,12 @@ class FrameSource:
         for i in indices:
             yield i, self._fetch(i, backward=step < 0)
 
+    def release_buffers(self) -> None:
+        """Let go of frames decoded for reads that may never come (a decoder running ahead, a
+        block kept for walking backward); the few most recent frames stay. The source stays
+        open: later reads decode again. Sessions call this when a propagation pass ends, so an
+        idle session does not hold a pass's worth of frames."""
+
     def close(self) -> None:
         """Release decoders and cached frames. Further reads raise ``VideoReadError``."""
         with self._lock:

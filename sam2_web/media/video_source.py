@@ -61,6 +61,13 @@ class VideoFileSource(FrameSource):
         """Frames decoded per block when walking backward."""
         return self._block_size
 
+    def release_buffers(self) -> None:
+        # The decoder (an ffmpeg process blocked on its full pipe) and the backward block (up to
+        # max_block_bytes) go; the recent-frames cache stays.
+        with self._lock:
+            self._stop_reader()
+            self._block.clear()
+
     def close(self) -> None:
         with self._lock:
             self._stop_reader()

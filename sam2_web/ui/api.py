@@ -13,7 +13,6 @@ hidden components so each gets an ``api_name``.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import replace
@@ -177,7 +176,7 @@ class Api:
         src = check_upload(clip, self.ctx.limits)
         if not (prompts or "").strip():
             raise PromptError(f"give at least one prompt: {_EXAMPLE}")
-        parsed = prompts_from_json(prompts, source="the prompts")
+        parsed = prompts_from_json(prompts, source="the prompts", max_name_chars=self.ctx.limits.max_name_chars)
         if any(o.start_mask is not None for o in parsed.objects):
             # A path would name a file on this server, not the client's: never read one.
             raise PromptError("/segment takes clicks and boxes, not start masks; drop \"mask\" from the prompts")
@@ -219,13 +218,14 @@ class Api:
 
 
 def _json_value(text: str | None, what: str, empty: str) -> object:
-    """Decode one JSON field of an endpoint; PromptError (never a traceback) when it is not JSON."""
+    """Decode one JSON field of an endpoint within the bounds every user document gets
+    (``sam2_web.documents``); PromptError (never a traceback) when it is not JSON."""
+    from sam2_web.documents import DocumentError, parse_document
+
     try:
-        return json.loads(text or empty)
-    except json.JSONDecodeError as error:
-        raise PromptError(f"{what} must be JSON, e.g. {_FIELD_EXAMPLES[what]} ({error.msg} at char {error.pos})") from None
-    except RecursionError:
-        raise PromptError(f"{what} is nested too deeply; send e.g. {_FIELD_EXAMPLES[what]}") from None
+        return parse_document(text or empty, fmt="json", source=what)
+    except DocumentError as error:
+        raise PromptError(f"{what} must be JSON, e.g. {_FIELD_EXAMPLES[what]}: {error}") from None
 
 
 _FIELD_EXAMPLES = {"points": "[[120, 80], [200, 90]]", "labels": "[1, 0]", "box": "[10, 20, 200, 180]"}

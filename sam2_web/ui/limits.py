@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sam2_web.errors import LimitExceededError, PromptError, VideoReadError
+from sam2_web.jobs.prompts import MAX_NAME_CHARS
 from sam2_web.media.probe import DEFAULT_MAX_FRAMES, DEFAULT_TIMEOUT_S, ProbeLimits
 from sam2_web.ui.state import AppSession
 
@@ -44,7 +45,7 @@ class Limits:
     max_side: int = 4096
     max_objects: int = 32
     max_points: int = 64
-    max_name_chars: int = 64
+    max_name_chars: int = MAX_NAME_CHARS
     probe_timeout_s: float = 20
     session_disk_mb: float = 4096
 
@@ -222,14 +223,14 @@ def check_track_room(session: AppSession, objects: int | None = None) -> None:
 
 
 def check_job_prompts(objects: "Sequence[ObjectPrompts]", limits: Limits) -> None:
-    """The app's limits on parsed prompts (``sam2_web.jobs.prompts.ObjectPrompts``): object names
-    and points per object and frame, as for clicks and ``/set_prompts``.
+    """The app's limits on parsed prompts (``sam2_web.jobs.prompts.ObjectPrompts``) that the parser
+    does not know: points per object and frame, as for clicks and ``/set_prompts`` (names are
+    checked by the parser, given ``limits.max_name_chars``).
 
     Raises:
-        LimitExceededError, PromptError.
+        LimitExceededError.
     """
     for obj in objects:
-        check_name(obj.name, limits)
         for prompt in obj.frames:
             if 0 < limits.max_points < len(prompt.points):
                 raise LimitExceededError(
@@ -306,16 +307,12 @@ def whole_number(value: Any, what: str) -> int:
 
 
 def check_name(name: Any, limits: Limits) -> str:
-    """An object name, stripped; PromptError if it is not text or longer than ``max_name_chars``."""
-    if name is None:
-        return ""
-    if not isinstance(name, str):
-        raise PromptError(f"an object name must be text, got {type(name).__name__}")
-    name = name.strip()
-    if limits.max_name_chars > 0 and len(name) > limits.max_name_chars:
-        raise LimitExceededError(
-            f"the object name is {len(name)} characters long; use at most {limits.max_name_chars}"
-        )
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise PromptError("an object name cannot contain control characters (line breaks, tabs); type plain text")
-    return name
+    """An object name by the one rule (``sam2_web.jobs.prompts.check_object_name``: printable
+    text, at most ``limits.max_name_chars``); "" for none.
+
+    Raises:
+        PromptError: not text, or with control characters. LimitExceededError: too long.
+    """
+    from sam2_web.jobs.prompts import check_object_name
+
+    return check_object_name(name, "the object name", limits.max_name_chars) or ""

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from sam2_web.errors import PromptError, UnknownObjectError
+from sam2_web.allocator import return_free_memory
 from sam2_web.media.frames import FrameSource, open_frames
 from sam2_web.video.cancel import Cancel
 from sam2_web.video.edits import Box, Click, MaskPrompt, Prompt, PromptLog, click_arguments
@@ -111,6 +112,24 @@ class VideoSession:
             if self._owns_frames:
                 self.frames.close()
             shutil.rmtree(self._tmp, ignore_errors=True)
+        # The session's tensors are free now; without this the C allocator keeps their pages
+        # (a server's RSS would climb to the high-water mark of every request thread).
+        return_free_memory()
+
+    def drop_cached_features(self) -> int:
+        """Forget the cached image features (prompts, memories and results stay); the next
+        propagation encodes frames again. For a server whose session sits idle: the cache is
+        most of what it holds (see ``sam2_web.video.budget``).
+
+        Returns:
+            The bytes the cache held in RAM.
+        """
+        with self.tracker.lock:
+            cache = self.tracker.features.cache
+            held = cache.ram_bytes
+            cache.clear()
+        return_free_memory()
+        return held
 
     # ------------------------------------------------------------------ objects
 
@@ -360,8 +379,13 @@ class VideoSession:
             CancelledError: when cancelled; finished frames stay stored and a new call resumes.
             PromptError: no object has a prompt yet. FrameIndexError: bad ``start_frame``.
         """
-        for tracked in self.tracker.propagate(direction, start_frame, max_frames, progress=progress, cancel=cancel):
-            yield tracked.masks
+        try:
+            for tracked in self.tracker.propagate(direction, start_frame, max_frames, progress=progress, cancel=cancel):
+                yield tracked.masks
+        finally:
+            # The pass's decoder read-ahead and backward block (up to 192 MB of frames) would
+            # otherwise stay with a session that now sits idle.
+            self.frames.release_buffers()
 
     def is_encoded(self, frame_idx: int) -> bool:
         """Whether ``frame_idx``'s image features are cached (a click there skips the encoder)."""

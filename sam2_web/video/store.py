@@ -26,15 +26,31 @@ from sam2_web.video.background import SerialWorker
 from sam2_web.video.state import FrameMasks
 
 
+def _compact(mask: np.ndarray) -> np.ndarray:
+    """The smaller of the mask's run lengths (uint32) and its packed bits (uint8): a ragged mask
+    (thousands of runs) never takes more than one bit per pixel."""
+    runs = run_lengths(mask)
+    if runs.nbytes <= (mask.size + 7) // 8:
+        return runs
+    return np.packbits(np.asarray(mask, dtype=bool).ravel())
+
+
+def _expand(stored: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    if stored.dtype == np.uint8:  # packed bits
+        return np.unpackbits(stored, count=shape[0] * shape[1]).reshape(shape).astype(bool)
+    return from_run_lengths(stored, shape)
+
+
 @dataclass
 class _StoredFrame:
     obj_ids: list[int]
     scores: np.ndarray
-    runs: Optional[list[np.ndarray]]  # None when the masks live in PNG files
+    runs: Optional[list[np.ndarray]]  # run lengths or packed bits per object; None: in PNG files
 
 
 class ResultStore:
-    """Latest masks of every frame that has been segmented.
+    """Latest masks of every frame that has been segmented: in RAM as run lengths (or packed
+    bits when those are smaller, so at most one bit per pixel), or as PNG files.
 
     Args:
         height, width: mask size (the clip's resolution).
@@ -84,7 +100,7 @@ class ResultStore:
         masks = result.masks  # waits for the copy off the device, on this thread
         runs = None
         if self.png_dir is None:
-            runs = [run_lengths(m) for m in masks]
+            runs = [_compact(m) for m in masks]
         else:
             os.makedirs(self.png_dir, exist_ok=True)
             for obj_id, mask in zip(result.obj_ids, masks):
@@ -111,7 +127,7 @@ class ResultStore:
 
         def mask_of(j: int) -> np.ndarray:
             if stored.runs is not None:
-                return from_run_lengths(stored.runs[j], self.shape)
+                return _expand(stored.runs[j], self.shape)
             with Image.open(self._png(frame_idx, stored.obj_ids[j])) as png:
                 return np.asarray(png.convert("L")) > 0
 
@@ -153,7 +169,7 @@ class ResultStore:
                     os.remove(self._png(frame_idx, obj_id))
 
     def nbytes(self) -> int:
-        """RAM held by run lengths and scores (once the queued frames are encoded)."""
+        """RAM held by the stored masks and scores (once the queued frames are encoded)."""
         self.flush()
         return sum(
             s.scores.nbytes + (sum(r.nbytes for r in s.runs) if s.runs is not None else 0)
