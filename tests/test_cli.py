@@ -242,7 +242,11 @@ def test_arguments_become_the_job(tmp_path, prompts_file):
     assert (job.model, job.checkpoint, job.device) == ("small", Path("/w/s.pt"), "cuda")
     assert job.overrides == ("++model.image_size=512",) and job.frame_range == FrameRange(4, 9)
     assert job.direction == "forward" and job.obj_ids == [1, 5]
-    assert job.app_overrides() == ["model=sam2.1_hiera_s", "device=cuda", "++model.image_size=512"]
+    # The alias travels as given; composing the app config resolves it (models.resolve_model).
+    assert job.app_overrides() == ["model=small", "device=cuda", "++model.image_size=512"]
+    from sam2_web.models import compose_app_config
+
+    assert compose_app_config(job.app_overrides()).weights.name == "sam2.1_hiera_s"
 
 
 def test_output_folder_not_writable_exits_5(tmp_path, clip, prompts_file):

@@ -42,7 +42,7 @@ CLIP_FRAMES, CLIP_SIZE = 8, (128, 96)
 CLICK, CLICK_FRAME = (40, 30), 2  # on the disc of frame 2
 
 
-def snapshot() -> Path:
+def comfyui_release() -> Path:
     """The ComfyUI release tarball the install step used (from shared/ or its public source)."""
     folder = require_installed("comfyui")
     return Path((folder / ".snapshot").read_text().strip())
@@ -172,7 +172,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory):
-    tarball = snapshot()
+    tarball = comfyui_release()
     work = tmp_path_factory.mktemp("comfyui")
     with tarfile.open(tarball) as snapshot:
         snapshot.extractall(work, filter="data")

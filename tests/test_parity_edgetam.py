@@ -113,6 +113,11 @@ elif mode == "video":
     clip_dir, ops = ARGS[4], json.loads(ARGS[5])
     inputs = load_inputs()
     predictor = build(build_sam2_video_predictor, ARGS[6:])
+    # Trap 3: its builder appends ++model.fill_hole_area=8 after the caller's overrides, and where
+    # OpenCV is installed (the dev extra has it) it fills holes on the CPU too (a cv2 fallback the
+    # 1.1.0 reference lacks): honour the caller's fill_hole_area=0 as asked.
+    if "++model.fill_hole_area=0" in ARGS[6:]:
+        predictor.fill_hole_area = 0
     float_memories(predictor)  # bf16 memories meet float weights on a CPU
     out = {}
     with torch.inference_mode():
