@@ -26,6 +26,7 @@ from sam2_web import transforms as T
 from sam2_web.errors import CancelledError
 from sam2_web.export import rle
 from sam2_web.image_predictor import SAM2ImagePredictor, _as_rgb_array
+from sam2_web.runlength import run_lengths
 from sam2_web.video.cancel import Cancel, cancel_check
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
@@ -311,7 +312,7 @@ class SAM2AutomaticMaskGenerator:
             elif self.output_mode == "coco_rle":
                 segmentation = rle.encode(mask)
             else:
-                segmentation = {"size": [int(size[0]), int(size[1])], "counts": rle.run_lengths(mask)}
+                segmentation = {"size": [int(size[0]), int(size[1])], "counts": run_lengths(mask, order="F").tolist()}
             records.append({
                 "segmentation": segmentation,
                 "area": int(mask.sum()),

@@ -102,10 +102,10 @@ def record_mask(record: dict) -> np.ndarray:
 
         return decode(seg)
     if isinstance(seg, dict) and isinstance(seg.get("counts"), list) and "size" in seg:
+        from sam2_web.runlength import from_run_lengths
+
         height, width = (int(v) for v in seg["size"])
-        runs = np.asarray(seg["counts"], dtype=np.int64)
-        values = np.arange(len(runs)) % 2 == 1  # runs alternate background/foreground
-        return np.repeat(values, runs).reshape(width, height).T
+        return from_run_lengths(seg["counts"], (height, width), order="F")  # COCO's column-major runs
     raise PromptError("a record without a mask: pass the records SAM2AutomaticMaskGenerator.generate() returned")
 
 
