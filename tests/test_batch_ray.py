@@ -59,7 +59,8 @@ def local_ray():
 
 
 def test_a_killed_worker_is_retried_and_its_job_is_still_exact(shots, local_ray, tmp_path):
-    make_moving_disc_clip(tmp_path / "long.mp4", n_frames=12, size=(128, 96), radius=16)
+    # Long enough that progress polls (every 0.25 s) see it mid-track on a loaded machine too.
+    make_moving_disc_clip(tmp_path / "long.mp4", n_frames=48, size=(128, 96), radius=16)
     data = {
         "defaults": {"out": str(tmp_path / "mattes"), "formats": FORMATS, "checkpoint": str(shots / "tiny256.pt"),
                      "device": "cpu", "overrides": ["++model.image_size=256"]},

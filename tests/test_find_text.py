@@ -151,6 +151,26 @@ def test_detector_boxes_become_exactly_the_objects(hub, clip):
     assert len(hub.requests) == before
 
 
+def test_loading_the_detector_leaves_download_bars_as_they_were(hub, monkeypatch):
+    """Its weight-loading bars are hidden for the load only: our checkpoint downloads keep theirs."""
+    import importlib
+
+    from transformers.utils import logging as transformers_logging
+
+    hf_tqdm = importlib.import_module("huggingface_hub.utils.tqdm")
+    # conftest turns every bar off for the run; a user's process has them on.
+    monkeypatch.setattr(hf_tqdm, "HF_HUB_DISABLE_PROGRESS_BARS", None)
+    monkeypatch.setattr(hf_tqdm, "progress_bar_states", {})
+    monkeypatch.setattr(transformers_logging, "_tqdm_active", True)
+    seen = []
+    real = transformers_logging.tqdm.__class__.__call__
+    monkeypatch.setattr(transformers_logging.tqdm.__class__, "__call__",
+                        lambda self, *a, **k: seen.append(transformers_logging.is_progress_bar_enabled()) or real(self, *a, **k))
+    text_module.load_detector(REPO_ID, device="cpu")
+    assert not hf_tqdm.are_progress_bars_disabled() and transformers_logging.is_progress_bar_enabled()
+    assert seen and not any(seen)  # transformers drew its loading bars while they were off
+
+
 def test_detections_are_named_limited_and_missing_phrases_noted():
     dets = [Detection("dog", (0, 0, 5, 5), 0.4), Detection("person", (1, 1, 9, 9), 0.9),
             Detection("dog", (2, 2, 8, 8), 0.7)]

@@ -13,6 +13,7 @@ local folder of one, can be set as ``find.text.detector``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import threading
 from typing import Any, Callable, Optional, Sequence
@@ -116,6 +117,27 @@ class TextDetector:
         return found
 
 
+@contextlib.contextmanager
+def _no_loading_bars():
+    """Hide transformers' weight-loading bars (they would cut through ours) for one load only.
+
+    transformers' switch is global to the process and also turns off huggingface_hub's bars, which
+    our own checkpoint downloads draw: a process-wide switch left off hid them after a text search.
+    Left alone when bars are off already (HF_HUB_DISABLE_PROGRESS_BARS, or the user's choice).
+    """
+    from huggingface_hub.utils import are_progress_bars_disabled
+    from transformers.utils import logging as transformers_logging
+
+    if are_progress_bars_disabled() or not transformers_logging.is_progress_bar_enabled():
+        yield
+        return
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        transformers_logging.enable_progress_bar()
+
+
 def load_detector(detector: str = DEFAULT_DETECTOR, *, revision: Optional[str] = None,
                   cache_dir: Optional[str] = None, device: Any = None,
                   progress: Optional[Callable[[int, int], None]] = None) -> TextDetector:
@@ -144,9 +166,6 @@ def load_detector(detector: str = DEFAULT_DETECTOR, *, revision: Optional[str] =
     folder = fetch_repo(detector, revision=revision, cache_dir=cache_dir, allow_patterns=_FILES,
                         progress=progress is None, on_progress=progress, what="the text detector")
     from transformers import AutoConfig, AutoProcessor, Owlv2ForObjectDetection
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()  # its weight-loading bars would cut through ours
 
     try:
         config = AutoConfig.from_pretrained(folder)
@@ -156,8 +175,9 @@ def load_detector(detector: str = DEFAULT_DETECTOR, *, revision: Optional[str] =
         raise CheckpointError(f"the text detector {detector} is a {config.model_type!r} model; find.text.detector "
                               f"must name an OWLv2 model such as {DEFAULT_DETECTOR}")
     try:
-        processor = AutoProcessor.from_pretrained(folder)
-        model = Owlv2ForObjectDetection.from_pretrained(folder).to(dev).eval()
+        with _no_loading_bars():
+            processor = AutoProcessor.from_pretrained(folder)
+            model = Owlv2ForObjectDetection.from_pretrained(folder).to(dev).eval()
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"the text detector {detector} could not be loaded ({exc}); its download may be "
                               "incomplete: remove it from the Hugging Face cache and try again") from None
