@@ -1,7 +1,7 @@
 """Load check on loopback: honest clients' latency, quiet and under each attack on fair share.
 
     python -m bench.load [--clients 3] [--rounds 3] [--frames 8] [--repeats 2] [--max-seconds 90]
-                         [--phases quiet,flood,hog,hostile]
+                         [--phases quiet,flood,hog,hostile] [--flood-frames 32] [--set KEY=VALUE ...]
 
 Starts ``python app.py`` on a loopback port (random-weight ``sam2.1_hiera_t`` at image_size 256
 from a loopback Hub, as the tests do; the model is named on the command line, since ``model=auto``
@@ -16,16 +16,19 @@ the same honest work in each phase:
 and, next to them, one attacker per phase (a new address each phase):
 
 * quiet: none;
-* flood: one session, one click, then bursts of ``FLOOD_BURST`` ``/track`` calls at once, fired
-  again as soon as they are answered (refused: "already tracking" or rate-limited);
+* flood: one session on a longer clip (``--flood-frames``), one click, then ``FLOOD_BURST``
+  ``/track`` calls outstanding at all times, each sent again ``FLOOD_PAUSE_S`` after its answer
+  (one runs; the rest are refused: "already tracking" or rate-limited);
 * hog: opens sessions up to its cap and keeps them alive with a ``/frame_masks`` read every
   ``HOG_READ_S`` seconds, trying to open one more each time;
 * hostile: uploads hostile files (an HLS live playlist, a playlist pulling a file from elsewhere
   on the server, an ffconcat list, a 20000-frame mkv, a raw H.264 stream 4112 px wide, a
   decompression-bomb PNG) one after another.
 
-Phases run in turn, ``--repeats`` times (quiet, flood, hog, hostile, quiet, flood, ...), so that load
-from other processes hits all alike, and the quiet phases' spread shows that noise. Bounded in count
+The attacker runs in a process of its own at the lowest CPU priority (its client would run on its
+own machine; what the server does for it competes at normal priority). Phases run in turn,
+``--repeats`` times (quiet, flood, hog, hostile, quiet, flood, ...), so that load from other
+processes hits all alike, and the quiet phases' spread shows that noise. Bounded in count
 (clients x rounds x phases x repeats) and in time (``--max-seconds`` per phase: no new round
 after it). Prints markdown tables: per phase the honest clients' click and Track latency (median /
 p90 / max) and p90 as a ratio to the quiet phases', honest requests refused (must be 0) and the
@@ -45,7 +48,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,7 +61,7 @@ from bench._common import markdown_table  # noqa: E402
 CLICKS = ([30.0, 26.0], [40.0, 30.0], [120.0, 90.0])
 PHASES = ("quiet", "flood", "hog", "hostile")
 FLOOD_BURST = 8  # /track calls the flooder sends at once
-FLOOD_PAUSE_S = 0.5  # after a burst with nothing admitted (a real flooder's client is elsewhere: keep ours light)
+FLOOD_PAUSE_S = 0.5  # between an answer and the flooder's next call in its place
 HOG_READ_S = 2.0  # the hog's keep-alive reads
 CALL_TIMEOUT_S = 300  # an honest call not answered by then counts as refused (and the bench goes on)
 TARGET = 1.5  # honest p90 under attack / quiet p90
@@ -188,13 +191,21 @@ def _flood(url: str, address: str, clip: Path, stop: StopFile, folder: Path, rec
         sid = sid["session"]
         client.predict(sid, 0, 1, json.dumps([CLICKS[0]]), "[1]", "", "", api_name="/set_prompts")
         ready()
+        # FLOOD_BURST calls outstanding at all times: each one answered is sent again. (A gradio
+        # Job is a Future wrapping the one that completes: wait on that.)
+        jobs = [client.submit(sid, api_name="/track") for _ in range(FLOOD_BURST)]
+        outstanding = {job.future: job for job in jobs}
         while not stop.is_set():
-            jobs = [client.submit(sid, api_name="/track") for _ in range(FLOOD_BURST)]
-            admitted = 0
-            for job in jobs:
-                admitted += _attempt(rec, "track", lambda: job.result(timeout=CALL_TIMEOUT_S)) is not None
-            if not admitted:
-                stop.wait(FLOOD_PAUSE_S)
+            done, _ = wait(list(outstanding), timeout=FLOOD_PAUSE_S, return_when=FIRST_COMPLETED)
+            for future in done:
+                job = outstanding.pop(future)
+                _attempt(rec, "track", lambda: job.result(timeout=0))
+            if done:
+                stop.wait(FLOOD_PAUSE_S)  # a real flooder's client is elsewhere: keep ours light
+                for job in (client.submit(sid, api_name="/track") for _ in done):
+                    outstanding[job.future] = job
+        for job in outstanding.values():
+            job.cancel()
     finally:
         if sid is not None:
             client.predict(sid, api_name="/close_clip")
@@ -323,7 +334,9 @@ def _attacker_summary(kind: str, rec: Record) -> str:
     refused = [a for a in rec.attacker if a[2] != "ok"]
     ran = {what: sum(1 for a in rec.attacker if a[0] == what and a[2] == "ok") for what in ("track", "open_clip")}
     if kind == "flood":
-        return f"{len(refused)} of {len(rec.attacker)} refused; {ran['track']} Tracks ran"
+        busy = sum("already tracking" in a[2] for a in refused)
+        return (f"{len(refused)} of {len(rec.attacker)} refused ({busy} already tracking, "
+                f"{sum('too many' in a[2] for a in refused)} rate-limited); {ran['track']} Tracks finished")
     if kind == "hog":
         return f"{len(refused)} of {len(rec.attacker)} refused; {ran['open_clip']} sessions opened"
     return f"{len(refused)} of {len(rec.attacker)} uploads refused"
@@ -338,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=90, help="per phase: no new round after this")
     parser.add_argument("--repeats", type=int, default=2, help="times each phase runs, in turn")
     parser.add_argument("--phases", default=",".join(PHASES), help=f"which of {','.join(PHASES)}")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an app override (repeatable), e.g. server.tracks_at_once=1: Tracks one after another")
     args = parser.parse_args(argv)
     kinds = [k.strip() for k in args.phases.split(",") if k.strip()]
     if not kinds or any(k not in PHASES for k in kinds) or "quiet" not in kinds:
@@ -356,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         clip = make_moving_disc_clip(work / "disc.mp4", args.frames, (160, 120), radius=20)[0]
         long_clip = make_moving_disc_clip(work / "long.mp4", args.flood_frames, (160, 120), radius=20)[0]
         files = _hostile_files(work / "hostile_files") if "hostile" in kinds else []
-        extra = (f"model={TINY.name}", "limits.max_frames=1000", "server.trusted_proxy=true")
+        extra = (f"model={TINY.name}", "limits.max_frames=1000", "server.trusted_proxy=true", *args.set)
         with run_app(work, checkpoint, extra=extra) as app, \
                 ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
             server = psutil.Process(app.process.pid)
@@ -367,9 +382,9 @@ def main(argv: list[str] | None = None) -> int:
                     rec = _phase(kind, index, app.url, clip, long_clip, args, work / f"p{index}", files, pool)
                     rec.server_cpu = _cpu_seconds(server) - before
                     records[kind].append(rec)
+                    clicks, tracks = rec.times["set_prompts"] or [0.0], rec.times["track"] or [0.0]
                     print(f"phase {index} {kind}: {rec.rounds} rounds in {rec.seconds:.1f} s; clicks p90 "
-                          f"{_p90(rec.times['set_prompts'] or [0]):.2f} s, Track p90 {_p90(rec.times['track'] or [0]):.2f} s",
-                          file=sys.stderr)
+                          f"{_p90(clicks):.2f} s, Track p90 {_p90(tracks):.2f} s", file=sys.stderr)
                     index += 1
             left = media_children(app.process.pid)
             rss_mb = server.memory_info().rss / 2**20
@@ -393,12 +408,14 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
     # The quiet phases one by one: how far apart the same work lands on this machine (noise).
     for n, rec in enumerate(records["quiet"]):
-        rows.append([f"quiet #{n + 1} alone"] + [v for _, op in ops for v in
-                    (_stats(rec.times[op]), f"{_p90(rec.times[op]) / _p90(quiet.times[op]):.2f}" if rec.times[op] else "-")]
+        ratios = [f"{_p90(rec.times[op]) / _p90(quiet.times[op]):.2f}" if rec.times[op] else "-" for _, op in ops]
+        cells = [v for (_, op), r in zip(ops, ratios) for v in (_stats(rec.times[op]), r)]
+        rows.append([f"quiet #{n + 1} alone"] + cells
                     + [_stats(rec.times["open_clip"]), f"{rec.server_cpu / rec.seconds:.2f}", len(rec.honest_refused),
                        rec.rounds, "-"])
     print(f"{args.clients} honest clients x {args.rounds} rounds per phase ({args.frames}-frame 160x120 clip, "
-          f"3 clicks, Track, close), phases {', '.join(kinds)} in turn x {args.repeats}; app RSS at the end "
+          f"3 clicks, Track, close; the flooder's clip {args.flood_frames} frames), phases {', '.join(kinds)} "
+          f"in turn x {args.repeats}{'; ' + ' '.join(args.set) if args.set else ''}; app RSS at the end "
           f"{rss_mb:.0f} MB; load average {load:.1f} on {psutil.cpu_count()} CPUs\n")
     print(markdown_table(("phase", "clicks (s: median / p90 / max)", "clicks p90 / quiet",
                           "Track (s: median / p90 / max)", "Track p90 / quiet", "open (s)", "server CPU (cores)",
