@@ -20,7 +20,7 @@ from appserver import app_checkpoint, run_app
 from clips import make_moving_disc_clip
 
 from sam2_web.errors import LimitExceededError
-from sam2_web.ui.fair import RateLimitedError, TokenBuckets, TrackSlots, client_of
+from sam2_web.ui.fair import FrameTurns, RateLimitedError, TokenBuckets, TrackSlots, client_of
 from sam2_web.ui.state import SessionBusyError, SessionExpiredError, SessionStore
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -64,6 +64,44 @@ def test_one_track_slot_per_session():
     slots.claim("s1")
     now[0] = 2000.0  # s2's Track never started (its client went away): the slot expires
     slots.claim("s2")
+
+
+def test_tracks_take_turns_and_the_client_that_tracked_least_goes_first():
+    import threading
+
+    now = [0.0]
+    turns = FrameTurns(slots=1, half_life_s=60, clock=lambda: now[0])
+    order: list[str] = []
+    gate = threading.Event()
+
+    def frames(who: str, n: int):
+        for _ in range(n):
+            order.append(who)
+            now[0] += 1.0  # each frame takes a second of the clock
+            yield who
+
+    # The attacker's long Track holds the one slot; meanwhile an honest Track and more of the
+    # attacker's wait. When the slot frees, the honest client (no usage yet) goes first.
+    turns.acquire("attacker")
+    waiting = []
+    for who in ("attacker", "honest"):
+        t = threading.Thread(target=lambda w=who: (gate.set(), list(turns.each(w, frames(w, 3)))))
+        t.start()
+        waiting.append(t)
+        gate.wait()
+        gate.clear()
+    deadline = time.monotonic() + 10
+    while len(turns._waiting) < 2 and time.monotonic() < deadline:  # both are waiting for the slot
+        time.sleep(0.01)
+    turns.release("attacker", 30.0)
+    for t in waiting:
+        t.join(10)
+    assert order[:3] == ["honest"] * 3 and order[3:] == ["attacker"] * 3
+    assert turns.usage("attacker") > 30 > turns.usage("honest") == pytest.approx(3.0, rel=0.1)
+    now[0] += 600  # ten half-lives: the past hardly counts any more
+    assert turns.usage("attacker") < 0.05
+    # Without slots, taking turns is off: steps pass straight through.
+    assert list(FrameTurns(slots=0).each("x", iter([1, 2]))) == [1, 2]
 
 
 def test_a_client_is_the_connection_unless_a_trusted_proxy_says_otherwise():

@@ -44,6 +44,7 @@ from sam2_web.video.state import FrameMasks
 
 if TYPE_CHECKING:
     from sam2_web.media.probe import VideoInfo
+    from sam2_web.ui.fair import FrameTurns
     from sam2_web.ui.gpu import LeasePolicy
     from sam2_web.video.predictor import SAM2VideoPredictor
     from sam2_web.video.session import VideoSession
@@ -538,7 +539,8 @@ class TrackStep:
 
 
 def track(session: AppSession | None, direction: str = "both", *,
-          leases: "LeasePolicy | None" = None) -> Iterator[TrackStep]:
+          leases: "LeasePolicy | None" = None, turns: "FrameTurns | None" = None,
+          client: str = "local") -> Iterator[TrackStep]:
     """Propagate the prompts through the clip, yielding after every finished frame.
 
     The session is held for the whole run (clicks are refused meanwhile). Stop by setting
@@ -547,6 +549,8 @@ def track(session: AppSession | None, direction: str = "both", *,
     image encoder) become this server's s/frame for the model (``ui.speed.record_track``).
     On a ZeroGPU Space the Track runs in GPU leases sized from its work (``leases``, the
     ``gpu:`` settings; see ``ui.gpu.track_in_leases``), each resuming where the last stopped.
+    With ``turns`` (``sam2_web.ui.fair.FrameTurns``), each frame is computed in a turn of
+    ``client``, so that Tracks of several clients share the server fairly.
 
     Raises:
         PromptError: no clip, or no prompt on any frame yet.
@@ -570,7 +574,10 @@ def track(session: AppSession | None, direction: str = "both", *,
         try:
             start = time.monotonic()
             done = 0
-            for fm in _propagate(session, direction, objects, leases, on_progress):
+            frames = _propagate(session, direction, objects, leases, on_progress)
+            if turns is not None:
+                frames = turns.each(client, frames)
+            for fm in frames:
                 if fm.frame_idx in cached:
                     clock.skip()
                 else:

@@ -105,13 +105,14 @@ class Api:
             actions.set_prompts(session, frame, obj_id, points=pts, labels=lbl, box=bx, limits=self.ctx.limits)
             return _masks_json(session, frame)
 
-    def track(self, session_id: str) -> dict:
-        """Track every prompted object through the clip; returns ``{"frames", "total"}``."""
+    def track(self, session_id: str, client: str = LOCAL) -> dict:
+        """Track every prompted object through the clip; returns ``{"frames", "total"}``.
+        Frames are computed in turns of ``client`` (see ``sam2_web.ui.fair.FrameTurns``)."""
         last = None
         self.ctx.tracks.started(session_id)  # its slot was claimed when it was admitted (see register)
         try:
             session = self.ctx.store.get(session_id)
-            for last in actions.track(session, leases=self.ctx.leases):
+            for last in actions.track(session, leases=self.ctx.leases, turns=self.ctx.turns, client=client):
                 self.ctx.store.touch(session)  # a long run is not idleness
         except CancelledError:
             done = 0 if last is None else last.done
@@ -255,14 +256,15 @@ def _check_format(fmt: str) -> None:
         raise ExportError(f"unknown format {fmt!r}; choose one of: {', '.join(API_FORMATS)}")
 
 
-def register(api: Api, wrap: Callable[[Callable], Callable], track_limit: int, interactive_limit: int) -> None:
+def register(api: Api, wrap: Callable[[Callable], Callable], lanes: dict[str, int]) -> None:
     """Create the named endpoints inside the current ``gr.Blocks`` (components hidden).
 
     Args:
         api: the endpoint functions.
         wrap: turns our errors into ``gr.Error`` (see ``layout.user_errors``).
-        track_limit: concurrency of the whole-clip endpoints (shared with the UI's Track).
-        interactive_limit: concurrency of the one-frame endpoints (shared with the UI's clicks).
+        lanes: concurrency of each lane, shared with the UI's events of the same kind:
+            ``"track"`` (Track), ``"heavy"`` (other whole-clip calls), ``"interactive"``
+            (one-frame calls: clicks, reads).
     """
     from sam2_web.ui.gpu import on_gpu, short_call
 
@@ -286,21 +288,24 @@ def register(api: Api, wrap: Callable[[Callable], Callable], track_limit: int, i
 
     ctx = api.ctx
 
-    def endpoint(fn, inputs, outputs, name_, heavy=False, validator=None, gpu=None):
+    def endpoint(fn, inputs, outputs, name_, lane="interactive", validator=None, gpu=None):
         # GPU leases on ZeroGPU: clicks get a short one, /track asks for its own (sized from its
         # work), other whole-clip calls the longest one allowed.
         run = wrap(short_call(fn, ctx.leases) if gpu == "short" else
                    on_gpu(fn, ctx.leases.max_s) if gpu == "long" else fn)
         gr.on(triggers=[], fn=run, inputs=inputs, outputs=outputs, api_name=name_,
               api_description=(fn.__doc__ or "").strip().splitlines()[0],
-              concurrency_limit=track_limit if heavy else interactive_limit,
-              concurrency_id="track" if heavy else "interactive", validator=validator)
+              concurrency_limit=lanes[lane], concurrency_id=lane, validator=validator)
 
     # Heavy calls are admitted (rate per client, one Track per session) before they wait in the
     # queue; clicks and reads are not limited. Wrappers pass on who called.
     def open_clip(clip: str | None, model: str | None, request: gr.Request) -> dict:
         """Upload a clip (or image) and open a session on it."""
         return api.open_clip(clip, model, ctx.client(request))
+
+    def track(session_id: str, request: gr.Request) -> dict:
+        """Track every prompted object through the clip; returns ``{"frames", "total"}``."""
+        return api.track(session_id, ctx.client(request))
 
     def segment(clip: str | None, prompts: str, model: str | None, fmt: str, soft_edges: bool,
                 request: gr.Request) -> str:
@@ -323,12 +328,13 @@ def register(api: Api, wrap: Callable[[Callable], Callable], track_limit: int, i
     endpoint(open_clip, [clip, model], out_json, "open_clip", validator=admit_open, gpu="short")
     endpoint(api.set_prompts, [session_id, frame, obj_id, points, labels, box, name], out_json, "set_prompts",
              gpu="short")
-    endpoint(api.track, [session_id], out_json, "track", heavy=True, validator=admit_track)
+    endpoint(track, [session_id], out_json, "track", lane="track", validator=admit_track)
     endpoint(api.stop_tracking, [session_id], out_text, "stop_tracking")
     endpoint(api.frame_masks, [session_id, frame], out_json, "frame_masks")
-    endpoint(api.export, [session_id, fmt, soft], out_file, "export", heavy=True, validator=admit_export, gpu="long")
+    endpoint(api.export, [session_id, fmt, soft], out_file, "export", lane="heavy", validator=admit_export,
+             gpu="long")
     endpoint(api.close_clip, [session_id], out_text, "close_clip")
-    endpoint(segment, [clip, prompts, model, fmt, soft], out_file, "segment", heavy=True, validator=admit_segment,
+    endpoint(segment, [clip, prompts, model, fmt, soft], out_file, "segment", lane="heavy", validator=admit_segment,
              gpu="long")
 
 

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig
 
 from sam2_web.ui import speed
-from sam2_web.ui.fair import FairShare, TokenBuckets, TrackSlots, client_of
-from sam2_web.ui.gpu import LeasePolicy
+from sam2_web.ui.fair import FairShare, FrameTurns, TokenBuckets, TrackSlots, client_of
+from sam2_web.ui.gpu import LeasePolicy, zero_gpu
 from sam2_web.ui.limits import Limits
 from sam2_web.ui.state import SessionStore
 
@@ -58,6 +58,7 @@ class AppContext:
     buckets: TokenBuckets = field(default_factory=lambda: TokenBuckets(0, 0))
     tracks: TrackSlots = field(default_factory=TrackSlots)
     leases: LeasePolicy = field(default_factory=LeasePolicy)
+    turns: FrameTurns = field(default_factory=lambda: FrameTurns(0))
 
     @classmethod
     def from_overrides(cls, overrides: Sequence[str] = ()) -> "AppContext":
@@ -78,9 +79,21 @@ class AppContext:
                              feature_budget_mb=float(server.get("feature_cache_total_mb", 0)),
                              max_per_client=fair.sessions_per_client,
                              max_age_s=float(server.get("session_max_age_s", 0)))
+        # On a ZeroGPU Space frames are computed inside GPU leases, whose clock must not run while
+        # a Track waits for its turn: there, Tracks run one after another (server.concurrency).
+        turns = FrameTurns(0 if zero_gpu() else int(server.concurrency), fair.turn_half_life_s)
         return cls(cfg=cfg, overrides=tuple(overrides), store=store, limits=Limits.from_config(cfg.get("limits")),
                    fair=fair, buckets=TokenBuckets(fair.heavy_burst, fair.heavy_per_minute),
-                   tracks=TrackSlots(fair.track_wait_s), leases=LeasePolicy.from_config(cfg.get("gpu") or {}))
+                   tracks=TrackSlots(fair.track_wait_s), leases=LeasePolicy.from_config(cfg.get("gpu") or {}),
+                   turns=turns)
+
+    @property
+    def tracks_at_once(self) -> int:
+        """Tracks in progress at once (Gradio's concurrency for Track): ``server.tracks_at_once``
+        when they take turns frame by frame, else ``server.concurrency``."""
+        if self.turns.slots > 0:
+            return max(1, self.fair.tracks_at_once)
+        return int(self.cfg.server.concurrency)
 
     def client(self, request: Any) -> str:
         """Who made ``request`` (a ``gr.Request``, None in this process), as the limits count clients."""

@@ -256,15 +256,16 @@ class Callbacks:
                 self._estimate(session, " ".join(notes)))
 
     # -- tracking ------------------------------------------------------------------------------
-    def track(self, sid: str | None, _status: str = ""):
-        """Propagate through the clip, streaming progress and the latest finished frame."""
+    def track(self, sid: str | None, _status: str = "", request: gr.Request = None):
+        """Propagate through the clip, streaming progress and the latest finished frame (frames
+        computed in turns of the visitor, see ``sam2_web.ui.fair.FrameTurns``)."""
         self.ctx.tracks.started(sid or "")  # its slot was claimed when it was admitted (see _bind)
         try:
-            yield from self._track(sid)
+            yield from self._track(sid, self.ctx.client(request))
         finally:
             self.ctx.tracks.release(sid or "")
 
-    def _track(self, sid: str | None):
+    def _track(self, sid: str | None, client: str):
         session = require_clip(self._session(sid))
         last_picture = 0.0
         step = None
@@ -272,7 +273,7 @@ class Callbacks:
         starting = speed.starting_text(session, speed.session_speed(session))
         yield gr.skip(), gr.skip(), gr.skip(), render.progress_html(None, starting), gr.skip()
         try:
-            for step in actions.track(session, leases=self.ctx.leases):
+            for step in actions.track(session, leases=self.ctx.leases, turns=self.ctx.turns, client=client):
                 self.ctx.store.touch(session)
                 now = time.monotonic()
                 if now - last_picture >= PREVIEW_EVERY_S or step.done == step.total:
@@ -285,7 +286,7 @@ class Callbacks:
             yield (*self._view(session, session.frame_idx), render.progress_html(step, "stopped"), gr.skip())
             return
         yield gr.skip(), gr.skip(), gr.skip(), render.progress_html(step, "rendering the preview…"), gr.skip()
-        with session.exclusive():
+        with session.exclusive(), self.ctx.turns.turn(client):  # the whole clip again: in a turn
             preview = actions.export_masks(session, "overlay_mp4")
         yield gr.skip(), gr.skip(), gr.skip(), render.progress_html(step, "done"), str(preview)
 
@@ -326,8 +327,12 @@ def build_demo(ctx: AppContext) -> gr.Blocks:
     ttl = float(ctx.cfg.server.session_ttl_s)
     with gr.Blocks(title="SAM 2 for video", delete_cache=(max(60, int(ttl // 4)), int(ttl))) as demo:
         ui = _layout(ctx)
-        _bind(demo, ui, Callbacks(ctx), int(ctx.cfg.server.concurrency))
-        register(Api(ctx), user_errors, int(ctx.cfg.server.concurrency), INTERACTIVE_LIMIT)
+        # Tracks (taking turns frame by frame), other whole-clip work, and one-frame calls each
+        # wait in their own lane, so none of them can fill the others' places.
+        lanes = {"track": ctx.tracks_at_once, "heavy": int(ctx.cfg.server.concurrency),
+                 "interactive": INTERACTIVE_LIMIT}
+        _bind(demo, ui, Callbacks(ctx), lanes)
+        register(Api(ctx), user_errors, lanes)
     return demo
 
 
@@ -400,14 +405,16 @@ def _layout(ctx: AppContext) -> SimpleNamespace:
     return ui
 
 
-def _bind(demo: gr.Blocks, ui: SimpleNamespace, cb: Callbacks, track_limit: int) -> None:
+def _bind(demo: gr.Blocks, ui: SimpleNamespace, cb: Callbacks, lanes: dict[str, int]) -> None:
     """Wire the components to the callbacks (each wrapped by :func:`user_errors`)."""
     w = user_errors
     view = [ui.frame, ui.slider, ui.frame_info]
     objs = [ui.legend, ui.selected]
-    # One model call per click; two may run at once. Whole-clip work shares the track limit.
-    quick = {"concurrency_id": "interactive", "concurrency_limit": INTERACTIVE_LIMIT}
-    heavy = {"concurrency_id": "track", "concurrency_limit": track_limit}
+    # One model call per click; two may run at once. Tracks take turns frame by frame (their own
+    # lane); other whole-clip work has the heavy lane (see build_demo).
+    quick = {"concurrency_id": "interactive", "concurrency_limit": lanes["interactive"]}
+    tracking = {"concurrency_id": "track", "concurrency_limit": lanes["track"]}
+    heavy = {"concurrency_id": "heavy", "concurrency_limit": lanes["heavy"]}
     on_frame = {"show_progress_on": [ui.frame]}  # spinner (and error badge) on the picture only
     hidden = {"show_progress": "hidden"}
     ctx = cb.ctx
@@ -449,7 +456,7 @@ def _bind(demo: gr.Blocks, ui: SimpleNamespace, cb: Callbacks, track_limit: int)
     ui.remove.click(w(cb.remove_object), [ui.sid, ui.slider], [ui.frame, *objs, ui.status], **quick, **on_frame,
                     **_ui("remove_object"))
     # Track asks for GPU leases itself, sized from its work (ui.gpu.track_in_leases).
-    ui.track.click(w(cb.track), [ui.sid, ui.status], [*view, ui.status, ui.preview], **hidden, **heavy,
+    ui.track.click(w(cb.track), [ui.sid, ui.status], [*view, ui.status, ui.preview], **hidden, **tracking,
                    validator=admit_track, **_ui("track"))
     ui.stop.click(w(cb.stop), [ui.sid], None, queue=False, **_ui("stop"))
     ui.export.click(w(cb.download), [ui.sid, ui.fmt, ui.feather, ui.soft, ui.band, ui.status], [ui.download],
