@@ -2,7 +2,7 @@
 same model and clip with SAM 2's memory, in one run.
 
     python -m bench.samurai [--model sam2.1_hiera_t] [--frames 14] [--size 1024] [--objects 3]
-                            [--rounds 2] [--threads 2] [--json OUT]
+                            [--rounds 2] [--threads 2] [--json OUT] [--write-speeds]
 
 One predictor (seeded random weights, object-score bias raised so objects are present and the
 filter engages), a generated clip (a disc passing behind a bar, plus background spots), the same
@@ -10,7 +10,9 @@ prompts; each round opens a fresh session per mode (so both encode every frame) 
 forward, plain and SAMURAI alternating so that load from other processes hits both alike. s/frame
 is the median over the frames after the first ``num_maskmem + 1`` (memory full). SAMURAI's extra
 work per frame: the three candidate masks' boxes on the device, one copy to the host, the
-filter (numpy, microseconds) and the memory-rule scan. Prints a markdown table.
+filter (numpy, microseconds) and the memory-rule scan. Prints a markdown table;
+``--write-speeds`` records the ratio (figure ``samurai_ratio_3obj`` of the model) in the bench
+run of this kind of device in ``configs/speeds.yaml``, where ``sam2-web models`` reads it.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--write-speeds", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -92,7 +95,27 @@ def main(argv=None) -> int:
             json.dump({"model": args.model, "size": args.size, "objects": args.objects, "device": device,
                        "plain_s_per_frame": plain, "samurai_s_per_frame": sam, "ratio": sam / plain,
                        "frames": per_mode}, f, indent=1)
+    if args.write_speeds:
+        _write_ratio(predictor, args, sam / plain)
     return 0
+
+
+def _write_ratio(predictor, args, ratio: float) -> None:
+    import dataclasses
+    import datetime
+
+    from sam2_web import speeds
+
+    kind = predictor.device.type
+    run = speeds.load_bench().get(kind) or speeds.BenchRun(
+        kind, speeds.device_label(predictor.device), "", torch.__version__, "python -m bench.samurai", {})
+    models = {m: dict(f) for m, f in run.models.items()}
+    models.setdefault(args.model, {})["samurai_ratio_3obj"] = round(ratio, 3)
+    stamp = f"; samurai_ratio_3obj: python -m bench.samurai {datetime.date.today().isoformat()}, {args.size} px"
+    method = run.method if "bench.samurai" in run.method else run.method + stamp
+    path = speeds.write_bench_run(dataclasses.replace(run, models=models, method=method,
+                                                      date=run.date or datetime.date.today().isoformat()))
+    print(f"wrote samurai_ratio_3obj={ratio:.3f} for {args.model} into {path}")
 
 
 if __name__ == "__main__":

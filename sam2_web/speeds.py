@@ -247,6 +247,17 @@ def bench_run_for(kind: str, runs: Optional[Mapping[str, BenchRun]] = None) -> O
     return runs.get(kind) or (runs.get("cpu") if kind == "mps" else None)
 
 
+def samurai_ratio(kind: str, runs: Optional[Mapping[str, BenchRun]] = None) -> Optional[tuple[str, float]]:
+    """``(model, ratio)``: s/frame with SAMURAI's memory over SAM 2's, 3 objects, as ``python -m
+    bench.samurai --write-speeds`` recorded it (figure ``samurai_ratio_3obj``) in the bench run for a
+    ``kind`` device; None when not measured."""
+    run = bench_run_for(kind, runs)
+    for model, figures in (run.models.items() if run is not None else ()):
+        if figures.get("samurai_ratio_3obj") is not None:
+            return model, float(figures["samurai_ratio_3obj"])
+    return None
+
+
 def write_bench_run(run: BenchRun, path: Optional[Path] = None) -> Path:
     """Put ``run`` into the bench file (replacing that kind's previous run, keeping the others),
     written to a temp file and renamed. Returns the path written.
