@@ -48,6 +48,7 @@ _BENCH_HEADER = """\
 #   models:  per model name, every figure in seconds:
 #     s_per_frame_1obj, s_per_frame_3obj: one tracked frame once the memory is full, 1 / 3 objects
 #     click_new_frame_s: a click on a frame that is not encoded yet (image encoder + mask decoder)
+#     samurai_ratio_3obj: s/frame with SAMURAI's memory over SAM 2's, 3 objects (python -m bench.samurai)
 # A figure that was not measured is left out; the app and `sam2-web models` then say "not measured".
 # A server replaces these with its own figures once it has run a model (see sam2_web/speeds.py).
 """
