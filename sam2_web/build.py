@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from sam2_web.device import pick_device
-from sam2_web.errors import ConfigNotFoundError
+from sam2_web.errors import ConfigNotFoundError, Sam2WebError
 from sam2_web.registry import configs_dir
 
 if TYPE_CHECKING:
@@ -67,12 +68,13 @@ _OFFICIAL_PACKAGES = ("sam2.", "efficient_track_anything.")
 
 def available_configs() -> list[str]:
     """Names of the network configs shipped with sam2_web, e.g. ``sam2.1/sam2.1_hiera_t.yaml``
-    (every family folder; ``model/`` holds the registry entries, not networks)."""
+    (every family folder; ``model/`` holds the registry entries and ``memory/`` the app's memory
+    choice, not networks)."""
     root = configs_dir()
     return sorted(
         str(p.relative_to(root))
         for p in root.glob("*/*.yaml")
-        if p.parent.name != "model"
+        if p.parent.name not in ("model", "memory")
     )
 
 
@@ -179,7 +181,13 @@ def _instantiate(cfg: DictConfig, ckpt_path, device, mode: str, **kwargs) -> tor
     if cfg.model.get("compile_image_encoder", False) and not _compile_pays_off(device):
         logger.info("compile_image_encoder is ignored on %s (used on CUDA GPUs of compute capability 8+)", device)
         cfg.model.compile_image_encoder = False
-    model = instantiate(cfg.model, _recursive_=True, **kwargs)
+    try:
+        model = instantiate(cfg.model, _recursive_=True, **kwargs)
+    except InstantiationException as exc:
+        # A bad setting is the user's to fix: our own error (naming it), not hydra's wrapper.
+        if isinstance(exc.__cause__, Sam2WebError):
+            raise exc.__cause__ from None
+        raise
     if ckpt_path is not None:
         from sam2_web.checkpoint import load_checkpoint
 

@@ -342,6 +342,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
                   "hub repo", "licence"), rows)
     default = " (the default)" if requested_model() == AUTO else ""
     print(f"\nThis machine: {here}. model=auto{default} picks {auto_model(device)} here.")
+    measured = speeds.samurai_ratio(device.type)
+    cost = ("not measured" if measured is None
+            else f"{measured[1]:.2f}x SAM 2's memory with 3 objects ({measured[0]}, bench.samurai)")
+    print("memory=samurai (robust to occlusion, SAMURAI arXiv 2411.11922; any SAM 2 / 2.1, EdgeTAM or EfficientTAM "
+          f"model, same weights): the filter is cheap, the 3 candidate masks per object are decoded anyway; "
+          f"s/frame {cost}.")
     for source, n in sources.items():
         print(f"[{n}] {source}")
     return EXIT_OK

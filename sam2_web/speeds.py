@@ -48,6 +48,7 @@ _BENCH_HEADER = """\
 #   models:  per model name, every figure in seconds:
 #     s_per_frame_1obj, s_per_frame_3obj: one tracked frame once the memory is full, 1 / 3 objects
 #     click_new_frame_s: a click on a frame that is not encoded yet (image encoder + mask decoder)
+#     samurai_ratio_3obj: s/frame with SAMURAI's memory over SAM 2's, 3 objects (python -m bench.samurai)
 # A figure that was not measured is left out; the app and `sam2-web models` then say "not measured".
 # A server replaces these with its own figures once it has run a model (see sam2_web/speeds.py).
 """
@@ -245,6 +246,17 @@ def bench_run_for(kind: str, runs: Optional[Mapping[str, BenchRun]] = None) -> O
     """The bench run that stands in for a ``kind`` device: its own, else (for mps) the CPU run."""
     runs = load_bench() if runs is None else runs
     return runs.get(kind) or (runs.get("cpu") if kind == "mps" else None)
+
+
+def samurai_ratio(kind: str, runs: Optional[Mapping[str, BenchRun]] = None) -> Optional[tuple[str, float]]:
+    """``(model, ratio)``: s/frame with SAMURAI's memory over SAM 2's, 3 objects, as ``python -m
+    bench.samurai --write-speeds`` recorded it (figure ``samurai_ratio_3obj``) in the bench run for a
+    ``kind`` device; None when not measured."""
+    run = bench_run_for(kind, runs)
+    for model, figures in (run.models.items() if run is not None else ()):
+        if figures.get("samurai_ratio_3obj") is not None:
+            return model, float(figures["samurai_ratio_3obj"])
+    return None
 
 
 def write_bench_run(run: BenchRun, path: Optional[Path] = None) -> Path:

@@ -133,6 +133,35 @@ install_oracles() {
   else
     installed efficienttam
   fi
+  # SAMURAI (yangchris11/samurai at 76ba195): its sam2/ folder is a fork of Meta's sam2 (package `sam2`
+  # again) with a Kalman filter and configs/samurai/*.yaml. Installed NOT editable (an editable `sam2`
+  # loses to the reference's `sam2` reached through the dev venv's .pth) from the unpacked snapshot; both
+  # the shared tarball and the repacked GitHub archive hold it under samurai-76ba195/sam2. Its package
+  # data carries the YAMLs. Beside the dev venv it needs scipy (the filter) and loguru (its logging).
+  local sam_tar=samurai-76ba195.tar.gz sam_src=.oracles/src/samurai-76ba195
+  if [ "$(cat .oracles/samurai/.snapshot 2>/dev/null)" != "$sam_tar" ] \
+      || ! .oracles/samurai/bin/python -c "import sam2.utils.kalman_filter" 2>/dev/null; then
+    tarball=$(snapshot "oracles/$sam_tar" https://github.com/yangchris11/samurai/archive/76ba195.tar.gz samurai-76ba195)
+    if [ -z "$tarball" ]; then
+      missing samurai "no shared/oracles/$sam_tar and github.com/yangchris11/samurai unreachable: the SAMURAI parity tests skip"
+    else
+      oracle_venv samurai
+      rm -rf "$sam_src" && mkdir -p .oracles/src
+      tar -xzf "$tarball" -C .oracles/src
+      if [ ! -f "$sam_src/sam2/setup.py" ]; then
+        missing samurai "$tarball has no samurai-76ba195/sam2/setup.py: the SAMURAI parity tests skip"
+      else
+        local spip=(.oracles/samurai/bin/python -m pip install -q --disable-pip-version-check)
+        "${spip[@]}" setuptools wheel scipy loguru
+        SAM2_BUILD_CUDA=0 "${spip[@]}" --no-build-isolation --no-deps "./$sam_src/sam2"
+        echo "$sam_tar" > .oracles/samurai/.snapshot
+        installed samurai
+      fi
+      rm -rf "$sam_src"
+    fi
+  else
+    installed samurai
+  fi
 }
 
 # Editor hosts the plugin tests run inside (issue 10), each in a venv made by oracle_venv, so torch and

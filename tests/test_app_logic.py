@@ -471,6 +471,21 @@ def test_switching_model_replays_the_clicks(opened, predictor):
     assert np.array_equal(actions.mask_dict(opened, 0)[1], before)
 
 
+def test_samurai_switch_reopens_the_session_with_it_and_replays_the_clicks(opened, predictor):
+    """The "Robust to occlusion (SAMURAI)" checkbox: per session, the clicks survive, and the
+    engine session tracks with SAMURAI's memory (the model's default stays off)."""
+    actions.click(opened, 0, *DISC_XY)
+    before = actions.mask_dict(opened, 0)[1].copy()
+    assert opened.video.tracker.motion_config is None
+    actions.set_samurai(opened, predictor, True)
+    assert opened.samurai is True and opened.video.tracker.motion_config is predictor.motion_config
+    assert actions.mask_dict(opened, 0)[1].any()
+    assert predictor.default_options.samurai is None and not predictor.samurai_mode
+    actions.set_samurai(opened, predictor, False)
+    assert opened.video.tracker.motion_config is None
+    assert np.array_equal(actions.mask_dict(opened, 0)[1], before)
+
+
 # --- API helpers --------------------------------------------------------------------------------
 
 def test_api_prompts_json_is_parsed_or_refused_with_a_hint():

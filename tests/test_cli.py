@@ -73,13 +73,13 @@ def model_args(checkpoint: Path) -> list[str]:
 
 
 def engine_masks(checkpoint: Path, clip: Path, model: str = "sam2.1/sam2.1_hiera_t.yaml",
-                 overrides=OVERRIDES) -> dict[int, dict[int, np.ndarray]]:
+                 overrides=OVERRIDES, **session_opts) -> dict[int, dict[int, np.ndarray]]:
     """The oracle: the engine run directly with PROMPTS, frame → {obj_id: mask}."""
     from sam2_web.build import build_sam2_video_predictor
 
     predictor = build_sam2_video_predictor(model, checkpoint, device="cpu", hydra_overrides_extra=list(overrides))
     out: dict[int, dict[int, np.ndarray]] = {}
-    with predictor.open_session(str(clip)) as session:
+    with predictor.open_session(str(clip), **session_opts) as session:
         session.add_prompt(0, 1, points=np.array([[30, 28], [100, 80]], np.float32), labels=np.array([1, 0]))
         session.add_prompt(1, 5, box=np.array([70, 50, 120, 90], np.float32))
         for fm in session.propagate(direction="both"):
@@ -376,6 +376,24 @@ def test_frame_range_tracks_only_inside(tmp_path, checkpoint, clip, prompts_file
     for i in range(3):
         assert (got[i] == oracle[i][1]).all()
     assert not got[3].any()
+
+
+def test_memory_samurai_runs_through_the_job(tmp_path, checkpoint, clip, prompts_file):
+    """``sam2-web mask ... memory=samurai``: the job tracks with SAMURAI's memory (the engine
+    with ``samurai=True`` is the oracle), and the app config's switch reaches the engine."""
+    out = tmp_path / "out"
+    proc = run_cli("mask", clip, "-p", prompts_file, "-o", out, "-f", "png", *model_args(checkpoint), "memory=samurai")
+    assert proc.returncode == 0, proc.stderr
+    oracle = engine_masks(checkpoint, clip, samurai=True)
+    plain = engine_masks(checkpoint, clip)
+    for obj_id, label in ((1, "disc"), (5, "obj_5")):
+        got = read_png_mattes(out / "disc_png", label, "disc")
+        assert len(got) == N_FRAMES
+        for i in range(N_FRAMES):
+            assert (got[i] == oracle[i][obj_id]).all(), (obj_id, i)
+    assert oracle[0][1].any() and not oracle[0][1].all()
+    print("frames where SAMURAI's masks differ from SAM 2's:",
+          sum(not np.array_equal(oracle[i][1], plain[i][1]) for i in range(N_FRAMES)))
 
 
 def test_ctrl_c_stops_cleanly_without_outputs(tmp_path, checkpoint, clip, prompts_file):

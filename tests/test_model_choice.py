@@ -151,7 +151,7 @@ def test_the_shipped_bench_file_reads_and_names_registered_models():
     for run in speeds.load_bench(configs_dir() / "speeds.yaml").values():
         assert run.kind in speeds.KINDS and set(run.models) <= names
         for figures in run.models.values():
-            assert set(figures) <= {"s_per_frame_1obj", "s_per_frame_3obj", "click_new_frame_s"}
+            assert set(figures) <= {"s_per_frame_1obj", "s_per_frame_3obj", "click_new_frame_s", "samurai_ratio_3obj"}
 
 
 def test_a_run_is_recorded_per_model_and_device_after_its_warmup(cache):
@@ -286,7 +286,7 @@ def test_models_lists_quality_speed_hub_repo_and_licence(tmp_path, monkeypatch, 
     for column in ("name", "label", "params", "SA-V test J&F", "s/frame (3 obj)", "measured on", "hub repo",
                    "licence"):
         assert column in header
-    rows = {line.split()[0]: line for line in lines[1:] if line and not line.startswith(("[", "This"))}
+    rows = {line.split()[0]: line for line in lines[1:] if line and not line.startswith(("[", "This", "memory="))}
     assert set(rows) == {m.name for m in list_models()}
     assert "71.7 [" in rows["edgetam"] and " 4.0 " in rows["edgetam"] and CPU in rows["edgetam"]
     assert "facebook/EdgeTAM" in rows["edgetam"] and "Apache-2.0" in rows["edgetam"]
@@ -295,6 +295,8 @@ def test_models_lists_quality_speed_hub_repo_and_licence(tmp_path, monkeypatch, 
     assert "not measured" in rows["sam2_hiera_l"]
     assert "model=auto (the default) picks efficienttam_s_512x512 here" in out
     assert "facebookresearch/EdgeTAM README" in out  # the source of the J&F figures
+    # SAMURAI's cost: the bench run's samurai_ratio_3obj figure (these test figures have none).
+    assert "memory=samurai (robust to occlusion" in out and "s/frame not measured" in out
 
 
 def test_quality_data_is_what_the_rule_needs():

@@ -146,6 +146,7 @@ def gather_memory(
     obj_ptr_tpos_proj: nn.Module,
     batch: int,
     device: torch.device,
+    memory_frames: Optional[List[Tuple[int, int]]] = None,
 ) -> MemoryTokens:
     """Gather the spatial memories and object pointers that frame ``frame_idx`` attends to.
 
@@ -158,6 +159,8 @@ def gather_memory(
         maskmem_tpos_enc: (num_maskmem, 1, 1, mem_dim) temporal encodings of memories.
         obj_ptr_tpos_proj: maps pointer temporal encodings to ``mem_dim``.
         batch / device: batch size and device of the current frame's tokens.
+        memory_frames: ``[(t_pos, frame)]`` of the non-conditioning memories to read instead of
+            :meth:`MemoryReadConfig.memory_frame_indices` (SAMURAI's selection), or None.
     Returns:
         The :class:`MemoryTokens`, conditioning frames first.
     Raises:
@@ -177,7 +180,9 @@ def gather_memory(
 
     # Conditioning frames first, all at temporal position 0.
     entries = [(0, out) for out in selected.values()]
-    entries += [(t_pos, non_cond(t)) for t_pos, t in config.memory_frame_indices(frame_idx, track_in_reverse)]
+    if memory_frames is None:
+        memory_frames = config.memory_frame_indices(frame_idx, track_in_reverse)
+    entries += [(t_pos, non_cond(t)) for t_pos, t in memory_frames]
     mem_list, pos_list = [], []
     for t_pos, entry in entries:
         if entry is None:

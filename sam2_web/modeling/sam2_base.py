@@ -19,16 +19,26 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.init import trunc_normal_
 
+from sam2_web.errors import ConfigError
 from sam2_web.modeling import memory_reading
 from sam2_web.modeling.common import MLP, non_overlapping
 from sam2_web.modeling.memory_reading import MemoryReadConfig, MemorySource, MemoryTokens
+from sam2_web.modeling.motion import (
+    FrameScores,
+    MotionConfig,
+    MotionState,
+    MotionStep,
+    choose_mask,
+    mask_boxes,
+    select_memory_frames,
+)
 from sam2_web.modeling.sam.mask_decoder import MaskDecoder
 from sam2_web.modeling.sam.prompt_encoder import PromptEncoder
 from sam2_web.modeling.sam.transformer import TwoWayTransformer
@@ -73,6 +83,8 @@ class HeadsOutput:
         low_res_masks / high_res_masks: (B, 1, S/4, S/4) / (B, 1, S, S) the best candidate.
         obj_ptr: (B, C) object pointer, read by later frames' memory attention.
         object_score_logits: (B, 1) logit that the object is present on the frame.
+        motion: with SAMURAI's motion-aware choice, each row's filter state and scores after
+            this frame (see :mod:`sam2_web.modeling.motion`); None otherwise.
     """
 
     low_res_multimasks: torch.Tensor
@@ -82,6 +94,7 @@ class HeadsOutput:
     high_res_masks: torch.Tensor
     obj_ptr: torch.Tensor
     object_score_logits: torch.Tensor
+    motion: Optional[List[MotionStep]] = None
 
 
 @dataclass
@@ -97,6 +110,8 @@ class TrackStepOutput:
         maskmem_features: (B, mem_dim, h, w) spatial memory ((B, N, mem_dim) tokens with a
             spatial perceiver), or None when not encoded.
         maskmem_pos_enc: ``[tensor]`` its position encoding (same shape), or None when not encoded.
+        motion: the object's SAMURAI filter state and scores after this frame (batch 1), or None
+            when the step ran without it.
     """
 
     pred_masks: torch.Tensor
@@ -105,6 +120,7 @@ class TrackStepOutput:
     object_score_logits: torch.Tensor
     maskmem_features: Optional[torch.Tensor] = None
     maskmem_pos_enc: Optional[List[torch.Tensor]] = None
+    motion: Optional[MotionStep] = None
 
 
 def _tokens_to_map(x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
@@ -184,6 +200,14 @@ class SAM2Base(nn.Module):
         sam_mask_decoder_extra_args: Optional[Mapping[str, Any]] = None,
         compile_image_encoder: bool = False,
         spatial_perceiver: Optional[nn.Module] = None,
+        samurai_mode: bool = False,
+        stable_frames_threshold: Optional[int] = None,
+        stable_ious_threshold: Optional[float] = None,
+        min_obj_score_logits: Optional[float] = None,
+        kf_score_weight: Optional[float] = None,
+        memory_bank_iou_threshold: Optional[float] = None,
+        memory_bank_obj_score_threshold: Optional[float] = None,
+        memory_bank_kf_score_threshold: Optional[float] = None,
     ) -> None:
         """
         Args:
@@ -217,6 +241,13 @@ class SAM2Base(nn.Module):
             compile_image_encoder: wrap the image encoder's forward in ``torch.compile``.
             spatial_perceiver: compresses each new memory map into tokens (EdgeTAM's
                 :class:`~sam2_web.modeling.perceiver.PerceiverResampler`); None keeps the maps.
+            samurai_mode: track with SAMURAI's motion-aware mask choice and memory selection by
+                default (a video session may still turn it on or off).
+            stable_frames_threshold ... memory_bank_kf_score_threshold: SAMURAI's settings
+                (:class:`~sam2_web.modeling.motion.MotionConfig`; None keeps its default).
+        Raises:
+            ConfigError: a SAMURAI setting out of range, or ``samurai_mode`` on a model whose
+                decoder gives no multimask output while tracking.
         """
         super().__init__()
         if proj_tpos_enc_in_obj_ptrs and not add_tpos_enc_to_obj_ptrs:
@@ -288,6 +319,22 @@ class SAM2Base(nn.Module):
             trunc_normal_(self.no_obj_embed_spatial, std=0.02)
 
         self._build_sam_heads()
+
+        given = {
+            "stable_frames_threshold": stable_frames_threshold,
+            "stable_ious_threshold": stable_ious_threshold,
+            "min_obj_score_logits": min_obj_score_logits,
+            "kf_score_weight": kf_score_weight,
+            "memory_bank_iou_threshold": memory_bank_iou_threshold,
+            "memory_bank_obj_score_threshold": memory_bank_obj_score_threshold,
+            "memory_bank_kf_score_threshold": memory_bank_kf_score_threshold,
+        }
+        self.motion_config = MotionConfig(**{k: v for k, v in given.items() if v is not None})
+        if not isinstance(samurai_mode, bool):
+            raise ConfigError(f"samurai_mode must be true or false, got {samurai_mode!r}")
+        self.samurai_mode = samurai_mode
+        if samurai_mode:
+            self.check_motion_supported("samurai_mode")
 
         if compile_image_encoder:
             # Compile the bound forward, not the module, so state-dict keys stay unprefixed and
@@ -393,6 +440,7 @@ class SAM2Base(nn.Module):
         mask_inputs: Optional[torch.Tensor] = None,
         high_res_features: Optional[List[torch.Tensor]] = None,
         multimask_output: bool = False,
+        motion: Optional[Sequence[MotionState]] = None,
     ) -> HeadsOutput:
         """Decode prompts on one frame's (memory-conditioned) features.
 
@@ -402,6 +450,10 @@ class SAM2Base(nn.Module):
             mask_inputs: (B, 1, H, W) mask prompt (resized to the prompt encoder's size), or None.
             high_res_features: the two projected stride-4/8 maps, or None.
             multimask_output: ask for three candidate masks.
+            motion: each row's SAMURAI filter state after the previous frame: the candidate is
+                chosen with it (see :func:`~sam2_web.modeling.motion.choose_mask`; this waits
+                for the device) and presence is judged above ``min_obj_score_logits``. None:
+                SAM 2's choice (highest predicted IoU).
         Returns:
             The :class:`HeadsOutput`.
         Raises:
@@ -445,7 +497,8 @@ class SAM2Base(nn.Module):
             high_res_features=high_res_features,
         )
         if self.pred_obj_scores:
-            is_obj_appearing = object_score_logits > 0
+            threshold = 0.0 if motion is None else self.motion_config.min_obj_score_logits
+            is_obj_appearing = object_score_logits > threshold
             # The mask is a hard choice between object and no object, so memories agree with it.
             low_res_multimasks = torch.where(is_obj_appearing[:, None, None], low_res_multimasks, NO_OBJ_SCORE)
 
@@ -455,8 +508,12 @@ class SAM2Base(nn.Module):
         )
 
         token = sam_tokens[:, 0]
+        steps = None
+        if motion is not None:
+            best, steps = self._motion_choice(motion, ious, high_res_multimasks, object_score_logits, multimask_output)
         if multimask_output:
-            best = torch.argmax(ious, dim=-1)
+            if steps is None:
+                best = torch.argmax(ious, dim=-1)
             rows = torch.arange(batch, device=device)
             low_res_masks = low_res_multimasks[rows, best].unsqueeze(1)
             high_res_masks = high_res_multimasks[rows, best].unsqueeze(1)
@@ -479,7 +536,37 @@ class SAM2Base(nn.Module):
             high_res_masks=high_res_masks,
             obj_ptr=obj_ptr,
             object_score_logits=object_score_logits,
+            motion=steps,
         )
+
+    def _motion_choice(
+        self,
+        motion: Sequence[MotionState],
+        ious: torch.Tensor,
+        high_res_multimasks: torch.Tensor,
+        object_score_logits: torch.Tensor,
+        multimask_output: bool,
+    ) -> Tuple[torch.Tensor, List[MotionStep]]:
+        """SAMURAI's choice for every row: ``(best (B,) on the device, steps)``. One copy to the
+        host per call (IoUs, candidate boxes and presence logits of all rows together)."""
+        batch, m = ious.shape
+        if len(motion) != batch:
+            raise ValueError(f"{len(motion)} motion states for a batch of {batch}")
+        parts = [ious.float(), object_score_logits.float().reshape(batch, -1)[:, :1]]
+        if multimask_output:
+            parts.append(mask_boxes(high_res_multimasks).flatten(1).float())  # exact: pixel indices < 2^24
+        host = torch.cat(parts, dim=1).cpu()
+        ious_h, obj_h = host[:, :m], host[:, m]
+        best, steps = [], []
+        for row, state in enumerate(motion):
+            if multimask_output:
+                boxes = host[row, m + 1:].reshape(m, 4).tolist()
+                k, step = choose_mask(self.motion_config, state, ious_h[row], boxes, float(obj_h[row]))
+            else:
+                k, step = 0, MotionStep(state, FrameScores(float(ious_h[row, 0]), float(obj_h[row])))
+            best.append(k)
+            steps.append(step)
+        return torch.tensor(best).to(ious.device), steps
 
     def _use_mask_as_output(
         self,
@@ -533,6 +620,31 @@ class SAM2Base(nn.Module):
         adding an object reuses a compiled graph."""
         return objects
 
+    def check_motion_supported(self, setting: str) -> None:
+        """Raise ConfigError naming ``setting`` unless this model's decoder proposes three masks
+        on tracked frames, which SAMURAI's motion-aware choice picks among."""
+        if not (self.multimask_output_in_sam and self.multimask_output_for_tracking
+                and self.multimask_min_pt_num <= 0 <= self.multimask_max_pt_num):
+            raise ConfigError(
+                f"{setting}: SAMURAI chooses among the mask decoder's three candidates on tracked frames, "
+                f"but this model's decoder gives one (multimask_output_in_sam={self.multimask_output_in_sam}, "
+                f"multimask_output_for_tracking={self.multimask_output_for_tracking}, multimask_min_pt_num="
+                f"{self.multimask_min_pt_num}); use a SAM 2 / 2.1 config or turn SAMURAI off"
+            )
+
+    def samurai_memory_frames(
+        self, memory: MemorySource, frame_idx: int, track_in_reverse: bool, num_frames: Optional[int]
+    ) -> List[Tuple[int, int]]:
+        """``[(t_pos, frame)]`` whose memories ``frame_idx`` reads under SAMURAI's rule
+        (:func:`~sam2_web.modeling.motion.select_memory_frames`); ``memory.frame_scores(t)``
+        gives each tracked frame's scores (a source without it has none: only the adjacent
+        frame is read)."""
+        lookup = getattr(memory, "frame_scores", None) or (lambda t: None)
+        return select_memory_frames(
+            self.motion_config, frame_idx, track_in_reverse, num_frames,
+            self.num_maskmem, self.max_obj_ptrs_in_encoder, lookup,
+        )
+
     def use_multimask(self, is_init_cond_frame: bool, point_inputs: Optional[PointInputs]) -> bool:
         """Whether the decoder should propose three masks for this prompt (a box counts as two points)."""
         num_pts = 0 if point_inputs is None else point_inputs.point_labels.size(1)
@@ -566,6 +678,7 @@ class SAM2Base(nn.Module):
         memory: MemorySource,
         num_frames: Optional[int],
         track_in_reverse: bool = False,
+        samurai: bool = False,
     ) -> torch.Tensor:
         """Fuse the frame's lowest-resolution features with the memory of other frames.
 
@@ -578,6 +691,7 @@ class SAM2Base(nn.Module):
             memory: the other frames' outputs of this object.
             num_frames: clip length (bounds the pointer window), or None if unknown.
             track_in_reverse: tracking towards earlier frames.
+            samurai: read the memories SAMURAI's rule selects (:meth:`samurai_memory_frames`).
         Returns:
             (B, C, h, w) memory-conditioned features.
         Raises:
@@ -608,6 +722,9 @@ class SAM2Base(nn.Module):
                 obj_ptr_tpos_proj=self.obj_ptr_tpos_proj,
                 batch=batch,
                 device=feats.device,
+                memory_frames=(
+                    self.samurai_memory_frames(memory, frame_idx, track_in_reverse, num_frames) if samurai else None
+                ),
             )
         # Stored memories may be bf16 (to save space) while the attention weights are float32;
         # cast so the matmuls agree. When float pointers are also present, concatenation has
@@ -685,6 +802,7 @@ class SAM2Base(nn.Module):
         track_in_reverse: bool = False,
         run_mem_encoder: bool = True,
         prev_sam_mask_logits: Optional[torch.Tensor] = None,
+        motion: Optional[MotionState] = None,
     ) -> TrackStepOutput:
         """Segment one frame from its features, prompts and the memory of other frames.
 
@@ -695,6 +813,8 @@ class SAM2Base(nn.Module):
             run_mem_encoder: False skips encoding this frame's memory (e.g. while the user is
                 still clicking).
             prev_sam_mask_logits: earlier low-res logits to refine with new clicks, or None.
+            motion: the object's SAMURAI filter state after the previous frame (batch 1): the
+                step then runs SAMURAI's memory selection and mask choice; None runs SAM 2's.
         Returns:
             The :class:`TrackStepOutput`; its memory fields are None when not encoded.
         Raises:
@@ -707,6 +827,9 @@ class SAM2Base(nn.Module):
         if mask_inputs is not None and self.use_mask_input_as_output_without_sam:
             pix_feat = _tokens_to_map(current_vision_feats[-1], feat_sizes[-1])
             heads = self._use_mask_as_output(pix_feat, high_res_features, mask_inputs)
+            if motion is not None:  # a given mask: certain, and it does not move the filter
+                score = float(heads.object_score_logits.flatten()[0])
+                heads.motion = [MotionStep(motion, FrameScores(1.0, score))]
         else:
             pix_feat = self._prepare_memory_conditioned_features(
                 frame_idx=frame_idx,
@@ -717,6 +840,7 @@ class SAM2Base(nn.Module):
                 memory=memory,
                 num_frames=num_frames,
                 track_in_reverse=track_in_reverse,
+                samurai=motion is not None,
             )
             if prev_sam_mask_logits is not None:
                 # Refining an earlier prediction with new clicks: feed its logits as the mask prompt.
@@ -729,6 +853,7 @@ class SAM2Base(nn.Module):
                 mask_inputs=mask_inputs,
                 high_res_features=high_res_features,
                 multimask_output=self.use_multimask(is_init_cond_frame, point_inputs),
+                motion=None if motion is None else [motion],
             )
 
         maskmem_features, maskmem_pos_enc = None, None
@@ -747,6 +872,7 @@ class SAM2Base(nn.Module):
             object_score_logits=heads.object_score_logits,
             maskmem_features=maskmem_features,
             maskmem_pos_enc=maskmem_pos_enc,
+            motion=None if heads.motion is None else heads.motion[0],
         )
 
     def track_objects(
@@ -758,6 +884,7 @@ class SAM2Base(nn.Module):
         memories: List[MemorySource],
         num_frames: Optional[int],
         track_in_reverse: bool = False,
+        motions: Optional[List[MotionState]] = None,
     ) -> List[TrackStepOutput]:
         """Segment several objects on one frame from their memories alone (no prompts there):
         what :meth:`track_step` gives each object with ``is_init_cond_frame=False``, no prompts
@@ -773,6 +900,8 @@ class SAM2Base(nn.Module):
             frame_idx, current_vision_feats, current_vision_pos_embeds, feat_sizes, num_frames,
                 track_in_reverse: as for :meth:`track_step` (features of batch 1).
             memories: each object's memory.
+            motions: each object's SAMURAI filter state after the previous frame (SAMURAI's
+                memory selection and mask choice, each row with its own filter), or None.
         Returns:
             One :class:`TrackStepOutput` per memory, in order (each with batch 1).
         Raises:
@@ -787,6 +916,10 @@ class SAM2Base(nn.Module):
                 self.memory_config, memory, frame_idx, num_frames, track_in_reverse,
                 maskmem_tpos_enc=self.maskmem_tpos_enc, obj_ptr_tpos_proj=self.obj_ptr_tpos_proj,
                 batch=1, device=feats.device,
+                memory_frames=(
+                    None if motions is None
+                    else self.samurai_memory_frames(memory, frame_idx, track_in_reverse, num_frames)
+                ),
             )
             layout = (tuple(tokens.tokens.shape), tokens.num_spatial_mem, tokens.num_obj_ptr_tokens)
             # Non-overlap before the memory encoder is across the batch: one object per batch then.
@@ -803,8 +936,11 @@ class SAM2Base(nn.Module):
             # Padding rows (copies of the last object, dropped below) keep a compiled graph's
             # batch fixed; never with non-overlap, which compares the rows with each other.
             rows = [t for _, t in members]
+            states = None if motions is None else [motions[k] for k, _ in members]
             if not self.non_overlap_masks_for_mem_enc:
-                rows += [rows[-1]] * (self.object_bucket(len(rows)) - len(rows))
+                pad = self.object_bucket(len(rows)) - len(rows)
+                rows += [rows[-1]] * pad
+                states = None if states is None else states + [states[-1]] * pad
             batch = len(rows)
             fused = self.memory_attention(
                 curr=current_vision_feats[-1:],  # batch 1: shared by every object of the group
@@ -818,6 +954,7 @@ class SAM2Base(nn.Module):
                 backbone_features=_tokens_to_map(fused, size),
                 high_res_features=None if high_res is None else [x.expand(batch, -1, -1, -1) for x in high_res],
                 multimask_output=self.use_multimask(False, None),
+                motion=states,
             )
             maskmem_features, maskmem_pos_enc = None, None
             if self.num_maskmem > 0:
@@ -837,6 +974,7 @@ class SAM2Base(nn.Module):
                     object_score_logits=_row(heads.object_score_logits, row),
                     maskmem_features=_row(maskmem_features, row),
                     maskmem_pos_enc=None if maskmem_pos_enc is None else [_row(p, row) for p in maskmem_pos_enc],
+                    motion=None if heads.motion is None else heads.motion[row],
                 )
         return outputs  # type: ignore[return-value]
 

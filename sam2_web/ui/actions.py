@@ -141,9 +141,29 @@ def _open_video(session: AppSession, predictor: "SAM2VideoPredictor") -> "VideoS
 
 def session_options(session: AppSession, predictor: "SAM2VideoPredictor") -> dict[str, Any]:
     """The engine options of an app session: its temp files in the session folder, its share of
-    the server's feature-cache budget."""
+    the server's feature-cache budget, its SAMURAI switch (when set)."""
     grant = session.reserve_features(predictor.default_options.feature_cache_mb)
-    return {"temp_dir": str(session.workdir), "feature_cache_mb": grant}
+    options: dict[str, Any] = {"temp_dir": str(session.workdir), "feature_cache_mb": grant}
+    if session.samurai is not None:
+        options["samurai"] = session.samurai
+    return options
+
+
+def set_samurai(session: AppSession, predictor: "SAM2VideoPredictor", on: bool) -> None:
+    """Turn SAMURAI's motion-aware memory on or off for this session: the clip is re-opened on
+    the same model with the switch and every object's prompts replayed (tracked results are
+    dropped: they came from the other memory).
+
+    Raises:
+        ConfigError: ``on`` with a model whose decoder has no multimask tracking output.
+    """
+    before = session.samurai
+    session.samurai = bool(on)
+    try:
+        switch_model(session, predictor, session.model)
+    except BaseException:
+        session.samurai = before
+        raise
 
 
 def switch_model(session: AppSession, predictor: "SAM2VideoPredictor", model: str) -> None:

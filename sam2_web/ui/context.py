@@ -151,6 +151,11 @@ class AppContext:
 
         return text_available()
 
+    def samurai_default(self) -> bool:
+        """Whether sessions start with SAMURAI's memory: the config's ``engine.samurai``
+        (``memory=samurai``); unset means the model's own setting, off for SAM 2."""
+        return bool((self.cfg.get("engine") or {}).get("samurai") or False)
+
     def model_choices(self) -> list[tuple[str, str]]:
         """(label, name) of every registered model for the dropdown, with its published J&F and its
         s/frame on this device (see ``ui.speed.model_choices``)."""

@@ -121,15 +121,18 @@ class Callbacks:
         return gr.update(choices=self.ctx.model_choices()), self.ctx.models_markdown()
 
     # -- input ---------------------------------------------------------------------------------
-    def upload(self, path: str | None, model: str, sid: str | None, _status: str, request: gr.Request,
-               progress=gr.Progress()):
-        """A clip (or image) was uploaded or an example picked: open it in a fresh state."""
+    def upload(self, path: str | None, model: str, sid: str | None, _status: str, samurai: bool | None,
+               request: gr.Request, progress=gr.Progress()):
+        """A clip (or image) was uploaded or an example picked: open it in a fresh state (with the
+        session's SAMURAI switch as the checkbox shows it)."""
         if not path:
             return (sid,) + (gr.skip(),) * 8
         session = self._session(sid)
         if session is None:
             session = self.ctx.store.create(model or self.ctx.default_model, self.ctx.client(request))
         with session.exclusive():
+            if samurai is not None:
+                session.samurai = bool(samurai)
             progress(0, desc="Loading the model")
             predictor = self._predictor(model or session.model, progress)
             session.model = model or session.model
@@ -147,6 +150,20 @@ class Callbacks:
             actions.switch_model(session, predictor, model)
         return (*self._view(session, session.frame_idx),
                 self._estimate(session, f"Model {model} ready; clicks replayed."))
+
+    def change_samurai(self, on: bool, sid: str | None, progress=gr.Progress()):
+        """The "Robust to occlusion (SAMURAI)" switch: re-open the clip with it, replay the clicks."""
+        session = self._session(sid)
+        if session is None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        with session.exclusive():
+            if not session.has_clip:
+                session.samurai = bool(on)
+                return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            actions.set_samurai(session, self._predictor(session.model, progress), bool(on))
+        state = "on" if on else "off"
+        return (*self._view(session, session.frame_idx),
+                self._estimate(session, f"SAMURAI memory {state}; clicks replayed, track again."))
 
     def scrub(self, sid: str | None, frame_idx: float):
         """The slider moved: show that frame with its masks."""
@@ -345,6 +362,9 @@ def _layout(ctx: AppContext) -> SimpleNamespace:
         with gr.Column(scale=1, min_width=300):
             ui.model = gr.Dropdown(ctx.model_choices(), value=ctx.default_model, label="Model",
                                    info=ctx.model_info(), elem_id="model")
+            ui.samurai = gr.Checkbox(ctx.samurai_default(), label="Robust to occlusion (SAMURAI)", elem_id="samurai",
+                                     info="Motion-aware memory: keeps objects through occlusions and look-alikes "
+                                          "(arXiv 2411.11922); about the same speed")
             ui.clip = gr.File(label="Clip or image", file_types=["video", "image"], type="filepath",
                               elem_id="clip-upload")
             examples = [[str(ASSETS / n)] for n in EXAMPLES if (ASSETS / n).is_file()]
@@ -421,8 +441,8 @@ def _bind(demo: gr.Blocks, ui: SimpleNamespace, cb: Callbacks, lanes: dict[str, 
 
     # Heavy calls are admitted before they wait in the queue (see sam2_web.ui.fair); a refusal is
     # shown on the status box, the last input of each (the callbacks ignore its value).
-    def admit_upload(path, model, sid, status, request: gr.Request):
-        return verdict(lambda: ctx.admit(request, "open a clip") if path else None, 4, mark=3)
+    def admit_upload(path, model, sid, status, samurai, request: gr.Request):
+        return verdict(lambda: ctx.admit(request, "open a clip") if path else None, 5, mark=3)
 
     def admit_track(sid, status, request: gr.Request):
         return verdict(lambda: ctx.admit(request, "Track", track_sid=str(sid or "")), 2, mark=1)
@@ -433,12 +453,14 @@ def _bind(demo: gr.Blocks, ui: SimpleNamespace, cb: Callbacks, lanes: dict[str, 
     def admit_export_soft(sid, fmt, feather, soft, band, status, request: gr.Request):
         return verdict(lambda: ctx.admit(request, "export"), 6, mark=5)
 
-    ui.clip.change(w(short_call(cb.upload, ctx.leases)), [ui.clip, ui.model, ui.sid, ui.status],
+    ui.clip.change(w(short_call(cb.upload, ctx.leases)), [ui.clip, ui.model, ui.sid, ui.status, ui.samurai],
                    [ui.sid, *view, *objs, ui.status, ui.preview, ui.download], **quick, **on_frame,
                    validator=admit_upload, **_ui("upload"))
     ui.model.change(w(short_call(cb.change_model, ctx.leases)), [ui.model, ui.sid], [*view, ui.status], **quick,
                     **on_frame,
                     **_ui("change_model"))
+    ui.samurai.change(w(short_call(cb.change_samurai, ctx.leases)), [ui.samurai, ui.sid], [*view, ui.status],
+                      **quick, **on_frame, **_ui("change_samurai"))
     ui.slider.release(w(cb.scrub), [ui.sid, ui.slider], [ui.frame, ui.frame_info], trigger_mode="always_last",
                       **hidden, **_ui("scrub"))
     ui.slider.input(w(cb.scrub), [ui.sid, ui.slider], [ui.frame, ui.frame_info], trigger_mode="always_last",

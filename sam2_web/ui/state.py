@@ -99,6 +99,8 @@ class AppSession:
         ttl_s: this session's own idle time-to-live (None: the store's).
         client: who opened it (``sam2_web.ui.fair.client_of``): sessions per client are capped.
         created: ``time.monotonic()`` when it was opened (the maximum lifetime counts from here).
+        samurai: the "Robust to occlusion (SAMURAI)" switch: True / False, or None for the
+            server's setting (``memory=``; see ``sam2_web.video.options.SessionOptions.samurai``).
     """
 
     sid: str
@@ -122,6 +124,7 @@ class AppSession:
     history_bytes_per_frame: int = 0
     disk_budget_mb: float = 0.0
     ttl_s: float | None = None
+    samurai: bool | None = None
     _grant: Callable[[float], float] | None = field(default=None, repr=False)
 
     def reserve_features(self, want_mb: float) -> float:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Iterator, Optional
 
 import torch
 
+from sam2_web.modeling.motion import FrameScores, MotionState
 from sam2_web.video.background import HostCopy, SerialWorker
 from sam2_web.video.state import FrameOutput
 
@@ -90,6 +91,9 @@ class MemoryBank:
         self.cond: dict[int, FrameOutput] = {}
         self._recent: dict[int, FrameOutput] = {}
         self._spilled: set[int] = set()
+        # SAMURAI's per-frame scores of every held non-conditioning output (RAM or disk): its
+        # memory rule scans them each frame, so they never wait for a spill file.
+        self._scores: dict[int, FrameScores] = {}
         # Spilled outputs whose file is not written yet: reads take them from here.
         self._writing: dict[int, FrameOutput] = {}
         self._writer = writer
@@ -108,6 +112,11 @@ class MemoryBank:
         """Same as :meth:`get`."""
         return self.get(frame_idx)
 
+    def frame_scores(self, frame_idx: int) -> Optional[FrameScores]:
+        """SAMURAI's scores of the tracked output of ``frame_idx`` (None: no such output, or
+        tracked without SAMURAI)."""
+        return self._scores.get(frame_idx)
+
     # -- non-conditioning outputs -------------------------------------------------------------
     def get(self, frame_idx: int) -> Optional[FrameOutput]:
         """Return the non-conditioning output of ``frame_idx`` (from RAM or disk), or None."""
@@ -123,6 +132,10 @@ class MemoryBank:
         """Store (or replace) the non-conditioning output of ``frame_idx`` in RAM."""
         self._drop_spilled(frame_idx)
         self._recent[frame_idx] = out
+        if out.scores is not None:
+            self._scores[frame_idx] = out.scores
+        else:
+            self._scores.pop(frame_idx, None)
 
     def pop(self, frame_idx: int) -> Optional[FrameOutput]:
         """Remove and return the non-conditioning output of ``frame_idx`` (None if absent)."""
@@ -130,6 +143,7 @@ class MemoryBank:
         if out is None and frame_idx in self._spilled:
             out = self._in_flight(frame_idx) or self._load(frame_idx)
             self._drop_spilled(frame_idx)
+        self._scores.pop(frame_idx, None)
         return out
 
     def frames(self) -> set[int]:
@@ -144,6 +158,8 @@ class MemoryBank:
             out = self._recent.pop(frame_idx)
             if self.history == "disk":
                 self._save(frame_idx, out)
+            else:
+                self._scores.pop(frame_idx, None)
 
     def ram_frames(self) -> set[int]:
         """Frames whose non-conditioning output is currently held in RAM."""
@@ -158,6 +174,7 @@ class MemoryBank:
         """Forget every output (conditioning and not) and delete spill files."""
         self.cond.clear()
         self._recent.clear()
+        self._scores.clear()
         for frame_idx in list(self._spilled):
             self._drop_spilled(frame_idx)
 
@@ -173,6 +190,11 @@ class MemoryBank:
         }
         if out.maskmem_features is not None:
             tensors["maskmem_features"] = out.maskmem_features
+        # SAMURAI's filter and scores go with the frame's memory (host tensors already).
+        if out.motion is not None:
+            tensors.update({f"motion_{k}": t for k, t in out.motion.as_tensors().items()})
+        if out.scores is not None:
+            tensors["scores"] = out.scores.as_tensor()
         copies = {k: HostCopy(t) for k, t in tensors.items()}  # started now, waited for by the writer
         self._device = out.pred_masks.device
         with self._lock:
@@ -202,6 +224,7 @@ class MemoryBank:
         record = torch.load(self._path(frame_idx), map_location="cpu", weights_only=True)
         device = self._device
         has_memory = "maskmem_features" in record
+        motion = {k[len("motion_"):]: t for k, t in record.items() if k.startswith("motion_")}
 
         def back(t: torch.Tensor) -> torch.Tensor:
             return t.to(device, non_blocking=True)  # from pageable memory: staged, never waits for the GPU
@@ -212,10 +235,13 @@ class MemoryBank:
             object_score_logits=back(record["object_score_logits"]),
             maskmem_features=back(record["maskmem_features"]) if has_memory else None,
             maskmem_pos_enc=self.maskmem_pos_enc if has_memory else None,
+            motion=MotionState.from_tensors(motion) if motion else None,
+            scores=FrameScores.from_tensor(record["scores"]) if "scores" in record else None,
         )
 
     def _drop_spilled(self, frame_idx: int) -> None:
         if frame_idx in self._spilled:
+            self._scores.pop(frame_idx, None)
             self._spilled.discard(frame_idx)
             with self._lock:
                 self._writing.pop(frame_idx, None)

@@ -44,6 +44,10 @@ class SessionOptions:
             lengths in RAM).
         temp_dir: parent folder of the session's temp files (None: the system's).
         read_ahead: frames decoded ahead of the tracker.
+        samurai: track with SAMURAI's motion-aware memory (a box filter per object steers the
+            choice among the decoder's three masks and keeps occluded frames out of the memory;
+            ``sam2_web.modeling.motion``): True / False, or None for the model's own setting
+            (its config's ``samurai_mode``, off for SAM 2; ``memory=samurai`` turns it on).
     """
 
     fill_hole_area: int = 0
@@ -58,6 +62,7 @@ class SessionOptions:
     result_dir: Optional[str] = None
     temp_dir: Optional[str] = None
     read_ahead: int = 6
+    samurai: Optional[bool] = None
 
     @classmethod
     def names(cls) -> frozenset[str]:
@@ -79,5 +84,7 @@ class SessionOptions:
             raise ValueError(f"memory_dtype must be 'bfloat16' or 'float32', got {self.memory_dtype!r}")
         if self.history not in HISTORY_MODES:
             raise ValueError(f"history must be one of {HISTORY_MODES}, got {self.history!r}")
+        if self.samurai is not None and not isinstance(self.samurai, bool):
+            raise ValueError(f"samurai must be true, false or null (the model's setting), got {self.samurai!r}")
         if self.fill_hole_area < 0 or self.feature_cache_mb < 0:
             raise ValueError("fill_hole_area and feature_cache_mb must be >= 0")

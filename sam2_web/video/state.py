@@ -16,6 +16,7 @@ import torch
 from sam2_web.video.background import HostCopy, pack_masks, unpack_masks
 
 if TYPE_CHECKING:
+    from sam2_web.modeling.motion import FrameScores, MotionState
     from sam2_web.modeling.sam2_base import PointInputs
     from sam2_web.video.memory import MemoryBank  # memory.py imports this module
 
@@ -32,6 +33,11 @@ class FrameOutput:
             None until the memory encoder has run (frames that only received clicks).
         maskmem_pos_enc: position encoding of the memory; the same tensor for every frame
             (shared, not stored per frame), None while ``maskmem_features`` is None.
+        motion: with SAMURAI on, the object's box filter after this frame: the next frame of a
+            pass (in either direction) continues from it, so tracking resumes, re-tracks and
+            extends exactly; None without SAMURAI.
+        scores: with SAMURAI on, what its memory rule reads of this frame (predicted IoU,
+            presence logit, motion score); None without SAMURAI.
     """
 
     pred_masks: torch.Tensor
@@ -39,6 +45,8 @@ class FrameOutput:
     object_score_logits: torch.Tensor
     maskmem_features: Optional[torch.Tensor] = None
     maskmem_pos_enc: Optional[list[torch.Tensor]] = None
+    motion: Optional[MotionState] = None
+    scores: Optional[FrameScores] = None
 
     def nbytes(self) -> int:
         """Approximate memory held by the tensors of this output."""

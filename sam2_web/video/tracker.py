@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from sam2_web.device import autocast_context
 from sam2_web.errors import CancelledError, PromptError, UnknownObjectError
 from sam2_web.modeling.common import non_overlapping
+from sam2_web.modeling.motion import MotionConfig, MotionState
 from sam2_web.modeling.sam2_base import NO_OBJ_SCORE, PointInputs
 from sam2_web.transforms import fill_holes_and_sprinkles
 from sam2_web.video.background import SerialWorker
@@ -102,6 +103,12 @@ class Tracker:
         self._next_uid = 0
         self._version = 0  # bumped by every prompt change; finished passes are tied to it
         self._passes: dict[tuple, _PassRecord] = {}
+        # SAMURAI: the settings when on (the filter's state is per object and frame, in the
+        # FrameOutputs), None when off.
+        samurai = options.samurai if options.samurai is not None else bool(getattr(model, "samurai_mode", False))
+        if samurai:
+            model.check_motion_supported("samurai")
+        self.motion_config: Optional[MotionConfig] = model.motion_config if samurai else None
 
     @property
     def object_ids(self) -> list[int]:
@@ -373,6 +380,9 @@ class Tracker:
                 memories=[t.memory for t in unprompted],
                 num_frames=self.num_frames,
                 track_in_reverse=reverse,
+                motions=None if self.motion_config is None else [
+                    self._motion_before(t, frame_idx, reverse) for t in unprompted
+                ],
             )
             # Hole filling for all objects at once (one batch of device ops, not one per object).
             filled = None
@@ -399,7 +409,11 @@ class Tracker:
         upcoming = next_frame if next_frame is not None else frame_idx + (-1 if reverse else 1)
         keep = memory_reach(self.model, upcoming, reverse, self.num_frames)
         for track in self.objects.values():
-            track.memory.evict(keep)
+            if self.motion_config is None:
+                track.memory.evict(keep)
+            else:  # SAMURAI's memories may lie further back: keep what the next frame reads
+                picked = self.model.samurai_memory_frames(track.memory, upcoming, reverse, self.num_frames)
+                track.memory.evict(keep | {t for _, t in picked})
         logits = self._to_video_res(torch.cat(preds, dim=0))
         return FrameLogits(frame_idx, self.object_ids, logits, torch.cat(scores))
 
@@ -430,8 +444,17 @@ class Tracker:
             track_in_reverse=reverse,
             run_mem_encoder=run_mem_encoder,
             prev_sam_mask_logits=prev_sam_mask_logits,
+            # A prompt restarts the object's motion: the filter starts afresh from this frame.
+            motion=None if self.motion_config is None else MotionState(),
         )
         return self._compact(out, self._fill(out.pred_masks))
+
+    def _motion_before(self, track: ObjectTrack, frame_idx: int, reverse: bool) -> MotionState:
+        """The object's SAMURAI filter after the frame before ``frame_idx`` in the pass's
+        direction (a fresh filter when that frame has no output of it)."""
+        prev = frame_idx + 1 if reverse else frame_idx - 1
+        out = track.memory.cond.get(prev) or track.memory.get(prev)
+        return out.motion if out is not None and out.motion is not None else MotionState()
 
     def _fill(self, pred_masks: torch.Tensor) -> torch.Tensor:
         """(B, 1, h, w) low-res logits with small holes filled and specks removed (on their device)."""
@@ -456,6 +479,8 @@ class Tracker:
             object_score_logits=out.object_score_logits,
             maskmem_features=maskmem,
             maskmem_pos_enc=maskmem_pos,
+            motion=None if out.motion is None else out.motion.state,
+            scores=None if out.motion is None else out.motion.scores,
         )
 
     def _encode_memory(self, frame_idx: int, out: FrameOutput) -> None:
