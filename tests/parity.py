@@ -150,8 +150,9 @@ def heads_from_reference(outputs: tuple) -> HeadsOutput:
 
 def step_from_reference(out: dict) -> TrackStepOutput:
     """The reference's ``track_step`` dict as our :class:`TrackStepOutput` (the dict also
-    echoes the step's ``point_inputs``/``mask_inputs``, which ours does not)."""
-    return TrackStepOutput(**{f.name: out[f.name] for f in fields(TrackStepOutput)})
+    echoes the step's ``point_inputs``/``mask_inputs``, which ours does not; it has no SAMURAI
+    ``motion``, which ours leaves None with SAMURAI off)."""
+    return TrackStepOutput(**{f.name: out[f.name] for f in fields(TrackStepOutput) if f.name != "motion"})
 
 
 def step_as_reference(out: TrackStepOutput) -> dict:
